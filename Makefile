@@ -1,0 +1,54 @@
+# gspn2_dense: two-command quick start.
+#   make demo   set up (once) and run the demo main job on built-in demo data
+#   make test   set up (once) and run the test suite
+# Set-up steps leave stamp files in the virtual environment, so a second run skips them.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+PYTEST_ARGS ?=
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export PYTHONUNBUFFERED := 1
+
+STAMP_BASE := $(VENV)/.stamp-base
+STAMP_MMCV := $(VENV)/.stamp-mmcv
+STAMP_PKG := $(VENV)/.stamp-gspn2_dense
+
+.PHONY: setup test demo clean-venv
+
+setup: $(STAMP_PKG)
+
+$(PY):
+	@echo "==> [setup 1/4] creating the virtual environment $(VENV)"
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP_BASE): | $(PY)
+	@echo "==> [setup 2/4] installing torch 2.11.0, torchvision 0.26.0 and the build tools"
+	$(PIP) install --upgrade pip 'setuptools<70' wheel
+	$(PIP) install torch==2.11.0 torchvision==0.26.0 ninja 'numpy<2.4'
+	@touch $@
+
+$(STAMP_MMCV): $(STAMP_BASE)
+	@echo "==> [setup 3/4] installing mmcv 2.1.0 with ops (a wheel from PIP_FIND_LINKS or pip's"
+	@echo "    cache when there is one; otherwise a source build of about 25 minutes on 2 cores)"
+	MMCV_WITH_OPS=1 $(PIP) install --no-build-isolation mmcv==2.1.0
+	@touch $@
+
+$(STAMP_PKG): $(STAMP_MMCV) setup.py
+	@echo "==> [setup 4/4] installing gspn2_dense (editable) and the pinned stack"
+	$(PIP) install -e '.[dev]'
+	@touch $@
+	@echo "==> set-up complete ($(VENV))"
+
+test: setup
+	@echo "==> running the test suite"
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+demo: setup
+	@echo "==> running the demo main job"
+	$(PY) tools/demo.py
+
+clean-venv:
+	rm -rf $(VENV)

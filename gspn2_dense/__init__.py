@@ -1,0 +1,23 @@
+"""gspn2_dense: GSPN-2 line-scan propagation, backbones and dense linear probes.
+
+``import gspn2_dense`` registers what the installed stack can use:
+
+* the timm models (``gspn2_tiny``, ``gspn2_small``, ``gspn2_base``, ``gspn2_nano``, ...);
+* with mmsegmentation: the ``GSPN2`` backbone, heads, segmentors, datasets and metrics in
+  mmseg's registries, and a checkpoint loader that resumes mmengine runs under torch >= 2.6;
+* with open_clip: the ``GSPN2-T/S/B`` model configs.
+
+The op alone (``gspn2_dense.ops``) needs only torch; nothing here compiles anything.
+"""
+import importlib.util
+
+__version__ = '0.1.0'
+
+
+def _installed(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+if _installed('mmseg'):
+    from . import engine  # noqa: E402
+    engine.register_checkpoint_loader()

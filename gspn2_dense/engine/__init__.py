@@ -1,0 +1,4 @@
+"""mmengine integration: checkpoint loading that works with torch >= 2.6."""
+from .checkpoint import load_local_checkpoint, register_checkpoint_loader
+
+__all__ = ['load_local_checkpoint', 'register_checkpoint_loader']

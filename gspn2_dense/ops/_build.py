@@ -1,0 +1,219 @@
+"""Building and loading the compiled GSPN-2 extensions.
+
+Two extensions are built from ``csrc/``:
+
+* ``cpu``  -- ``csrc/cpu/*.cpp``: the CPU kernels and their bindings (C++ only);
+* ``cuda`` -- ``csrc/cuda/*.cpp`` and ``csrc/cuda/*.cu``: the fused CUDA kernels.
+
+Each is taken, in this order, from
+
+1. an ahead-of-time build installed with the package
+   (``GSPN2_BUILD_EXT=1 pip install -e .`` -> ``gspn2_dense._C_cpu`` / ``gspn2_dense._C_cuda``);
+2. a just-in-time build with ninja through :mod:`torch.utils.cpp_extension`, cached in
+   ``$GSPN2_EXT_DIR`` (default ``~/.cache/gspn2_dense/extensions/<torch>-<cuda>``).
+
+Nothing here runs at import time: the package imports without a compiler or a GPU, and
+:func:`load_extension` raises :class:`ExtensionBuildError` with build instructions when the
+first compiled op is needed and no build can be had.
+
+This file is also loaded by ``setup.py`` (by path, before the package is installed), so it
+imports nothing from ``gspn2_dense``.
+"""
+import fcntl
+import glob
+import importlib
+import importlib.util
+import os
+import re
+import shutil
+import threading
+from pathlib import Path
+from typing import Dict, List, Optional
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CSRC = REPO_ROOT / 'csrc'
+DEFAULT_CUDA_ARCH_LIST = '8.0;8.6;9.0+PTX'
+
+BUILD_HINT = (
+    'Build the extension ahead of time with `GSPN2_BUILD_EXT=1 pip install -e .` '
+    '(needs a C++ compiler, ninja and, for the CUDA kernels, nvcc with CUDA_HOME set), '
+    'or install a compiler and let gspn2_dense build it on first use '
+    '(cache directory: $GSPN2_EXT_DIR).')
+
+
+class ExtensionBuildError(RuntimeError):
+    """Raised when a compiled GSPN-2 extension is needed but can be neither imported nor built."""
+
+
+def cxx_flags() -> List[str]:
+    return ['-O3', '-std=c++17', '-fopenmp'] if os.name != 'nt' else ['/O2']
+
+
+def nvcc_flags() -> List[str]:
+    return [
+        '-O3', '-std=c++17', '--use_fast_math', '-lineinfo', '--expt-relaxed-constexpr',
+        '-U__CUDA_NO_HALF_OPERATORS__', '-U__CUDA_NO_HALF_CONVERSIONS__',
+        '-U__CUDA_NO_BFLOAT16_OPERATORS__', '-U__CUDA_NO_BFLOAT16_CONVERSIONS__',
+    ]
+
+
+def extension_sources(kind: str) -> List[str]:
+    """Source files of extension ``kind`` ('cpu' or 'cuda'), relative to the repository root."""
+    if kind == 'cpu':
+        patterns = ['csrc/cpu/*.cpp']
+    elif kind == 'cuda':
+        patterns = ['csrc/cuda/*.cpp', 'csrc/cuda/*.cu']
+    else:
+        raise ValueError(f"extension kind must be 'cpu' or 'cuda', got {kind!r}")
+    files = sorted(
+        os.path.relpath(f, REPO_ROOT) for p in patterns for f in glob.glob(str(REPO_ROOT / p)))
+    if not files:
+        raise ExtensionBuildError(
+            f'no sources for the {kind} extension under {CSRC}: is this a source checkout of '
+            'gspn2_dense (pip install -e .)?')
+    return files
+
+
+def resolve_cuda_home() -> Optional[str]:
+    """Find the CUDA toolkit that ``nvcc`` belongs to.
+
+    ``$CUDA_HOME``/``$CUDA_PATH`` win when set. Otherwise the ``nvcc`` on ``PATH`` is
+    followed through symlinks and through wrapper scripts of the form
+    ``exec /path/to/cuda/bin/nvcc "$@"`` (torch guesses ``dirname(dirname(nvcc))``, which is
+    wrong for such wrappers and makes linking fail with ``cannot find -lcudart``).
+    """
+    for var in ('CUDA_HOME', 'CUDA_PATH'):
+        if os.environ.get(var):
+            return os.environ[var]
+    nvcc = shutil.which('nvcc')
+    candidates = []
+    if nvcc is not None:
+        nvcc = os.path.realpath(nvcc)
+        candidates.append(nvcc)
+        try:
+            with open(nvcc, 'rb') as f:
+                head = f.read(4096)
+        except OSError:
+            head = b''
+        if head.startswith(b'#!'):
+            candidates += re.findall(r'(/\S+?/bin/nvcc)\b', head.decode(errors='replace'))
+    candidates.append('/usr/local/cuda/bin/nvcc')
+    for path in candidates:
+        home = os.path.dirname(os.path.dirname(os.path.realpath(path)))
+        if os.path.isfile(os.path.join(home, 'bin', 'nvcc')) and os.path.isdir(
+                os.path.join(home, 'include')):
+            return home
+    return None
+
+
+def _prepare_cuda_environment() -> str:
+    home = resolve_cuda_home()
+    if home is None:
+        raise ExtensionBuildError(
+            'cannot build the CUDA extension: no CUDA toolkit found (nvcc is not on PATH and '
+            f'CUDA_HOME is unset). {BUILD_HINT}')
+    os.environ['CUDA_HOME'] = home
+    import torch.utils.cpp_extension as cpp_extension
+    if cpp_extension.CUDA_HOME != home:
+        # torch guessed CUDA_HOME when it was first imported; keep it consistent with ours.
+        cpp_extension.CUDA_HOME = home
+    os.environ.setdefault('TORCH_CUDA_ARCH_LIST', DEFAULT_CUDA_ARCH_LIST)
+    return home
+
+
+def extension_dir() -> Path:
+    """Directory holding just-in-time builds (``$GSPN2_EXT_DIR`` overrides the default)."""
+    if os.environ.get('GSPN2_EXT_DIR'):
+        return Path(os.environ['GSPN2_EXT_DIR']).expanduser()
+    import torch
+    cache = Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache'))
+    tag = f"torch{torch.__version__.split('+')[0]}-{torch.version.cuda or 'cpu'}"
+    return cache / 'gspn2_dense' / 'extensions' / tag
+
+
+def _check_compilers(kind: str) -> None:
+    cxx = os.environ.get('CXX', 'c++')
+    if shutil.which(cxx) is None:
+        raise ExtensionBuildError(
+            f'cannot build the gspn2_dense {kind} extension: no C++ compiler found '
+            f'({cxx!r} is not on PATH). {BUILD_HINT}')
+    if shutil.which('ninja') is None:
+        import torch.utils.cpp_extension as cpp_extension
+        if not cpp_extension.is_ninja_available():
+            raise ExtensionBuildError(
+                f'cannot build the gspn2_dense {kind} extension: ninja is not installed '
+                f'(pip install ninja). {BUILD_HINT}')
+
+
+_loaded: Dict[str, object] = {}
+_thread_lock = threading.Lock()
+
+
+def load_extension(kind: str, verbose: bool = False):
+    """Return the compiled extension module ``kind`` ('cpu' or 'cuda'), building it if needed."""
+    with _thread_lock:
+        if kind in _loaded:
+            return _loaded[kind]
+        aot_name = f'gspn2_dense._C_{kind}'
+        if importlib.util.find_spec(aot_name) is not None:
+            module = importlib.import_module(aot_name)
+        else:
+            module = _build_jit(kind, verbose=verbose)
+        _loaded[kind] = module
+        return module
+
+
+def _build_jit(kind: str, verbose: bool = False):
+    sources = [str(REPO_ROOT / s) for s in extension_sources(kind)]
+    _check_compilers(kind)
+    if kind == 'cuda':
+        _prepare_cuda_environment()
+    from torch.utils import cpp_extension
+
+    build_dir = extension_dir() / f'gspn2_dense_{kind}'
+    build_dir.mkdir(parents=True, exist_ok=True)
+    # torch guards each build directory with a plain 'lock' file that an interrupted build
+    # leaves behind, making every later build wait forever. Our own flock is released by the
+    # kernel when its process dies, so while we hold it any torch lock file is stale.
+    with open(build_dir / '.gspn2_build.lock', 'w') as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        try:
+            stale = build_dir / 'lock'
+            if stale.exists():
+                stale.unlink()
+            if verbose or os.environ.get('GSPN2_VERBOSE_BUILD'):
+                print(f'[gspn2_dense] building the {kind} extension in {build_dir}', flush=True)
+            try:
+                return cpp_extension.load(
+                    name=f'gspn2_dense_{kind}',
+                    sources=sources,
+                    extra_include_paths=[str(CSRC)],
+                    extra_cflags=cxx_flags(),
+                    extra_cuda_cflags=nvcc_flags() if kind == 'cuda' else None,
+                    extra_ldflags=['-fopenmp'] if kind == 'cpu' and os.name != 'nt' else None,
+                    build_directory=str(build_dir),
+                    with_cuda=kind == 'cuda',
+                    verbose=verbose or bool(os.environ.get('GSPN2_VERBOSE_BUILD')),
+                )
+            except (RuntimeError, OSError, ImportError) as err:
+                raise ExtensionBuildError(
+                    f'building the gspn2_dense {kind} extension in {build_dir} failed: {err}\n'
+                    f'{BUILD_HINT}') from err
+        finally:
+            fcntl.flock(guard, fcntl.LOCK_UN)
+
+
+def setup_extensions() -> list:
+    """``ext_modules`` for ``setup.py`` when ``GSPN2_BUILD_EXT=1`` (ahead-of-time build)."""
+    from torch.utils.cpp_extension import CppExtension, CUDAExtension
+    include = [str(CSRC)]
+    modules = [
+        CppExtension('gspn2_dense._C_cpu', extension_sources('cpu'), include_dirs=include,
+                     extra_compile_args=cxx_flags(), extra_link_args=['-fopenmp']),
+    ]
+    if os.environ.get('GSPN2_BUILD_CUDA', '1') != '0' and resolve_cuda_home() is not None:
+        _prepare_cuda_environment()
+        modules.append(
+            CUDAExtension('gspn2_dense._C_cuda', extension_sources('cuda'), include_dirs=include,
+                          extra_compile_args={'cxx': cxx_flags(), 'nvcc': nvcc_flags()}))
+    return modules
