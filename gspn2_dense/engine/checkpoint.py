@@ -10,6 +10,7 @@ extension point (``CheckpointLoader.register_scheme``), a loader for local paths
 2. only if a checkpoint needs anything else, loads it with ``weights_only=False`` after a
    warning that names the file and the refused global (local files are the user's own).
 """
+import logging
 import os
 import pickle
 from typing import Any, Optional
@@ -28,6 +29,13 @@ def _safe_globals() -> list:
     return [HistoryBuffer, *numpy_globals]
 
 
+def _refused_global(err: Exception) -> str:
+    for line in str(err).splitlines():
+        if 'Unsupported global' in line:
+            return line.strip()
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
 def load_local_checkpoint(filename: str, map_location: Optional[Any] = None) -> Any:
     """Load a local checkpoint written by mmengine (or plain ``torch.save``)."""
     filename = os.path.expanduser(filename)
@@ -38,9 +46,9 @@ def load_local_checkpoint(filename: str, map_location: Optional[Any] = None) -> 
             return torch.load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         print_log(
-            f'{filename} holds objects outside the weights-only allow-list; loading it with '
-            f'weights_only=False (only do this for files you trust). torch said: '
-            f'{str(err).splitlines()[0]}', logger='current', level='WARNING')
+            f'{filename} holds objects outside the weights-only allow-list; loading this local '
+            f'file with weights_only=False (load only checkpoints you trust). Refused: '
+            f'{_refused_global(err)}', logger='current', level=logging.WARNING)
         return torch.load(filename, map_location=map_location, weights_only=False)
 
 

@@ -117,8 +117,19 @@ def _prepare_cuda_environment() -> str:
     if cpp_extension.CUDA_HOME != home:
         # torch guessed CUDA_HOME when it was first imported; keep it consistent with ours.
         cpp_extension.CUDA_HOME = home
-    os.environ.setdefault('TORCH_CUDA_ARCH_LIST', DEFAULT_CUDA_ARCH_LIST)
     return home
+
+
+def cuda_arch_list() -> str:
+    """Architectures to compile for: ``$TORCH_CUDA_ARCH_LIST``, else the visible GPUs', else
+    the default list (8.0, 8.6, 9.0 with PTX)."""
+    if os.environ.get('TORCH_CUDA_ARCH_LIST'):
+        return os.environ['TORCH_CUDA_ARCH_LIST']
+    import torch
+    if torch.cuda.is_available():
+        caps = sorted({torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})
+        return ';'.join(f'{major}.{minor}' for major, minor in caps)
+    return DEFAULT_CUDA_ARCH_LIST
 
 
 def extension_dir() -> Path:
@@ -166,11 +177,15 @@ def load_extension(kind: str, verbose: bool = False):
 def _build_jit(kind: str, verbose: bool = False):
     sources = [str(REPO_ROOT / s) for s in extension_sources(kind)]
     _check_compilers(kind)
+    build_name = f'gspn2_dense_{kind}'
     if kind == 'cuda':
         _prepare_cuda_environment()
+        # torch's JIT cache does not key on the architectures: keep one build per list.
+        os.environ['TORCH_CUDA_ARCH_LIST'] = arch_list = cuda_arch_list()
+        build_name += '_sm' + re.sub(r'[^0-9A-Za-z]+', '_', arch_list).strip('_')
     from torch.utils import cpp_extension
 
-    build_dir = extension_dir() / f'gspn2_dense_{kind}'
+    build_dir = extension_dir() / build_name
     build_dir.mkdir(parents=True, exist_ok=True)
     # torch guards each build directory with a plain 'lock' file that an interrupted build
     # leaves behind, making every later build wait forever. Our own flock is released by the
@@ -185,7 +200,7 @@ def _build_jit(kind: str, verbose: bool = False):
                 print(f'[gspn2_dense] building the {kind} extension in {build_dir}', flush=True)
             try:
                 return cpp_extension.load(
-                    name=f'gspn2_dense_{kind}',
+                    name=build_name,
                     sources=sources,
                     extra_include_paths=[str(CSRC)],
                     extra_cflags=cxx_flags(),
@@ -213,6 +228,7 @@ def setup_extensions() -> list:
     ]
     if os.environ.get('GSPN2_BUILD_CUDA', '1') != '0' and resolve_cuda_home() is not None:
         _prepare_cuda_environment()
+        os.environ.setdefault('TORCH_CUDA_ARCH_LIST', DEFAULT_CUDA_ARCH_LIST)
         modules.append(
             CUDAExtension('gspn2_dense._C_cuda', extension_sources('cuda'), include_dirs=include,
                           extra_compile_args={'cxx': cxx_flags(), 'nvcc': nvcc_flags()}))

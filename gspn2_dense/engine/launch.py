@@ -1,0 +1,121 @@
+"""Config preparation behind ``tools/train.py`` and ``tools/test.py`` (mmseg's tools' behaviour).
+
+The tools parse arguments and call :func:`prepare_train_config` / :func:`prepare_test_config`,
+then :func:`build_runner`. On a machine without CUDA the distributed set-up is adapted so the
+same configs run under ``torchrun`` on CPU: the gloo backend, a DDP wrapper without
+``device_ids``, and plain BatchNorm in place of SyncBN (which needs CUDA).
+"""
+import logging
+import os.path as osp
+from typing import Optional
+
+import torch
+from mmengine.config import Config, ConfigDict
+from mmengine.logging import print_log
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
+
+
+def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'config file {path!r} does not exist')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def _set_work_dir(cfg: Config, config_path: str, work_dir: Optional[str]) -> None:
+    # Priority as in mmseg: command line > config file > ./work_dirs/<config name>.
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+
+
+def _replace_sync_bn(node) -> int:
+    """Replace ``SyncBN`` norm configs by ``BN`` in place; returns how many were replaced."""
+    count = 0
+    if isinstance(node, dict):
+        if node.get('type') == 'SyncBN':
+            node['type'] = 'BN'
+            count += 1
+        for value in node.values():
+            count += _replace_sync_bn(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            count += _replace_sync_bn(value)
+    return count
+
+
+def adapt_for_cpu(cfg: Config) -> None:
+    """Let a GPU config run on CPU processes (single or distributed)."""
+    if torch.cuda.is_available():
+        return
+    replaced = _replace_sync_bn(cfg.model)
+    if replaced:
+        print_log(f'no CUDA device: {replaced} SyncBN layer config(s) use BN instead',
+                  logger='current', level=logging.WARNING)
+    if cfg.get('launcher', 'none') != 'none':
+        env_cfg = cfg.setdefault('env_cfg', ConfigDict())
+        env_cfg.setdefault('dist_cfg', ConfigDict())['backend'] = 'gloo'
+        if cfg.get('model_wrapper_cfg') is None:
+            cfg.model_wrapper_cfg = dict(
+                type='MMDistributedDataParallel', broadcast_buffers=False,
+                find_unused_parameters=cfg.get('find_unused_parameters', False))
+
+
+def prepare_train_config(config: str, work_dir: Optional[str] = None, resume: bool = False,
+                         amp: bool = False, cfg_options: Optional[dict] = None,
+                         launcher: str = 'none') -> Config:
+    if launcher not in LAUNCHERS:
+        raise ValueError(f'launcher must be one of {LAUNCHERS}, got {launcher!r}')
+    cfg = load_config(config, cfg_options)
+    cfg.launcher = launcher
+    _set_work_dir(cfg, config, work_dir)
+    if amp:
+        wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+        if wrapper == 'AmpOptimWrapper':
+            print_log('AMP training is already enabled in the config', logger='current',
+                      level=logging.WARNING)
+        elif wrapper != 'OptimWrapper':
+            raise ValueError(
+                f'--amp needs optim_wrapper.type OptimWrapper (or AmpOptimWrapper), got {wrapper!r}')
+        else:
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.loss_scale = 'dynamic'
+    cfg.resume = resume
+    adapt_for_cpu(cfg)
+    return cfg
+
+
+def prepare_test_config(config: str, checkpoint: str, work_dir: Optional[str] = None,
+                        cfg_options: Optional[dict] = None, launcher: str = 'none',
+                        out: Optional[str] = None, show_dir: Optional[str] = None) -> Config:
+    if launcher not in LAUNCHERS:
+        raise ValueError(f'launcher must be one of {LAUNCHERS}, got {launcher!r}')
+    if not osp.isfile(checkpoint):
+        raise FileNotFoundError(f'checkpoint file {checkpoint!r} does not exist')
+    cfg = load_config(config, cfg_options)
+    cfg.launcher = launcher
+    _set_work_dir(cfg, config, work_dir)
+    cfg.load_from = checkpoint
+    if out is not None:
+        cfg.test_evaluator['output_dir'] = out
+        cfg.test_evaluator['keep_results'] = True
+    if show_dir is not None:
+        hook = cfg.default_hooks.get('visualization')
+        if hook is None:
+            raise ValueError('--show-dir needs a `visualization` hook in default_hooks')
+        hook['draw'] = True
+        hook['show_dir'] = show_dir
+    adapt_for_cpu(cfg)
+    return cfg
+
+
+def build_runner(cfg: Config) -> Runner:
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)

@@ -1,0 +1,36 @@
+"""Evaluate a checkpoint: ``python tools/test.py CONFIG CHECKPOINT [--work-dir DIR]``.
+
+Behaves like mmsegmentation's ``tools/test.py``; ``tools/dist_test.sh`` runs it under torchrun.
+"""
+import argparse
+
+from mmengine.config import DictAction
+
+import gspn2_dense  # noqa: F401  (registers the GSPN-2 modules in mmseg's registries)
+from gspn2_dense.engine.launch import LAUNCHERS, build_runner, prepare_test_config
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Test a segmentor (mmseg-compatible).')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='directory for logs and metrics')
+    parser.add_argument('--out', help='directory to save the predictions')
+    parser.add_argument('--show-dir', help='directory to save drawn predictions')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, key=value')
+    parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    cfg = prepare_test_config(args.config, args.checkpoint, work_dir=args.work_dir,
+                              cfg_options=args.cfg_options, launcher=args.launcher,
+                              out=args.out, show_dir=args.show_dir)
+    build_runner(cfg).test()
+
+
+if __name__ == '__main__':
+    main()

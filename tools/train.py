@@ -1,0 +1,38 @@
+"""Train a segmentor: ``python tools/train.py CONFIG [--work-dir DIR] [--resume] [--amp]``.
+
+Behaves like mmsegmentation's ``tools/train.py``; ``tools/dist_train.sh CONFIG GPUS`` runs it
+under torchrun (on CPU too, with the gloo backend).
+"""
+import argparse
+
+from mmengine.config import DictAction
+
+import gspn2_dense  # noqa: F401  (registers the GSPN-2 modules in mmseg's registries)
+from gspn2_dense.engine.launch import LAUNCHERS, build_runner, prepare_train_config
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Train a segmentor (mmseg-compatible).')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='directory for logs and checkpoints')
+    parser.add_argument('--resume', action='store_true',
+                        help='resume from the latest checkpoint in the work dir')
+    parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, key=value (e.g. '
+                             'model.backbone.init_cfg.checkpoint=tower.pth)')
+    parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    cfg = prepare_train_config(args.config, work_dir=args.work_dir, resume=args.resume,
+                               amp=args.amp, cfg_options=args.cfg_options,
+                               launcher=args.launcher)
+    build_runner(cfg).train()
+
+
+if __name__ == '__main__':
+    main()
