@@ -1,0 +1,4 @@
+"""The demo main job: synthetic data, linear probes on CPU, metrics and visualisations."""
+from .data import DEMO_DATASETS, DEMO_ROOTS, make_demo_data
+
+__all__ = ['DEMO_DATASETS', 'DEMO_ROOTS', 'make_demo_data']

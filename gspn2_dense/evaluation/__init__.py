@@ -1,0 +1,4 @@
+"""Metrics that mmseg lacks, registered in mmseg's ``METRICS``."""
+from .depth_metric import MonoDepthMetric, depth_errors, eigen_crop_mask
+
+__all__ = ['MonoDepthMetric', 'depth_errors', 'eigen_crop_mask']
