@@ -1,0 +1,3 @@
+from .heads import LinearDepthHead, LinearSegHead
+from .losses import DepthGradientLoss
+from .segmentors import DepthEncoderDecoder
