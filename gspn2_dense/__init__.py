@@ -18,6 +18,13 @@ def _installed(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+from . import models  # noqa: E402,F401  (timm models; needs only timm)
+
 if _installed('mmseg'):
-    from . import engine  # noqa: E402
+    from . import datasets, engine, evaluation  # noqa: E402,F401
+    from .models import openmmlab  # noqa: E402,F401  (mmseg registry modules)
     engine.register_checkpoint_loader()
+
+if _installed('open_clip'):
+    from .clip import register_model_configs  # noqa: E402
+    register_model_configs()
