@@ -1,0 +1,391 @@
+// CPU kernels of the GSPN-2 line-scan propagation (SPEC section 1, docs/ops.md).
+//
+// Work is split into units (b, g, channel block): a unit computes the normalised tap weights
+// of its gate group once per direction into a scratch buffer, then scans each of its channels
+// in every direction. A scan walks the steps of a direction; each step updates one line
+// through padded line buffers, so the loop over the line has no branches and, for the
+// vertical directions (lines are rows, stride 1), vectorises.
+//
+// Backward: a reverse scan per channel and direction; the weight gradients of the channels of
+// a block are summed in a fixed order into a per-unit buffer, and a second pass sums the
+// blocks in a fixed order and applies the Jacobian of the normalisation. Results therefore do
+// not depend on the number of threads or on scheduling.
+#include "cpu/propagate_cpu.h"
+
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+namespace gspn2 {
+namespace cpu {
+namespace {
+
+// Where the scan of one direction finds step s, line position p of an H x W plane:
+// offset = base + s * step_stride + p * line_stride. Line positions increase with the image
+// coordinate, so taps k = -1, 0, +1 sit at p - 1, p, p + 1.
+struct Geometry {
+  int64_t steps, n, base, step_stride, line_stride;
+};
+
+Geometry geometry(int64_t direction, int64_t H, int64_t W) {
+  switch (direction) {
+    case kTopDown: return {H, W, 0, W, 1};
+    case kBottomUp: return {H, W, (H - 1) * W, -W, 1};
+    case kLeftRight: return {W, H, 0, 1, W};
+    default: return {W, H, W - 1, -1, W};
+  }
+}
+
+bool is_vertical(int64_t direction) { return direction == kTopDown || direction == kBottomUp; }
+
+bool restarts(int64_t s, int64_t chunk) { return s == 0 || (chunk > 0 && s % chunk == 0); }
+
+template <typename acc_t>
+inline acc_t sigmoid(acc_t v) {
+  return acc_t(1) / (acc_t(1) + std::exp(-v));
+}
+
+// Normalised (or given) tap weights of one (b, d, g): a, w are (3, H, W); invalid taps get 0.
+template <typename scalar_t, typename acc_t>
+void tap_weights(const scalar_t* a, int64_t H, int64_t W, bool vertical, bool normalize,
+                 acc_t* w) {
+  const int64_t HW = H * W;
+  const int64_t n = vertical ? W : H;
+  for (int64_t i = 0; i < H; ++i) {
+    for (int64_t j = 0; j < W; ++j) {
+      const int64_t o = i * W + j;
+      const int64_t p = vertical ? j : i;
+      const bool left = p > 0, right = p < n - 1;
+      acc_t wl = left ? static_cast<acc_t>(a[o]) : acc_t(0);
+      acc_t wc = static_cast<acc_t>(a[HW + o]);
+      acc_t wr = right ? static_cast<acc_t>(a[2 * HW + o]) : acc_t(0);
+      if (normalize) {
+        wl = left ? sigmoid(wl) : acc_t(0);
+        wc = sigmoid(wc);
+        wr = right ? sigmoid(wr) : acc_t(0);
+        const acc_t inv = acc_t(1) / (wl + wc + wr);
+        wl *= inv;
+        wc *= inv;
+        wr *= inv;
+      }
+      w[o] = wl;
+      w[HW + o] = wc;
+      w[2 * HW + o] = wr;
+    }
+  }
+}
+
+// Forward scan of one channel in one direction. h_out (may be null) receives h; with merge,
+// acc += u * h.
+template <bool kContiguous, typename scalar_t, typename acc_t>
+void scan_forward(const Geometry& g, int64_t HW, int64_t chunk, const scalar_t* __restrict x,
+                  const scalar_t* __restrict lam, const acc_t* __restrict w,
+                  scalar_t* __restrict h_out, const scalar_t* __restrict u,
+                  acc_t* __restrict acc, acc_t* prev, acc_t* cur) {
+  const int64_t n = g.n;
+  const int64_t ls = kContiguous ? 1 : g.line_stride;
+  const acc_t* __restrict wl = w;
+  const acc_t* __restrict wc = w + HW;
+  const acc_t* __restrict wr = w + 2 * HW;
+  prev[0] = prev[n + 1] = cur[0] = cur[n + 1] = acc_t(0);
+  for (int64_t s = 0; s < g.steps; ++s) {
+    if (restarts(s, chunk)) std::fill(prev + 1, prev + n + 1, acc_t(0));
+    const int64_t row = g.base + s * g.step_stride;
+    const acc_t* __restrict hp = prev;
+    acc_t* __restrict hc = cur;
+    for (int64_t p = 0; p < n; ++p) {
+      const int64_t o = row + p * ls;
+      hc[p + 1] = static_cast<acc_t>(lam[o]) * static_cast<acc_t>(x[o]) + wl[o] * hp[p] +
+                  wc[o] * hp[p + 1] + wr[o] * hp[p + 2];
+    }
+    if (h_out != nullptr) {
+      for (int64_t p = 0; p < n; ++p) h_out[row + p * ls] = static_cast<scalar_t>(hc[p + 1]);
+    }
+    if (acc != nullptr) {
+      for (int64_t p = 0; p < n; ++p) {
+        const int64_t o = row + p * ls;
+        acc[o] += static_cast<acc_t>(u[o]) * hc[p + 1];
+      }
+    }
+    std::swap(prev, cur);
+  }
+}
+
+// Reverse scan of one channel in one direction. grad_out is dL/dy (merge) or dL/dh_d;
+// h is the saved hidden state of this direction. Writes grad_lam (and grad_u with merge),
+// accumulates dL/dx into gx and dL/dw into dw (3, H, W).
+template <bool kContiguous, typename scalar_t, typename acc_t>
+void scan_backward(const Geometry& g, int64_t HW, int64_t chunk,
+                   const scalar_t* __restrict grad_out, const scalar_t* __restrict x,
+                   const scalar_t* __restrict lam, const scalar_t* __restrict u,
+                   const scalar_t* __restrict h, const acc_t* __restrict w,
+                   scalar_t* __restrict grad_lam, scalar_t* __restrict grad_u,
+                   acc_t* __restrict gx, acc_t* __restrict dw, acc_t* carry, acc_t* e,
+                   acc_t* hp, acc_t* el, acc_t* er) {
+  const int64_t n = g.n;
+  const int64_t ls = kContiguous ? 1 : g.line_stride;
+  const acc_t* __restrict wl = w;
+  const acc_t* __restrict wc = w + HW;
+  const acc_t* __restrict wr = w + 2 * HW;
+  acc_t* __restrict dwl = dw;
+  acc_t* __restrict dwc = dw + HW;
+  acc_t* __restrict dwr = dw + 2 * HW;
+  std::fill(carry, carry + n + 2, acc_t(0));
+  e[0] = e[n + 1] = hp[0] = hp[n + 1] = el[0] = el[n + 1] = er[0] = er[n + 1] = acc_t(0);
+  for (int64_t s = g.steps - 1; s >= 0; --s) {
+    const int64_t row = g.base + s * g.step_stride;
+    // e_s = dL/dh_s: the direct gradient plus what step s + 1 sent back (carry).
+    for (int64_t p = 0; p < n; ++p) {
+      const int64_t o = row + p * ls;
+      const acc_t go = static_cast<acc_t>(grad_out[o]);
+      const acc_t direct = u != nullptr ? static_cast<acc_t>(u[o]) * go : go;
+      const acc_t ev = direct + carry[p + 1];
+      e[p + 1] = ev;
+      gx[o] += ev * static_cast<acc_t>(lam[o]);
+      grad_lam[o] = static_cast<scalar_t>(ev * static_cast<acc_t>(x[o]));
+    }
+    if (grad_u != nullptr) {
+      for (int64_t p = 0; p < n; ++p) {
+        const int64_t o = row + p * ls;
+        grad_u[o] = static_cast<scalar_t>(static_cast<acc_t>(grad_out[o]) *
+                                          static_cast<acc_t>(h[o]));
+      }
+    }
+    if (restarts(s, chunk)) {
+      std::fill(carry + 1, carry + n + 1, acc_t(0));
+      continue;
+    }
+    const int64_t prev_row = row - g.step_stride;
+    for (int64_t p = 0; p < n; ++p) hp[p + 1] = static_cast<acc_t>(h[prev_row + p * ls]);
+    for (int64_t p = 0; p < n; ++p) {
+      const int64_t o = row + p * ls;
+      const acc_t ev = e[p + 1];
+      dwl[o] += ev * hp[p];
+      dwc[o] += ev * hp[p + 1];
+      dwr[o] += ev * hp[p + 2];
+      el[p + 1] = wl[o] * ev;
+      er[p + 1] = wr[o] * ev;
+    }
+    // dL/dh_{s-1}[p] = w_l[p+1] e[p+1] + w_c[p] e[p] + w_r[p-1] e[p-1].
+    for (int64_t p = 0; p < n; ++p) {
+      carry[p + 1] = el[p + 2] + wc[row + p * ls] * e[p + 1] + er[p];
+    }
+  }
+}
+
+// Channel blocks per gate group: enough units to keep threads busy, bounded scratch memory.
+// Depends on the shapes only, so results never depend on the thread count.
+int64_t channel_blocks(int64_t B, int64_t G, int64_t cg, int64_t D, int64_t HW,
+                       size_t acc_bytes) {
+  constexpr int64_t kTargetUnits = 16;
+  constexpr int64_t kMaxPartialBytes = int64_t(64) << 20;
+  const int64_t want = std::max<int64_t>(1, (kTargetUnits + B * G - 1) / (B * G));
+  const int64_t per_block = std::max<int64_t>(1, D * 3 * HW * static_cast<int64_t>(acc_bytes));
+  const int64_t cap = std::max<int64_t>(1, kMaxPartialBytes / per_block);
+  return std::max<int64_t>(1, std::min({cg, want, cap}));
+}
+
+void check_like(const torch::Tensor& t, const char* name, const torch::Tensor& x,
+                at::IntArrayRef expected) {
+  TORCH_CHECK(t.sizes() == expected, name, " must have shape ", expected, ", got ", t.sizes());
+  check_same(t, name, x);
+}
+
+}  // namespace
+
+std::tuple<torch::Tensor, torch::Tensor> propagate_forward(
+    const torch::Tensor& x, const torch::Tensor& gates, const torch::Tensor& lam,
+    const c10::optional<torch::Tensor>& u, const std::vector<int64_t>& directions, int64_t chunk,
+    bool normalize, bool merge, bool save_hidden) {
+  const PropagateShape sh = check_propagate_inputs(x, gates, lam, u, directions, chunk, merge);
+  TORCH_CHECK(x.device().is_cpu(), "x must be a CPU tensor for the CPU extension, got ",
+              x.device());
+  const int64_t B = sh.B, C = sh.C, H = sh.H, W = sh.W, D = sh.D, G = sh.G, HW = H * W;
+  torch::Tensor out = merge ? at::empty({B, C, H, W}, x.options())
+                            : at::empty({B, D, C, H, W}, x.options());
+  torch::Tensor hidden = (merge && save_hidden) ? at::empty({B, D, C, H, W}, x.options())
+                                                : at::empty({0}, x.options());
+  if (out.numel() == 0) return {out, hidden};
+  const int64_t cg = C / G;
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kBFloat16, at::kHalf, x.scalar_type(), "gspn2_propagate_forward_cpu", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        const int64_t nblk = channel_blocks(B, G, cg, D, HW, sizeof(acc_t));
+        const int64_t per_blk = (cg + nblk - 1) / nblk;
+        const scalar_t* xp = x.data_ptr<scalar_t>();
+        const scalar_t* ap = gates.data_ptr<scalar_t>();
+        const scalar_t* lp = lam.data_ptr<scalar_t>();
+        const scalar_t* up = merge ? u->data_ptr<scalar_t>() : nullptr;
+        scalar_t* op = out.data_ptr<scalar_t>();
+        scalar_t* hidp = hidden.numel() ? hidden.data_ptr<scalar_t>() : nullptr;
+        at::parallel_for(0, B * G * nblk, 1, [&](int64_t begin, int64_t end) {
+          const int64_t n_max = std::max(H, W);
+          std::vector<acc_t> w(D * 3 * HW), acc(merge ? HW : 0), lines(2 * (n_max + 2));
+          for (int64_t unit = begin; unit < end; ++unit) {
+            const int64_t b = unit / (G * nblk), g = unit / nblk % G, blk = unit % nblk;
+            const int64_t c0 = g * cg + blk * per_blk;
+            const int64_t c1 = std::min(g * cg + cg, c0 + per_blk);
+            if (c0 >= c1) continue;
+            for (int64_t di = 0; di < D; ++di) {
+              tap_weights(ap + ((b * D + di) * G + g) * 3 * HW, H, W, is_vertical(directions[di]),
+                          normalize, w.data() + di * 3 * HW);
+            }
+            for (int64_t c = c0; c < c1; ++c) {
+              if (merge) std::fill(acc.begin(), acc.end(), acc_t(0));
+              for (int64_t di = 0; di < D; ++di) {
+                const Geometry geo = geometry(directions[di], H, W);
+                const int64_t plane = ((b * D + di) * C + c) * HW;
+                scalar_t* h_out = merge ? (hidp ? hidp + plane : nullptr) : op + plane;
+                const acc_t* wd = w.data() + di * 3 * HW;
+                auto run = [&](auto contiguous) {
+                  scan_forward<decltype(contiguous)::value>(
+                      geo, HW, chunk, xp + (b * C + c) * HW, lp + plane, wd, h_out,
+                      merge ? up + plane : nullptr, merge ? acc.data() : nullptr, lines.data(),
+                      lines.data() + n_max + 2);
+                };
+                if (is_vertical(directions[di])) {
+                  run(std::true_type{});
+                } else {
+                  run(std::false_type{});
+                }
+              }
+              if (merge) {
+                scalar_t* y = op + (b * C + c) * HW;
+                for (int64_t o = 0; o < HW; ++o) y[o] = static_cast<scalar_t>(acc[o]);
+              }
+            }
+          }
+        });
+      });
+  return {out, hidden};
+}
+
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> propagate_backward(
+    const torch::Tensor& grad_out, const torch::Tensor& x, const torch::Tensor& gates,
+    const torch::Tensor& lam, const c10::optional<torch::Tensor>& u,
+    const torch::Tensor& hidden, const std::vector<int64_t>& directions, int64_t chunk,
+    bool normalize, bool merge) {
+  const PropagateShape sh = check_propagate_inputs(x, gates, lam, u, directions, chunk, merge);
+  TORCH_CHECK(x.device().is_cpu(), "x must be a CPU tensor for the CPU extension, got ",
+              x.device());
+  const int64_t B = sh.B, C = sh.C, H = sh.H, W = sh.W, D = sh.D, G = sh.G, HW = H * W;
+  if (merge) {
+    check_like(grad_out, "grad_out", x, {B, C, H, W});
+  } else {
+    check_like(grad_out, "grad_out", x, {B, D, C, H, W});
+  }
+  check_like(hidden, "hidden (the saved hidden state; run the forward with save_hidden)", x,
+             {B, D, C, H, W});
+  torch::Tensor grad_x = at::empty_like(x);
+  torch::Tensor grad_gates = at::zeros_like(gates);
+  torch::Tensor grad_lam = at::empty_like(lam);
+  torch::Tensor grad_u = merge ? at::empty_like(*u) : torch::Tensor();
+  if (x.numel() == 0) return {grad_x, grad_gates, grad_lam, grad_u};
+  const int64_t cg = C / G;
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kBFloat16, at::kHalf, x.scalar_type(), "gspn2_propagate_backward_cpu", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        const int64_t nblk = channel_blocks(B, G, cg, D, HW, sizeof(acc_t));
+        const int64_t per_blk = (cg + nblk - 1) / nblk;
+        const int64_t unit_dw = D * 3 * HW;
+        std::vector<acc_t> partial(B * G * nblk * unit_dw, acc_t(0));
+        const scalar_t* gop = grad_out.data_ptr<scalar_t>();
+        const scalar_t* xp = x.data_ptr<scalar_t>();
+        const scalar_t* ap = gates.data_ptr<scalar_t>();
+        const scalar_t* lp = lam.data_ptr<scalar_t>();
+        const scalar_t* up = merge ? u->data_ptr<scalar_t>() : nullptr;
+        const scalar_t* hp = hidden.data_ptr<scalar_t>();
+        scalar_t* gxp = grad_x.data_ptr<scalar_t>();
+        scalar_t* glp = grad_lam.data_ptr<scalar_t>();
+        scalar_t* gup = merge ? grad_u.data_ptr<scalar_t>() : nullptr;
+
+        at::parallel_for(0, B * G * nblk, 1, [&](int64_t begin, int64_t end) {
+          const int64_t n_max = std::max(H, W), pad = n_max + 2;
+          std::vector<acc_t> w(unit_dw), gx(HW), lines(5 * pad);
+          for (int64_t unit = begin; unit < end; ++unit) {
+            const int64_t b = unit / (G * nblk), g = unit / nblk % G, blk = unit % nblk;
+            const int64_t c0 = g * cg + blk * per_blk;
+            const int64_t c1 = std::min(g * cg + cg, c0 + per_blk);
+            if (c0 >= c1) continue;
+            acc_t* dw = partial.data() + unit * unit_dw;
+            for (int64_t di = 0; di < D; ++di) {
+              tap_weights(ap + ((b * D + di) * G + g) * 3 * HW, H, W, is_vertical(directions[di]),
+                          normalize, w.data() + di * 3 * HW);
+            }
+            for (int64_t c = c0; c < c1; ++c) {
+              std::fill(gx.begin(), gx.end(), acc_t(0));
+              for (int64_t di = 0; di < D; ++di) {
+                const Geometry geo = geometry(directions[di], H, W);
+                const int64_t plane = ((b * D + di) * C + c) * HW;
+                const scalar_t* go = gop + (merge ? (b * C + c) * HW : plane);
+                auto run = [&](auto contiguous) {
+                  acc_t* l = lines.data();
+                  scan_backward<decltype(contiguous)::value>(
+                      geo, HW, chunk, go, xp + (b * C + c) * HW, lp + plane,
+                      merge ? up + plane : nullptr, hp + plane, w.data() + di * 3 * HW,
+                      glp + plane, merge ? gup + plane : nullptr, gx.data(),
+                      dw + di * 3 * HW, l, l + pad, l + 2 * pad, l + 3 * pad, l + 4 * pad);
+                };
+                if (is_vertical(directions[di])) {
+                  run(std::true_type{});
+                } else {
+                  run(std::false_type{});
+                }
+              }
+              scalar_t* gxc = gxp + (b * C + c) * HW;
+              for (int64_t o = 0; o < HW; ++o) gxc[o] = static_cast<scalar_t>(gx[o]);
+            }
+          }
+        });
+
+        // Gate gradients: sum the channel blocks in order, then go through the normalisation.
+        scalar_t* ggp = grad_gates.data_ptr<scalar_t>();
+        at::parallel_for(0, B * D * G, 1, [&](int64_t begin, int64_t end) {
+          for (int64_t item = begin; item < end; ++item) {
+            const int64_t b = item / (D * G), di = item / G % D, g = item % G;
+            const bool vertical = is_vertical(directions[di]);
+            const int64_t n = vertical ? W : H;
+            const scalar_t* a = ap + item * 3 * HW;
+            scalar_t* ga = ggp + item * 3 * HW;
+            const acc_t* part = partial.data() + (b * G + g) * nblk * unit_dw + di * 3 * HW;
+            for (int64_t o = 0; o < HW; ++o) {
+              const int64_t p = vertical ? o % W : o / W;
+              const bool valid[3] = {p > 0, true, p < n - 1};
+              acc_t gw[3];
+              for (int k = 0; k < 3; ++k) {
+                acc_t sum = acc_t(0);
+                for (int64_t blk = 0; blk < nblk; ++blk) sum += part[blk * unit_dw + k * HW + o];
+                gw[k] = valid[k] ? sum : acc_t(0);
+              }
+              if (!normalize) {
+                for (int k = 0; k < 3; ++k) ga[k * HW + o] = static_cast<scalar_t>(gw[k]);
+                continue;
+              }
+              // w_k = s_k / S: dL/da_k = s_k (1 - s_k) (g_k - sum_m w_m g_m) / S on valid taps.
+              acc_t sig[3], total = acc_t(0);
+              for (int k = 0; k < 3; ++k) {
+                sig[k] = valid[k] ? sigmoid(static_cast<acc_t>(a[k * HW + o])) : acc_t(0);
+                total += sig[k];
+              }
+              acc_t dot = acc_t(0);
+              for (int k = 0; k < 3; ++k) dot += sig[k] * gw[k];
+              dot /= total;
+              for (int k = 0; k < 3; ++k) {
+                const acc_t da =
+                    valid[k] ? sig[k] * (acc_t(1) - sig[k]) * (gw[k] - dot) / total : acc_t(0);
+                ga[k * HW + o] = static_cast<scalar_t>(da);
+              }
+            }
+          }
+        });
+      });
+  return {grad_x, grad_gates, grad_lam, grad_u};
+}
+
+}  // namespace cpu
+}  // namespace gspn2

@@ -1,0 +1,150 @@
+"""The fused GSPN-2 propagation op: public API, ``torch.library`` registration and autograd.
+
+Two custom ops carry the work, both dispatching to the compiled extension of the input's
+device (``csrc/cpu`` for CPU tensors, ``csrc/cuda`` for CUDA tensors), which is loaded, and
+built if need be, on first use (:func:`gspn2_dense.ops._build.load_extension`):
+
+* ``gspn2::propagate_forward(x, gates, lam, u, directions, chunk, normalize, merge,
+  save_hidden) -> (out, hidden)``
+* ``gspn2::propagate_backward(grad_out, x, gates, lam, u, hidden, directions, chunk,
+  normalize, merge) -> (grad_x, grad_gates, grad_lam, grad_u)``
+
+with the shapes of ``csrc/gspn2_common.h``. Each has a fake (meta) implementation, and the
+forward has a registered autograd formula, so ``torch.compile(fullgraph=True)`` traces
+through them. :func:`gspn_scan` (one direction) and :func:`gspn_propagate` (four directions,
+merged) validate their inputs and call the forward op; the pure-PyTorch references with the
+same signatures live in :mod:`gspn2_dense.ops.reference`.
+"""
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from ._build import load_extension
+from .validation import DIRECTIONS, check_chunk, check_propagate_inputs, check_scan_inputs
+
+__all__ = ['gspn_scan', 'gspn_propagate', 'propagate_forward', 'propagate_backward']
+
+
+def _extension(x: Tensor):
+    if x.device.type not in ('cpu', 'cuda'):
+        raise ValueError(f'x must be a CPU or CUDA tensor for the compiled op, got {x.device}')
+    return load_extension(x.device.type)
+
+
+def _contiguous(t: Optional[Tensor]) -> Optional[Tensor]:
+    return None if t is None else t.contiguous()
+
+
+def _hidden_shape(x: Tensor, num_directions: int) -> Tuple[int, ...]:
+    B, C, H, W = x.shape
+    return (B, num_directions, C, H, W)
+
+
+@torch.library.custom_op('gspn2::propagate_forward', mutates_args=())
+def propagate_forward(x: Tensor, gates: Tensor, lam: Tensor, u: Optional[Tensor],
+                      directions: List[int], chunk: int, normalize: bool, merge: bool,
+                      save_hidden: bool) -> Tuple[Tensor, Tensor]:
+    """Core forward: ``out`` is y (B, C, H, W) with ``merge`` else h (B, D, C, H, W);
+    ``hidden`` is h when ``merge and save_hidden``, else an empty tensor."""
+    out, hidden = _extension(x).forward(x.contiguous(), gates.contiguous(), lam.contiguous(),
+                                        _contiguous(u), list(directions), chunk, normalize,
+                                        merge, save_hidden)
+    return out, hidden
+
+
+@propagate_forward.register_fake
+def _propagate_forward_fake(x, gates, lam, u, directions, chunk, normalize, merge, save_hidden):
+    hidden_shape = _hidden_shape(x, len(directions))
+    out = x.new_empty(x.shape if merge else hidden_shape)
+    hidden = x.new_empty(hidden_shape if merge and save_hidden else (0,))
+    return out, hidden
+
+
+@torch.library.custom_op('gspn2::propagate_backward', mutates_args=())
+def propagate_backward(grad_out: Tensor, x: Tensor, gates: Tensor, lam: Tensor,
+                       u: Optional[Tensor], hidden: Tensor, directions: List[int], chunk: int,
+                       normalize: bool, merge: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Core backward; ``hidden`` is the forward's ``hidden`` (merge) or its ``out`` (no merge).
+    ``grad_u`` is an empty tensor without merge."""
+    grad_x, grad_gates, grad_lam, grad_u = _extension(x).backward(
+        grad_out.contiguous(), x.contiguous(), gates.contiguous(), lam.contiguous(),
+        _contiguous(u), hidden.contiguous(), list(directions), chunk, normalize, merge)
+    if grad_u is None:
+        grad_u = x.new_empty((0,))
+    return grad_x, grad_gates, grad_lam, grad_u
+
+
+@propagate_backward.register_fake
+def _propagate_backward_fake(grad_out, x, gates, lam, u, hidden, directions, chunk, normalize,
+                             merge):
+    grad_u = torch.empty_like(u) if merge else x.new_empty((0,))
+    return torch.empty_like(x), torch.empty_like(gates), torch.empty_like(lam), grad_u
+
+
+def _setup_context(ctx, inputs, output):
+    x, gates, lam, u, directions, chunk, normalize, merge, _ = inputs
+    out, hidden = output
+    ctx.directions, ctx.chunk, ctx.normalize, ctx.merge = list(directions), chunk, normalize, merge
+    # Without merge the output is the hidden state itself.
+    ctx.save_for_backward(x, gates, lam, u if merge else None, hidden if merge else out)
+
+
+def _backward(ctx, grad_out, grad_hidden):
+    x, gates, lam, u, hidden = ctx.saved_tensors
+    if tuple(hidden.shape) != _hidden_shape(x, len(ctx.directions)):
+        raise RuntimeError(
+            'gspn2::propagate_forward ran with save_hidden=False, so its output cannot be '
+            'differentiated; call it with save_hidden=True (gspn_propagate does so whenever '
+            'an input requires grad)')
+    grad_x, grad_gates, grad_lam, grad_u = propagate_backward(
+        grad_out, x, gates, lam, u, hidden, ctx.directions, ctx.chunk, ctx.normalize, ctx.merge)
+    return (grad_x, grad_gates, grad_lam, grad_u if ctx.merge else None,
+            None, None, None, None, None)
+
+
+propagate_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+def gspn_scan(x: Tensor, gates: Tensor, lam: Tensor, direction: str,
+              chunk: Optional[int] = None, normalize: bool = True) -> Tensor:
+    """One scan direction of the GSPN-2 propagation (SPEC section 1.1), fused kernel.
+
+    Args:
+        x, lam: (B, C, H, W).
+        gates: (B, G, 3, H, W) gate logits (or normalised weights with ``normalize=False``),
+            taps ordered k = -1, 0, +1 along the line, stored at the destination pixel;
+            ``C % G == 0`` and channel c uses group ``c // (C // G)``.
+        direction: one of ``DIRECTIONS``.
+        chunk: the hidden state restarts every ``chunk`` steps; None = one global scan.
+        normalize: gates are logits, normalised to ``sigmoid(a_k) / sum of valid sigmoids``.
+
+    Returns:
+        h: (B, C, H, W), differentiable in ``x``, ``gates`` and ``lam``.
+    """
+    d = check_scan_inputs(x, gates, lam, direction, chunk)
+    out, _ = propagate_forward(x, gates.unsqueeze(1), lam.unsqueeze(1), None, [d],
+                               check_chunk(chunk), normalize, False, False)
+    return out.squeeze(1)
+
+
+def gspn_propagate(x: Tensor, gates: Tensor, lam: Tensor, u: Optional[Tensor],
+                   chunk: Optional[int] = None, normalize: bool = True,
+                   merge: bool = True) -> Tensor:
+    """The four scan directions of ``DIRECTIONS`` in one fused call (SPEC section 1.2).
+
+    Args:
+        x: (B, C, H, W).
+        gates: (B, 4, G, 3, H, W) gate logits (or weights with ``normalize=False``).
+        lam, u: (B, 4, C, H, W); ``u`` is unused (and may be None) when ``merge`` is False.
+        chunk, normalize: as in :func:`gspn_scan`.
+        merge: return ``y = sum_d u_d * h_d`` (B, C, H, W); otherwise the stacked ``h_d``
+            (B, 4, C, H, W).
+    """
+    check_propagate_inputs(x, gates, lam, u, chunk, merge)
+    u = u if merge else None
+    save_hidden = merge and torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, gates, lam, u))
+    out, _ = propagate_forward(x, gates, lam, u, list(range(len(DIRECTIONS))),
+                               check_chunk(chunk), normalize, merge, save_hidden)
+    return out
