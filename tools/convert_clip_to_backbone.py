@@ -1,0 +1,26 @@
+"""Extract the GSPN-2 image tower of a CLIP checkpoint as a backbone checkpoint.
+
+    python tools/convert_clip_to_backbone.py logs/run/checkpoints/epoch_100.pt gspn2_tiny_clip.pth
+
+The output loads with ``timm.create_model('gspn2_tiny', pretrained=True,
+pretrained_cfg_overlay=dict(file='gspn2_tiny_clip.pth'), num_classes=0)`` and as
+``init_cfg=dict(type='Pretrained', checkpoint='gspn2_tiny_clip.pth')`` of the mmseg ``GSPN2``
+backbone, i.e. in every linear-probe config.
+"""
+import argparse
+
+from gspn2_dense.clip.checkpoint import convert_clip_to_backbone
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('src', help='open_clip_train checkpoint or CLIP state dict')
+    parser.add_argument('dst', help='backbone checkpoint to write')
+    args = parser.parse_args(argv)
+    trunk = convert_clip_to_backbone(args.src, args.dst)
+    print(f'wrote {len(trunk)} image-tower tensors '
+          f'({sum(t.numel() for t in trunk.values()):,} values) to {args.dst}')
+
+
+if __name__ == '__main__':
+    main()
