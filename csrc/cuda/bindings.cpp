@@ -1,0 +1,197 @@
+// Python bindings of the fused GSPN-2 CUDA kernels: the contract of gspn2_common.h.
+//
+// This file validates, allocates and packs; the kernels live in propagate_kernels.cuh.
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/extension.h>
+
+#include <algorithm>
+#include <tuple>
+#include <vector>
+
+#include "cuda/propagate.h"
+#include "gspn2_common.h"
+
+namespace gspn2 {
+namespace cuda {
+namespace {
+
+static_assert(kTopDownId == kTopDown && kBottomUpId == kBottomUp &&
+                  kLeftRightId == kLeftRight && kRightLeftId == kRightLeft,
+              "direction ids of propagate.h must match gspn2::Direction");
+
+// The storage dtypes the kernels are instantiated for (float32 accumulation throughout).
+#define GSPN2_DISPATCH_KERNEL_TYPES(TYPE, NAME, ...)              \
+  AT_DISPATCH_SWITCH(TYPE, NAME, AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__) \
+                                     AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__)  \
+                                         AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
+
+constexpr int64_t kTargetThreads = 256;  // CTA size aimed at when packing several channels
+
+bool aligned(const void* ptr, int64_t bytes) {
+  return reinterpret_cast<uintptr_t>(ptr) % static_cast<uintptr_t>(bytes) == 0;
+}
+
+// Fills the launch geometry shared by forward and backward.
+Geometry make_geometry(const PropagateShape& shape, const std::vector<int64_t>& directions,
+                       int64_t chunk, int64_t elem_size, const std::vector<const void*>& ptrs) {
+  Geometry geo{};
+  geo.B = static_cast<int>(shape.B);
+  geo.C = static_cast<int>(shape.C);
+  geo.H = static_cast<int>(shape.H);
+  geo.W = static_cast<int>(shape.W);
+  geo.D = static_cast<int>(shape.D);
+  geo.G = static_cast<int>(shape.G);
+  int64_t longest_line = 0;
+  for (int64_t d = 0; d < shape.D; ++d) {
+    geo.dirs[d] = static_cast<int>(directions[d]);
+    const bool vertical = directions[d] == kTopDown || directions[d] == kBottomUp;
+    longest_line = std::max(longest_line, vertical ? shape.W : shape.H);
+  }
+  const int64_t tpl = (longest_line + kPositions - 1) / kPositions;
+  TORCH_CHECK(tpl <= kMaxThreads, "the CUDA kernel handles lines of at most ",
+              kPositions * kMaxThreads, " positions, got a line of ", longest_line,
+              " (H = ", shape.H, ", W = ", shape.W, ")");
+  TORCH_CHECK(shape.B <= 65535, "the CUDA kernel handles a batch of at most 65535, got ",
+              shape.B);
+  TORCH_CHECK(shape.B * shape.C * shape.H * shape.W < (int64_t(1) << 40),
+              "tensor too large for the CUDA kernel");
+  int64_t cpc = 1;
+  for (int64_t k = 1; k <= shape.C; ++k) {
+    if (shape.C % k == 0 && k * tpl <= std::max<int64_t>(kTargetThreads, tpl)) cpc = k;
+  }
+  geo.chunk = static_cast<int>(std::min<int64_t>(chunk, std::max(shape.H, shape.W) + 1));
+  geo.threads_per_line = static_cast<int>(tpl);
+  geo.channels_per_cta = static_cast<int>(cpc);
+  bool vec = shape.W % kPositions == 0;
+  for (const void* ptr : ptrs) vec = vec && (ptr == nullptr || aligned(ptr, 16));
+  geo.vec = vec && elem_size * kPositions <= 16;
+  return geo;
+}
+
+void check_cuda(const torch::Tensor& t, const char* name) {
+  TORCH_CHECK(t.is_cuda(), "the CUDA extension needs ", name, " on a CUDA device, got ",
+              t.device());
+  TORCH_CHECK(t.scalar_type() == torch::kFloat || t.scalar_type() == torch::kHalf ||
+                  t.scalar_type() == torch::kBFloat16,
+              name, " must be float32, float16 or bfloat16 on CUDA, got ", t.scalar_type());
+}
+
+std::tuple<torch::Tensor, torch::Tensor> forward(
+    const torch::Tensor& x, const torch::Tensor& gates, const torch::Tensor& lam,
+    const c10::optional<torch::Tensor>& u, const std::vector<int64_t>& directions, int64_t chunk,
+    bool normalize, bool merge, bool save_hidden) {
+  const PropagateShape shape = check_propagate_inputs(x, gates, lam, u, directions, chunk, merge);
+  check_cuda(x, "x");
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int64_t B = shape.B, C = shape.C, H = shape.H, W = shape.W, D = shape.D;
+  torch::Tensor out = merge ? torch::empty({B, C, H, W}, x.options())
+                            : torch::empty({B, D, C, H, W}, x.options());
+  torch::Tensor hidden = merge && save_hidden ? torch::empty({B, D, C, H, W}, x.options())
+                                              : torch::empty({0}, x.options());
+  if (out.numel() == 0) return {out, hidden};
+
+  FwdParams p{};
+  p.x = x.data_ptr();
+  p.gates = gates.data_ptr();
+  p.lam = lam.data_ptr();
+  p.u = merge ? u->data_ptr() : nullptr;
+  p.out = out.data_ptr();
+  p.hidden = hidden.numel() > 0 ? hidden.data_ptr() : nullptr;
+  torch::Tensor partial, arrivals;
+  p.geo = make_geometry(shape, directions, chunk, x.element_size(),
+                        {p.x, p.gates, p.lam, p.u, p.out, p.hidden});
+  if (merge && D > 1) {
+    partial = torch::empty({D, B, C, H, W}, x.options().dtype(torch::kFloat));
+    arrivals = torch::zeros({B, C / p.geo.channels_per_cta}, x.options().dtype(torch::kInt));
+    p.partial = partial.data_ptr<float>();
+    p.arrivals = arrivals.data_ptr<int>();
+  }
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  GSPN2_DISPATCH_KERNEL_TYPES(x.scalar_type(), "gspn2_forward", [&] {
+    launch_forward<scalar_t>(p, normalize, merge, stream);
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return {out, hidden};
+}
+
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> backward(
+    const torch::Tensor& grad_out, const torch::Tensor& x, const torch::Tensor& gates,
+    const torch::Tensor& lam, const c10::optional<torch::Tensor>& u, const torch::Tensor& hidden,
+    const std::vector<int64_t>& directions, int64_t chunk, bool normalize, bool merge) {
+  const PropagateShape shape = check_propagate_inputs(x, gates, lam, u, directions, chunk, merge);
+  check_cuda(x, "x");
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int64_t B = shape.B, C = shape.C, H = shape.H, W = shape.W, D = shape.D, G = shape.G;
+  const std::vector<int64_t> out_shape =
+      merge ? std::vector<int64_t>{B, C, H, W} : std::vector<int64_t>{B, D, C, H, W};
+  TORCH_CHECK(grad_out.sizes() == torch::IntArrayRef(out_shape), "grad_out must be ",
+              torch::IntArrayRef(out_shape), " (the shape of the forward output), got ",
+              grad_out.sizes());
+  check_same(grad_out, "grad_out", x);
+  TORCH_CHECK(hidden.sizes() == lam.sizes(), "hidden must be (B, D, C, H, W) = ", lam.sizes(),
+              " (the forward's hidden state: call forward with save_hidden=True when merge, "
+              "or pass its output when not), got ", hidden.sizes());
+  check_same(hidden, "hidden", x);
+
+  torch::Tensor grad_x = torch::empty_like(x);
+  torch::Tensor grad_gates = torch::empty_like(gates);
+  torch::Tensor grad_lam = torch::empty_like(lam);
+  torch::Tensor grad_u;
+  if (u.has_value()) grad_u = merge ? torch::empty_like(*u) : torch::zeros_like(*u);
+  if (x.numel() == 0) {
+    grad_x.zero_();
+    grad_gates.zero_();
+    grad_lam.zero_();
+    if (grad_u.defined()) grad_u.zero_();
+    return {grad_x, grad_gates, grad_lam, grad_u};
+  }
+
+  BwdParams p{};
+  p.grad_out = grad_out.data_ptr();
+  p.x = x.data_ptr();
+  p.gates = gates.data_ptr();
+  p.lam = lam.data_ptr();
+  p.u = merge ? u->data_ptr() : nullptr;
+  p.hidden = hidden.data_ptr();
+  p.grad_x = grad_x.data_ptr();
+  p.grad_gates = grad_gates.data_ptr();
+  p.grad_lam = grad_lam.data_ptr();
+  p.grad_u = merge && grad_u.defined() ? grad_u.data_ptr() : nullptr;
+  torch::Tensor partial_x, partial_gates;
+  if (D > 1) {
+    partial_x = torch::empty({D, B, C, H, W}, x.options().dtype(torch::kFloat));
+    p.partial_x = partial_x.data_ptr<float>();
+  }
+  if (G != C) {
+    partial_gates = torch::empty({B, D, C, 3, H, W}, x.options().dtype(torch::kFloat));
+    p.partial_gates = partial_gates.data_ptr<float>();
+  }
+  p.geo = make_geometry(shape, directions, chunk, x.element_size(),
+                        {p.grad_out, p.x, p.gates, p.lam, p.u, p.hidden, p.grad_x, p.grad_gates,
+                         p.grad_lam, p.grad_u, p.partial_x, p.partial_gates});
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  GSPN2_DISPATCH_KERNEL_TYPES(x.scalar_type(), "gspn2_backward", [&] {
+    launch_backward<scalar_t>(p, normalize, merge, stream);
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return {grad_x, grad_gates, grad_lam, grad_u};
+}
+
+}  // namespace
+}  // namespace cuda
+}  // namespace gspn2
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "Fused GSPN-2 line-scan propagation, CUDA kernels (see gspn2_common.h)";
+  m.def("forward", &gspn2::cuda::forward, "fused forward: (out, hidden)", pybind11::arg("x"),
+        pybind11::arg("gates"), pybind11::arg("lam"), pybind11::arg("u"),
+        pybind11::arg("directions"), pybind11::arg("chunk"), pybind11::arg("normalize"),
+        pybind11::arg("merge"), pybind11::arg("save_hidden"));
+  m.def("backward", &gspn2::cuda::backward,
+        "fused backward: (grad_x, grad_gates, grad_lam, grad_u)", pybind11::arg("grad_out"),
+        pybind11::arg("x"), pybind11::arg("gates"), pybind11::arg("lam"), pybind11::arg("u"),
+        pybind11::arg("hidden"), pybind11::arg("directions"), pybind11::arg("chunk"),
+        pybind11::arg("normalize"), pybind11::arg("merge"));
+}

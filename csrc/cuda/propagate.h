@@ -1,0 +1,83 @@
+// Parameter structs and launchers of the fused GSPN-2 CUDA kernels.
+//
+// bindings.cpp validates the inputs, allocates the outputs and fills one of these plain
+// structs; the launchers (one explicit instantiation per dtype, in propagate_{fwd,bwd}_*.cu)
+// pick the template constants and launch on the current stream.
+//
+// Work decomposition (forward and backward alike): one CTA owns one (batch, direction,
+// channel slice) and walks every step of the scan. Its threads form a
+// (threads_per_line, channels_per_cta) block: thread (t, cy) holds kPositions consecutive
+// positions of the line for channel slice * channels_per_cta + cy. Neighbouring values
+// across thread boundaries go through a double-buffered shared-memory exchange, one barrier
+// per step.
+#pragma once
+
+#include <cstdint>
+
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+#include <cuda_runtime.h>
+
+namespace gspn2 {
+namespace cuda {
+
+constexpr int kPositions = 4;     // consecutive line positions per thread
+constexpr int kMaxThreads = 512;  // per CTA, so lines may hold up to kPositions * 512 positions
+
+// Direction ids, the values of gspn2::Direction (gspn2_common.h; bindings.cpp checks they
+// agree), repeated here so that the .cu files need not include the torch headers.
+constexpr int kTopDownId = 0, kBottomUpId = 1, kLeftRightId = 2, kRightLeftId = 3;
+
+struct Geometry {
+  int B, C, H, W, D, G;
+  int dirs[4];           // direction id of each entry of the direction dimension
+  int chunk;             // restart period in steps, 0 = global scan
+  int threads_per_line;  // blockDim.x
+  int channels_per_cta;  // blockDim.y, divides C
+  bool vec;              // 16-byte aligned runs: vector loads on vertical directions
+};
+
+struct FwdParams {
+  Geometry geo;
+  const void* x;      // (B, C, H, W)
+  const void* gates;  // (B, D, G, 3, H, W)
+  const void* lam;    // (B, D, C, H, W)
+  const void* u;      // (B, D, C, H, W) or nullptr
+  void* out;          // merge: (B, C, H, W); else (B, D, C, H, W)
+  void* hidden;       // (B, D, C, H, W) or nullptr
+  float* partial;     // merge and D > 1: (D, B, C, H, W) per-direction u_d * h_d
+  int* arrivals;      // merge and D > 1: (B, C / channels_per_cta) zeroed counters
+};
+
+struct BwdParams {
+  Geometry geo;
+  const void* grad_out;  // merge: (B, C, H, W); else (B, D, C, H, W)
+  const void* x;
+  const void* gates;
+  const void* lam;
+  const void* u;       // merge only
+  const void* hidden;  // (B, D, C, H, W): h_d
+  void* grad_x;        // (B, C, H, W), written directly when D == 1
+  void* grad_gates;    // (B, D, G, 3, H, W), written directly when G == C
+  void* grad_lam;      // (B, D, C, H, W)
+  void* grad_u;        // (B, D, C, H, W) or nullptr
+  float* partial_x;    // D > 1: (D, B, C, H, W) lam_d * dh_d
+  float* partial_gates;  // G < C: (B, D, C, 3, H, W) per-channel gate-logit gradients
+};
+
+template <typename T>
+void launch_forward(const FwdParams& p, bool normalize, bool merge, cudaStream_t stream);
+
+template <typename T>
+void launch_backward(const BwdParams& p, bool normalize, bool merge, cudaStream_t stream);
+
+// Defined in propagate_{fwd,bwd}_{f32,f16,bf16}.cu.
+template <> void launch_forward<float>(const FwdParams&, bool, bool, cudaStream_t);
+template <> void launch_forward<c10::Half>(const FwdParams&, bool, bool, cudaStream_t);
+template <> void launch_forward<c10::BFloat16>(const FwdParams&, bool, bool, cudaStream_t);
+template <> void launch_backward<float>(const BwdParams&, bool, bool, cudaStream_t);
+template <> void launch_backward<c10::Half>(const BwdParams&, bool, bool, cudaStream_t);
+template <> void launch_backward<c10::BFloat16>(const BwdParams&, bool, bool, cudaStream_t);
+
+}  // namespace cuda
+}  // namespace gspn2
