@@ -3,7 +3,9 @@
 mmseg 1.2.2's ``DepthEstimator.inference`` runs the sliding window and then overwrites its result
 with a whole-image pass (``if mode == 'slide' ... if mode == 'slide_flip' ... else whole``), and the
 inherited ``EncoderDecoder.slide_inference`` sizes its accumulator by ``decode_head.out_channels``
-(the number of depth bins for a bin-classification head) instead of by the depth map it receives.
+(the number of depth bins for a bin-classification head) instead of by the depth map it receives;
+the sliding window also writes each window's size into the caller's ``img_shape`` meta, so the
+whole-image pass that follows is resized to the last window.
 :class:`DepthEncoderDecoder` keeps everything else of ``DepthEstimator`` and replaces inference.
 """
 from typing import List
@@ -37,16 +39,16 @@ class DepthEncoderDecoder(DepthEstimator):
     def slide_inference(self, inputs: Tensor, batch_img_metas: List[dict], flip: bool = False) -> Tensor:
         """Average the depth predicted on overlapping ``crop_size`` windows moved by ``stride``.
 
-        A window larger than the image is clipped to the image.
+        A window larger than the image is clipped to the image; the caller's metas are not modified.
         """
         for key in ('crop_size', 'stride'):
             if key not in self.test_cfg:
                 raise KeyError(f"test_cfg.mode={self.test_cfg.get('mode')!r} needs test_cfg.{key}")
-        h_stride, w_stride = self.test_cfg.stride
-        h_crop, w_crop = self.test_cfg.crop_size
+        h_stride, w_stride = self.test_cfg['stride']
+        h_crop, w_crop = self.test_cfg['crop_size']
         if min(h_stride, w_stride, h_crop, w_crop) <= 0:
             raise ValueError(f'test_cfg.crop_size and stride must be positive, got crop_size='
-                             f'{self.test_cfg.crop_size}, stride={self.test_cfg.stride}')
+                             f"{self.test_cfg['crop_size']}, stride={self.test_cfg['stride']}")
         batch_size, _, h_img, w_img = inputs.shape
         h_grids = max(h_img - h_crop + h_stride - 1, 0) // h_stride + 1
         w_grids = max(w_img - w_crop + w_stride - 1, 0) // w_stride + 1
