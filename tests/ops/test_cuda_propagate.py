@@ -1,0 +1,154 @@
+"""The CUDA extension called directly, against the float64 reference (GPU only).
+
+tests/ops/test_propagate.py checks the public op on every device; this module adds what is
+specific to the fused CUDA kernel: any subset and order of directions in one launch, lines
+that span several threads and several channel packings, float16/bfloat16 against the error
+of the same computation done by PyTorch in that precision, bit-identical backward results,
+and the error messages of the C++ checks.
+"""
+import itertools
+
+import pytest
+import torch
+
+from gspn2_dense.ops import DIRECTIONS, gspn_scan_ref
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+
+
+@pytest.fixture(scope='module')
+def ext():
+    from gspn2_dense.ops._build import load_extension
+    return load_extension('cuda')
+
+
+def _reference(x, gates, lam, u, directions, chunk, normalize, merge):
+    """Composed from the one-direction reference; runs in the dtype of the inputs."""
+    hs = [gspn_scan_ref(x, gates[:, i], lam[:, i], DIRECTIONS[d], chunk or None, normalize)
+          for i, d in enumerate(directions)]
+    if not merge:
+        return torch.stack(hs, dim=1)
+    return sum(u[:, i] * h for i, h in enumerate(hs))
+
+
+def _inputs(B, C, G, H, W, D, normalize, device, seed):
+    gen = torch.Generator(device='cpu').manual_seed(seed)
+    x = torch.randn(B, C, H, W, generator=gen, dtype=torch.float64)
+    if normalize:
+        gates = torch.randn(B, D, G, 3, H, W, generator=gen, dtype=torch.float64) * 2
+    else:  # already-normalised weights with rows summing to at most 1
+        gates = torch.rand(B, D, G, 3, H, W, generator=gen, dtype=torch.float64) / 3
+    lam = torch.rand(B, D, C, H, W, generator=gen, dtype=torch.float64)
+    u = torch.randn(B, D, C, H, W, generator=gen, dtype=torch.float64)
+    return [t.to(device) for t in (x, gates, lam, u)]
+
+
+def _rel(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+
+
+# Tolerance floor by dtype; low precision may also reach twice the error of PyTorch's own
+# computation in that precision (flash-attention's rule).
+FLOOR = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1.5e-2}
+
+CASES = [
+    # B, C, G, H, W, directions, chunk
+    (2, 4, 4, 9, 13, (0,), 0),
+    (1, 6, 2, 17, 5, (1, 3), 0),
+    (2, 4, 1, 12, 12, (0, 1, 2, 3), 0),
+    (1, 8, 2, 33, 31, (3, 2, 1, 0), 4),
+    (1, 3, 3, 1, 7, (0, 2), 0),
+    (1, 2, 1, 6, 1, (2, 1), 2),
+    (1, 2, 2, 40, 1030, (0, 3), 0),   # a line spread over many threads, scalar path
+    (1, 4, 1, 260, 64, (2, 1), 7),    # vertical vector path, horizontal lines of 260
+]
+
+
+@pytest.mark.parametrize('case', CASES, ids=lambda c: f'{c[0]}x{c[1]}g{c[2]}_{c[3]}x{c[4]}_d{"".join(map(str, c[5]))}_k{c[6]}')
+@pytest.mark.parametrize('normalize,merge', [(True, True), (True, False), (False, True)])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
+def test_matches_reference(ext, case, normalize, merge, dtype):
+    B, C, G, H, W, dirs, chunk = case
+    D = len(dirs)
+    x, gates, lam, u = _inputs(B, C, G, H, W, D, normalize, 'cuda', seed=hash(case) % 1000)
+    leaves = [t.clone().requires_grad_() for t in (x, gates, lam, u)]
+    ref = _reference(*leaves, dirs, chunk, normalize, merge)
+    grad_out = torch.randn_like(ref)
+    ref_grads = torch.autograd.grad(ref, leaves, grad_out, allow_unused=True)
+
+    low = [t.to(dtype) for t in (x, gates, lam, u)]
+    out, hidden = ext.forward(*low, list(dirs), chunk, normalize, merge, True)
+    low_ref = _reference(*low, dirs, chunk, normalize, merge)
+    tol = max(FLOOR[dtype], 2 * _rel(low_ref, ref))
+    assert out.dtype == dtype and out.shape == ref.shape
+    assert torch.isfinite(out).all()
+    assert _rel(out, ref) <= tol, (_rel(out, ref), tol)
+
+    saved = hidden if merge else out
+    grads = ext.backward(grad_out.to(dtype), *low, saved, list(dirs), chunk, normalize, merge)
+    names = ('x', 'gates', 'lam', 'u')
+    for name, g, rg in zip(names, grads, ref_grads):
+        if name == 'u' and not merge:
+            assert g is not None and not g.any()
+            continue
+        assert g.dtype == dtype and g.shape == rg.shape, name
+        assert torch.isfinite(g).all(), name
+        # The backward sums long chains in float32; allow 4x the forward's tolerance.
+        assert _rel(g, rg) <= 4 * tol, (name, _rel(g, rg), tol)
+
+    again = ext.backward(grad_out.to(dtype), *low, saved, list(dirs), chunk, normalize, merge)
+    for name, g, g2 in zip(names, grads, again):
+        assert torch.equal(g, g2), f'backward of {name} is not deterministic'
+
+
+def test_hidden_is_each_direction(ext):
+    x, gates, lam, u = _inputs(1, 4, 2, 10, 11, 4, True, 'cuda', seed=3)
+    out, hidden = ext.forward(x.float(), gates.float(), lam.float(), u.float(), [0, 1, 2, 3],
+                              0, True, True, True)
+    ref = _reference(x, gates, lam, u, (0, 1, 2, 3), 0, True, False)
+    assert _rel(hidden, ref) < 1e-5
+    out2, empty = ext.forward(x.float(), gates.float(), lam.float(), u.float(), [0, 1, 2, 3],
+                              0, True, True, False)
+    assert empty.numel() == 0 and torch.equal(out, out2)
+
+
+def test_empty_inputs(ext):
+    for B, C, H, W in [(0, 4, 5, 6), (2, 4, 0, 6)]:
+        x = torch.randn(B, C, H, W, device='cuda')
+        gates = torch.randn(B, 2, 1, 3, H, W, device='cuda')
+        lam = torch.randn(B, 2, C, H, W, device='cuda')
+        out, _ = ext.forward(x, gates, lam, lam, [0, 2], 0, True, True, True)
+        assert out.shape == x.shape
+        grads = ext.backward(out, x, gates, lam, lam, lam.clone(), [0, 2], 0, True, True)
+        assert [g.shape for g in grads] == [x.shape, gates.shape, lam.shape, lam.shape]
+
+
+def test_errors(ext):
+    x = torch.randn(1, 2, 4, 4, device='cuda')
+    gates = torch.randn(1, 1, 1, 3, 4, 4, device='cuda')
+    lam = torch.randn(1, 1, 2, 4, 4, device='cuda')
+    with pytest.raises(RuntimeError, match='lam must be'):
+        ext.forward(x, gates, lam[:, :, :1], None, [0], 0, True, False, False)
+    with pytest.raises(RuntimeError, match='float32, float16 or bfloat16'):
+        ext.forward(x.double(), gates.double(), lam.double(), None, [0], 0, True, False, False)
+    with pytest.raises(RuntimeError, match='on a CUDA device'):
+        ext.forward(x.cpu(), gates.cpu(), lam.cpu(), None, [0], 0, True, False, False)
+    long = torch.randn(1, 1, 1, 4097, device='cuda')
+    with pytest.raises(RuntimeError, match='lines of at most 2048'):
+        ext.forward(long, torch.randn(1, 1, 1, 3, 1, 4097, device='cuda'),
+                    torch.randn(1, 1, 1, 1, 4097, device='cuda'), None, [0], 0, True, False,
+                    False)
+    out, _ = ext.forward(x, gates, lam, None, [0], 0, True, False, False)
+    with pytest.raises(RuntimeError, match='grad_out must be'):
+        ext.backward(out[:, 0], x, gates, lam, None, out, [0], 0, True, False)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_all_flags_large_line_groups(ext, dtype):
+    """Several channels per gate group packed into one CTA, chunked and global."""
+    for chunk, G in itertools.product((0, 3), (1, 4)):
+        x, gates, lam, u = _inputs(2, 8, G, 24, 20, 4, True, 'cuda', seed=G + chunk)
+        ref = _reference(x, gates, lam, u, (0, 1, 2, 3), chunk, True, True)
+        out, _ = ext.forward(*(t.to(dtype) for t in (x, gates, lam, u)), [0, 1, 2, 3], chunk,
+                             True, True, False)
+        assert _rel(out, ref) <= FLOOR[dtype], (chunk, G, _rel(out, ref))

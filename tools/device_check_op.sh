@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The GPU check of the fused CUDA kernels, run on the device machine from the repository root:
+#   build (sm_90) -> CUDA tests -> compute-sanitizer memcheck + racecheck -> benchmark.
+# Logs go to $OUT (default ./device_out). Stages: STAGES="build test sanitize bench" (default all).
+set -uo pipefail
+OUT=${OUT:-./device_out}
+STAGES=${STAGES:-"build test sanitize bench"}
+mkdir -p "$OUT"
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16}
+export GSPN2_EXT_DIR=${GSPN2_EXT_DIR:-/tmp/gspn2_ext}
+if [ -z "${CUDA_HOME:-}" ] && [ -x /usr/local/cuda/bin/nvcc ]; then export CUDA_HOME=/usr/local/cuda; fi
+has() { [[ " $STAGES " == *" $1 "* ]]; }
+status=0
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/device.txt"
+python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' | tee -a "$OUT/device.txt"
+
+if has build; then
+  echo "== build"
+  /usr/bin/time -f "build wall %e s" python3 -c \
+    "from gspn2_dense.ops._build import load_extension; load_extension('cuda', verbose=True)" \
+    > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+  tail -1 "$OUT/build.log"
+fi
+
+if has test; then
+  echo "== tests"
+  python3 -m pytest tests/ops -q -p no:cacheprovider --maxfail=30 -rfE > "$OUT/pytest.log" 2>&1 || status=1
+  grep -E "passed|failed|error" "$OUT/pytest.log" | tail -40
+fi
+
+if has sanitize; then
+  echo "== compute-sanitizer"
+  cat > /tmp/gspn2_sanitize.py <<'PY'
+import torch
+from gspn2_dense.ops._build import load_extension
+ext = load_extension('cuda')
+torch.manual_seed(0)
+for dtype in (torch.float32, torch.bfloat16):
+    for dirs, G, chunk, merge in (([0, 1, 2, 3], 1, 0, True), ([3, 1], 2, 3, False), ([2], 4, 0, True)):
+        B, C, H, W = 2, 4, 19, 22
+        D = len(dirs)
+        x = torch.randn(B, C, H, W, device='cuda', dtype=dtype)
+        gates = torch.randn(B, D, G, 3, H, W, device='cuda', dtype=dtype)
+        lam = torch.rand(B, D, C, H, W, device='cuda', dtype=dtype)
+        u = torch.randn(B, D, C, H, W, device='cuda', dtype=dtype)
+        out, hidden = ext.forward(x, gates, lam, u, dirs, chunk, True, merge, True)
+        grads = ext.backward(torch.randn_like(out), x, gates, lam, u, hidden if merge else out,
+                             dirs, chunk, True, merge)
+torch.cuda.synchronize()
+print('sanitizer workload done')
+PY
+  for tool in memcheck racecheck; do
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool $tool --error-exitcode 3 \
+      python3 /tmp/gspn2_sanitize.py > "$OUT/sanitizer_$tool.log" 2>&1
+    rc=$?; [ $rc -eq 0 ] || status=1
+    echo "$tool exit $rc: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|workload done' "$OUT/sanitizer_$tool.log" | tr '\n' ' ')"
+  done
+fi
+
+if has bench; then
+  echo "== benchmark"
+  python3 tools/benchmark_op.py --out "$OUT/op" ${BENCH_ARGS:-} > "$OUT/bench.log" 2>&1 || status=1
+  tail -30 "$OUT/bench.log"
+fi
+exit $status
