@@ -1,0 +1,37 @@
+# CPU demo: multi-scale linear probe of gspn2_nano on the synthetic ADE20K (tools/make_demo_data.py).
+_base_ = '../linear_probe/ms-linear_gspn2-t_8xb2-40k_ade20k-512x512.py'
+data_root = 'data/demo/ade/ADEChallengeData2016'
+crop_size = (64, 64)
+iters = 300
+norm_cfg = dict(type='BN', requires_grad=True)
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    backbone=dict(arch='nano', init_cfg=None),
+    decode_head=dict(in_channels=[32, 64, 128, 256], norm_cfg=norm_cfg))
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='RandomCrop', crop_size=crop_size),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackSegInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='PackSegInputs'),
+]
+train_dataloader = dict(
+    batch_size=8, num_workers=0, persistent_workers=False,
+    dataset=dict(data_root=data_root, pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=4, num_workers=0, persistent_workers=False,
+    dataset=dict(data_root=data_root, pipeline=test_pipeline))
+test_dataloader = val_dataloader
+optim_wrapper = dict(optimizer=dict(lr=1e-2))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=20),
+    dict(type='PolyLR', eta_min=0.0, power=1.0, by_epoch=False, begin=20, end=iters),
+]
+train_cfg = dict(max_iters=iters, val_interval=iters)
+default_hooks = dict(logger=dict(interval=20), checkpoint=dict(interval=iters))
+env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))

@@ -1,0 +1,6 @@
+_base_ = [
+    '../_base_/models/linear_gspn2.py', '../_base_/datasets/ade20k_512x512.py',
+    '../_base_/default_runtime.py', '../_base_/schedules/linear_probe_40k.py'
+]
+crop_size = (512, 512)
+model = dict(data_preprocessor=dict(size=crop_size), decode_head=dict(num_classes=150))

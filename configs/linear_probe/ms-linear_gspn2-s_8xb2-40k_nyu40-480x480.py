@@ -1,0 +1,3 @@
+_base_ = './ms-linear_gspn2-t_8xb2-40k_nyu40-480x480.py'
+model = dict(
+    backbone=dict(arch='small', init_cfg=dict(checkpoint='checkpoints/gspn2_small.pth')))

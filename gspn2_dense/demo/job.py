@@ -1,0 +1,201 @@
+"""The demo main job behind ``make demo``: linear probes for segmentation and depth on CPU.
+
+:func:`run_demo` writes the synthetic data if absent, trains and tests a multi-scale linear probe
+on a frozen backbone for each task, prints the metrics next to a chance baseline computed on the
+same test images, and saves ``image | ground truth | prediction`` panels under the work dir.
+
+The backbone is a randomly initialised ``gspn2_nano`` unless ``backbone_ckpt`` names a converted
+tower checkpoint (the hook for the CLIP leg: ``run_demo(backbone_ckpt=run_clip_demo(...))``).
+"""
+import os
+import os.path as osp
+import time
+from typing import Callable, Dict, Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from ..evaluation.depth_metric import MonoDepthMetric
+from ..probe import CONFIG_DIR, prepare_probe_config, run_probe, write_results_table
+from .data import DEMO_ROOTS, make_demo_data
+
+DEMO_CONFIGS = {
+    'ade20k': 'ms-linear_gspn2-nano_1xb8-300_ade20k-demo-64x64.py',
+    'nyu-depth': 'ms-linear_gspn2-nano_1xb8-300_nyu-depth-demo-64x64.py',
+}
+TEST_CONFIGS = {
+    'ade20k': 'linear_gspn2-test_1xb2-4_ade20k-demo-64x64.py',
+    'nyu-depth': 'ms-linear_gspn2-test_1xb2-4_nyu-depth-demo-64x64.py',
+}
+# (metric, higher is better) compared against the chance baseline.
+HEADLINE = {'ade20k': ('mIoU', True), 'nyu-depth': ('rmse', False)}
+
+
+def _loader_gt(runner, dataloader) -> list:
+    """Ground-truth arrays of a dataloader's samples (after its pipeline)."""
+    out = []
+    for batch in dataloader:
+        for sample in batch['data_samples']:
+            if 'gt_depth_map' in sample:
+                out.append(sample.gt_depth_map.data[0].numpy())
+            else:
+                out.append(sample.gt_sem_seg.data[0].numpy())
+    return out
+
+
+def seg_chance_baseline(train_labels: Sequence[np.ndarray], test_labels: Sequence[np.ndarray],
+                        num_classes: int, ignore_index: int = 255) -> Dict[str, float]:
+    """mIoU / aAcc (percent, as mmseg's IoUMetric) of predicting the most frequent training class."""
+    counts = np.zeros(num_classes, dtype=np.int64)
+    for label in train_labels:
+        valid = label[label != ignore_index]
+        counts += np.bincount(valid.ravel(), minlength=num_classes)[:num_classes]
+    majority = int(counts.argmax())
+    inter = np.zeros(num_classes)
+    union = np.zeros(num_classes)
+    correct = total = 0
+    for label in test_labels:
+        valid = label != ignore_index
+        gt = label[valid]
+        for c in np.unique(gt):
+            union[c] += (gt == c).sum() if c != majority else 0
+        inter[majority] += (gt == majority).sum()
+        union[majority] += valid.sum()
+        correct += (gt == majority).sum()
+        total += valid.sum()
+    with np.errstate(invalid='ignore', divide='ignore'):
+        iou = inter / union
+    return dict(mIoU=100.0 * float(np.nanmean(iou[union > 0])), aAcc=100.0 * correct / max(total, 1))
+
+
+def depth_chance_baseline(train_depths: Sequence[np.ndarray], test_depths: Sequence[np.ndarray],
+                          metric: MonoDepthMetric) -> Dict[str, float]:
+    """Metrics of predicting the mean valid training depth everywhere."""
+    valid = np.concatenate([d[(d > metric.min_depth) & (d < metric.max_depth)] for d in train_depths])
+    mean_depth = float(valid.mean())
+    metric.results.clear()
+    for gt in test_depths:
+        gt = torch.from_numpy(gt)
+        errors, count = metric.image_errors(gt, torch.full_like(gt, mean_depth))
+        if count:
+            metric.results.append(errors)
+    out = metric.compute_metrics(metric.results)
+    metric.results.clear()
+    return out
+
+
+def _colour_depth(depth: np.ndarray, max_depth: float) -> np.ndarray:
+    scaled = np.clip(depth / max_depth * 255.0, 0, 255).astype(np.uint8)
+    out = cv2.applyColorMap(scaled, cv2.COLORMAP_MAGMA)
+    out[depth <= 0] = 0
+    return out
+
+
+def _colour_seg(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    out = np.zeros(label.shape + (3, ), dtype=np.uint8)
+    valid = label < len(palette)
+    out[valid] = palette[label[valid]][:, ::-1]  # RGB palette -> BGR for cv2
+    return out
+
+
+def save_visualisations(runner, out_dir: str, num: int = 4, max_depth: float = 10.0,
+                        scale: int = 3) -> list:
+    """Write ``image | ground truth | prediction`` PNGs of the first ``num`` test images."""
+    os.makedirs(out_dir, exist_ok=True)
+    model = runner.model
+    model.eval()
+    meta = runner.test_dataloader.dataset.metainfo
+    palette = np.array(meta.get('palette') or [], dtype=np.uint8).reshape(-1, 3)
+    paths = []
+    with torch.no_grad():
+        for batch in runner.test_dataloader:
+            for sample in model.test_step(batch):
+                image = cv2.imread(sample.img_path)
+                if 'pred_depth_map' in sample:
+                    gt = _colour_depth(sample.gt_depth_map.data[0].cpu().numpy(), max_depth)
+                    pred = _colour_depth(sample.pred_depth_map.data[0].cpu().numpy(), max_depth)
+                else:
+                    gt = _colour_seg(sample.gt_sem_seg.data[0].cpu().numpy(), palette)
+                    pred = _colour_seg(sample.pred_sem_seg.data[0].cpu().numpy(), palette)
+                panel = np.concatenate([image, gt, pred], axis=1)
+                panel = cv2.resize(panel, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+                path = osp.join(out_dir, osp.splitext(osp.basename(sample.img_path))[0] + '.png')
+                cv2.imwrite(path, panel)
+                paths.append(path)
+                if len(paths) == num:
+                    return paths
+    return paths
+
+
+def run_demo(work_dir: str = 'work_dirs/demo', data_root: str = 'data/demo',
+             backbone_ckpt: Optional[str] = None, tasks: Sequence[str] = ('ade20k', 'nyu-depth'),
+             iters: Optional[int] = None, tiny: bool = False,
+             log: Callable[[str], None] = lambda msg: print(msg, flush=True)) -> Dict[str, dict]:
+    """Run the demo main job; return ``{task: dict(probe=metrics, chance=metrics, beats_chance=bool)}``.
+
+    Args:
+        work_dir: where logs, checkpoints, ``results.md/json`` and ``vis/<task>/*.png`` go.
+        data_root: the demo data root (written by :func:`make_demo_data` when absent).
+        backbone_ckpt: a backbone checkpoint for ``init_cfg`` (e.g. the CLIP leg's converted tower);
+            ``None`` probes a randomly initialised backbone.
+        tasks: demo tasks, keys of :data:`DEMO_CONFIGS`.
+        iters: training iterations per task (default: the config's).
+        tiny: use the ``gspn2_test`` test-suite configs (for tests).
+    """
+    unknown = [t for t in tasks if t not in DEMO_CONFIGS]
+    if unknown:
+        raise ValueError(f'unknown demo tasks {unknown}; expected names from {list(DEMO_CONFIGS)}')
+    start = time.time()
+    log(f'[demo] data: {data_root} (written if absent)')
+    make_demo_data(data_root, datasets=tasks)
+    log(f'[demo] backbone: {backbone_ckpt or "randomly initialised (no checkpoint)"}')
+    results = {}
+    for i, task in enumerate(tasks, 1):
+        config = str(CONFIG_DIR / 'demo' / (TEST_CONFIGS if tiny else DEMO_CONFIGS)[task])
+        task_dir = osp.join(work_dir, task)
+        cfg = prepare_probe_config(config, task_dir, backbone_ckpt=backbone_ckpt,
+                                   random_init=backbone_ckpt is None,
+                                   data_root=osp.join(data_root, DEMO_ROOTS[task]))
+        if iters is not None:
+            cfg.train_cfg.max_iters = iters
+            cfg.train_cfg.val_interval = iters
+            cfg.default_hooks.checkpoint.interval = iters
+            cfg.param_scheduler[-1].end = iters
+            cfg.param_scheduler[0].end = min(cfg.param_scheduler[0].end, max(iters // 10, 1))
+            cfg.param_scheduler[-1].begin = cfg.param_scheduler[0].end
+        log(f'[demo] ({i}/{len(tasks)}) {task}: training {cfg.train_cfg.max_iters} iterations '
+            f'of a linear probe ({osp.basename(config)})')
+        runner, metrics = run_probe(cfg)
+        log(f'[demo] ({i}/{len(tasks)}) {task}: chance baseline and visualisations')
+        train_gt = _loader_gt(runner, runner.build_dataloader(dict(
+            cfg.test_dataloader, dataset=dict(cfg.train_dataloader.dataset,
+                                              pipeline=cfg.test_dataloader.dataset.pipeline))))
+        test_gt = _loader_gt(runner, runner.test_dataloader)
+        if task == 'nyu-depth':
+            evaluator = cfg.test_evaluator
+            chance = depth_chance_baseline(train_gt, test_gt, MonoDepthMetric(
+                min_depth=evaluator.min_depth, max_depth=evaluator.max_depth,
+                eigen_crop=evaluator.eigen_crop))
+            max_depth = cfg.model.decode_head.max_depth
+        else:
+            chance = seg_chance_baseline(train_gt, test_gt, cfg.model.decode_head.num_classes)
+            max_depth = 10.0
+        vis = save_visualisations(runner, osp.join(work_dir, 'vis', task), max_depth=max_depth)
+        name, higher = HEADLINE[task]
+        beats = metrics[name] > chance[name] if higher else metrics[name] < chance[name]
+        results[task] = dict(probe=metrics, chance=chance, beats_chance=bool(beats), visualisations=vis)
+        log(f'[demo] {task}: {name} probe {metrics[name]:.4f} vs chance {chance[name]:.4f} '
+            f'-> {"beats" if beats else "does NOT beat"} chance; panels in {osp.dirname(vis[0])}')
+    paths = _write_demo_table(results, work_dir)
+    log(f'[demo] done in {time.time() - start:.0f} s; results: {paths["markdown"]}')
+    log(open(paths['markdown']).read())
+    return results
+
+
+def _write_demo_table(results: Dict[str, dict], work_dir: str) -> Dict[str, str]:
+    flat = {}
+    for task, r in results.items():
+        flat[task] = r['probe']
+        flat[f'{task} chance'] = r['chance']
+    return write_results_table(flat, work_dir, title='Demo: linear probes vs chance baseline')
