@@ -16,6 +16,7 @@ things open_clip_train has no extension point for:
 Both are undone when the run returns; nothing is changed at ``import gspn2_dense``.
 """
 import contextlib
+import logging
 from typing import Optional, Sequence
 
 import torch
@@ -37,11 +38,20 @@ class _DeviceAgnosticDDP(DistributedDataParallel):
 
 @contextlib.contextmanager
 def open_clip_train_hooks():
-    """Route open_clip_train's webdataset loader and DDP wrapper to ours while the block runs."""
+    """Route open_clip_train's webdataset loader and DDP wrapper to ours while the block runs.
+
+    Also puts logging back as it was: open_clip_train adds a console and a log-file handler to
+    the root logger on every run and sets every existing logger to its level, which would
+    otherwise outlive the run in the calling process.
+    """
     import open_clip_train.data as oc_data
 
     saved_loader = oc_data.get_wds_dataset
     saved_ddp = torch.nn.parallel.DistributedDataParallel
+    saved_handlers = list(logging.root.handlers)
+    saved_levels = {name: logger.level for name, logger in logging.root.manager.loggerDict.items()
+                    if isinstance(logger, logging.Logger)}
+    saved_levels[None] = logging.root.level
     oc_data.get_wds_dataset = data.get_wds_dataset
     torch.nn.parallel.DistributedDataParallel = _DeviceAgnosticDDP
     try:
@@ -49,13 +59,20 @@ def open_clip_train_hooks():
     finally:
         oc_data.get_wds_dataset = saved_loader
         torch.nn.parallel.DistributedDataParallel = saved_ddp
+        for handler in list(logging.root.handlers):
+            if handler not in saved_handlers:
+                logging.root.removeHandler(handler)
+                handler.close()
+        for name, level in saved_levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def main(argv: Sequence[str]) -> Optional[int]:
     """Run ``open_clip_train.main.main(argv)`` with our models; returns what it returns.
 
-    A leading ``--`` is dropped: ``torchrun`` needs it before open_clip's arguments because
-    its own parser rejects ``--logs`` as an ambiguous abbreviation of ``--logs-specs``.
+    A leading ``--`` is dropped, so that the argument list written for ``torchrun`` (which
+    needs ``--`` before them: its parser takes ``--logs`` for an abbreviation of its own
+    ``--logs-specs``, and removes the ``--``) also works without it.
     """
     from open_clip_train.main import main as open_clip_main
 
