@@ -1,10 +1,11 @@
 // CPU kernels of the GSPN-2 line-scan propagation (SPEC section 1, docs/ops.md).
 //
-// Work is split into units (b, g, channel block): a unit computes the normalised tap weights
-// of its gate group once per direction into a scratch buffer, then scans each of its channels
-// in every direction. A scan walks the steps of a direction; each step updates one line
-// through padded line buffers, so the loop over the line has no branches and, for the
-// vertical directions (lines are rows, stride 1), vectorises.
+// The normalised tap weights of every (b, d, g) are computed once into a scratch buffer and
+// shared by the channels of the group. The forward runs one (b, c) per work item, scanning
+// every direction and merging in direction order, so it needs no reduction. A scan walks the
+// steps of a direction; each step updates one line through padded line buffers, so the loop
+// over the line has no branches and, for the vertical directions (lines are rows, stride 1),
+// vectorises.
 //
 // Backward: a reverse scan per channel and direction; the weight gradients of the channels of
 // a block are summed in a fixed order into a per-unit buffer, and a second pass sums the
@@ -41,6 +42,12 @@ Geometry geometry(int64_t direction, int64_t H, int64_t W) {
 
 bool is_vertical(int64_t direction) { return direction == kTopDown || direction == kBottomUp; }
 
+// Grain of at::parallel_for: small problems run on the calling thread.
+int64_t grain(int64_t work_per_item) {
+  constexpr int64_t kMinWorkPerTask = int64_t(1) << 15;
+  return std::max<int64_t>(1, kMinWorkPerTask / std::max<int64_t>(1, work_per_item));
+}
+
 bool restarts(int64_t s, int64_t chunk) { return s == 0 || (chunk > 0 && s % chunk == 0); }
 
 template <typename acc_t>
@@ -76,6 +83,23 @@ void tap_weights(const scalar_t* a, int64_t H, int64_t W, bool vertical, bool no
       w[2 * HW + o] = wr;
     }
   }
+}
+
+// Tap weights of every (b, d, g), computed once and shared by all channels of a group:
+// (B, D, G, 3, H, W) in the accumulation type.
+template <typename scalar_t, typename acc_t>
+std::vector<acc_t> all_tap_weights(const scalar_t* gates, const PropagateShape& sh,
+                                   const std::vector<int64_t>& directions, bool normalize) {
+  const int64_t HW = sh.H * sh.W, per_item = 3 * HW;
+  std::vector<acc_t> w(sh.B * sh.D * sh.G * per_item);
+  at::parallel_for(0, sh.B * sh.D * sh.G, grain(per_item), [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t di = item / sh.G % sh.D;
+      tap_weights(gates + item * per_item, sh.H, sh.W, is_vertical(directions[di]), normalize,
+                  w.data() + item * per_item);
+    }
+  });
+  return w;
 }
 
 // Forward scan of one channel in one direction. h_out (may be null) receives h; with merge,
@@ -214,49 +238,39 @@ std::tuple<torch::Tensor, torch::Tensor> propagate_forward(
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kBFloat16, at::kHalf, x.scalar_type(), "gspn2_propagate_forward_cpu", [&] {
         using acc_t = at::opmath_type<scalar_t>;
-        const int64_t nblk = channel_blocks(B, G, cg, D, HW, sizeof(acc_t));
-        const int64_t per_blk = (cg + nblk - 1) / nblk;
         const scalar_t* xp = x.data_ptr<scalar_t>();
-        const scalar_t* ap = gates.data_ptr<scalar_t>();
         const scalar_t* lp = lam.data_ptr<scalar_t>();
         const scalar_t* up = merge ? u->data_ptr<scalar_t>() : nullptr;
         scalar_t* op = out.data_ptr<scalar_t>();
         scalar_t* hidp = hidden.numel() ? hidden.data_ptr<scalar_t>() : nullptr;
-        at::parallel_for(0, B * G * nblk, 1, [&](int64_t begin, int64_t end) {
+        const std::vector<acc_t> w =
+            all_tap_weights<scalar_t, acc_t>(gates.data_ptr<scalar_t>(), sh, directions, normalize);
+        at::parallel_for(0, B * C, grain(D * HW), [&](int64_t begin, int64_t end) {
           const int64_t n_max = std::max(H, W);
-          std::vector<acc_t> w(D * 3 * HW), acc(merge ? HW : 0), lines(2 * (n_max + 2));
-          for (int64_t unit = begin; unit < end; ++unit) {
-            const int64_t b = unit / (G * nblk), g = unit / nblk % G, blk = unit % nblk;
-            const int64_t c0 = g * cg + blk * per_blk;
-            const int64_t c1 = std::min(g * cg + cg, c0 + per_blk);
-            if (c0 >= c1) continue;
+          std::vector<acc_t> acc(merge ? HW : 0), lines(2 * (n_max + 2));
+          for (int64_t bc = begin; bc < end; ++bc) {
+            const int64_t b = bc / C, c = bc % C, g = c / cg;
+            if (merge) std::fill(acc.begin(), acc.end(), acc_t(0));
             for (int64_t di = 0; di < D; ++di) {
-              tap_weights(ap + ((b * D + di) * G + g) * 3 * HW, H, W, is_vertical(directions[di]),
-                          normalize, w.data() + di * 3 * HW);
+              const Geometry geo = geometry(directions[di], H, W);
+              const int64_t plane = ((b * D + di) * C + c) * HW;
+              scalar_t* h_out = merge ? (hidp ? hidp + plane : nullptr) : op + plane;
+              const acc_t* wd = w.data() + ((b * D + di) * G + g) * 3 * HW;
+              auto run = [&](auto contiguous) {
+                scan_forward<decltype(contiguous)::value>(
+                    geo, HW, chunk, xp + bc * HW, lp + plane, wd, h_out,
+                    merge ? up + plane : nullptr, merge ? acc.data() : nullptr, lines.data(),
+                    lines.data() + n_max + 2);
+              };
+              if (is_vertical(directions[di])) {
+                run(std::true_type{});
+              } else {
+                run(std::false_type{});
+              }
             }
-            for (int64_t c = c0; c < c1; ++c) {
-              if (merge) std::fill(acc.begin(), acc.end(), acc_t(0));
-              for (int64_t di = 0; di < D; ++di) {
-                const Geometry geo = geometry(directions[di], H, W);
-                const int64_t plane = ((b * D + di) * C + c) * HW;
-                scalar_t* h_out = merge ? (hidp ? hidp + plane : nullptr) : op + plane;
-                const acc_t* wd = w.data() + di * 3 * HW;
-                auto run = [&](auto contiguous) {
-                  scan_forward<decltype(contiguous)::value>(
-                      geo, HW, chunk, xp + (b * C + c) * HW, lp + plane, wd, h_out,
-                      merge ? up + plane : nullptr, merge ? acc.data() : nullptr, lines.data(),
-                      lines.data() + n_max + 2);
-                };
-                if (is_vertical(directions[di])) {
-                  run(std::true_type{});
-                } else {
-                  run(std::false_type{});
-                }
-              }
-              if (merge) {
-                scalar_t* y = op + (b * C + c) * HW;
-                for (int64_t o = 0; o < HW; ++o) y[o] = static_cast<scalar_t>(acc[o]);
-              }
+            if (merge) {
+              scalar_t* y = op + bc * HW;
+              for (int64_t o = 0; o < HW; ++o) y[o] = static_cast<scalar_t>(acc[o]);
             }
           }
         });
@@ -303,20 +317,17 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> propagate
         scalar_t* gxp = grad_x.data_ptr<scalar_t>();
         scalar_t* glp = grad_lam.data_ptr<scalar_t>();
         scalar_t* gup = merge ? grad_u.data_ptr<scalar_t>() : nullptr;
+        const std::vector<acc_t> w = all_tap_weights<scalar_t, acc_t>(ap, sh, directions, normalize);
 
-        at::parallel_for(0, B * G * nblk, 1, [&](int64_t begin, int64_t end) {
+        at::parallel_for(0, B * G * nblk, grain(per_blk * D * HW), [&](int64_t begin, int64_t end) {
           const int64_t n_max = std::max(H, W), pad = n_max + 2;
-          std::vector<acc_t> w(unit_dw), gx(HW), lines(5 * pad);
+          std::vector<acc_t> gx(HW), lines(5 * pad);
           for (int64_t unit = begin; unit < end; ++unit) {
             const int64_t b = unit / (G * nblk), g = unit / nblk % G, blk = unit % nblk;
             const int64_t c0 = g * cg + blk * per_blk;
             const int64_t c1 = std::min(g * cg + cg, c0 + per_blk);
             if (c0 >= c1) continue;
             acc_t* dw = partial.data() + unit * unit_dw;
-            for (int64_t di = 0; di < D; ++di) {
-              tap_weights(ap + ((b * D + di) * G + g) * 3 * HW, H, W, is_vertical(directions[di]),
-                          normalize, w.data() + di * 3 * HW);
-            }
             for (int64_t c = c0; c < c1; ++c) {
               std::fill(gx.begin(), gx.end(), acc_t(0));
               for (int64_t di = 0; di < D; ++di) {
@@ -327,7 +338,8 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> propagate
                   acc_t* l = lines.data();
                   scan_backward<decltype(contiguous)::value>(
                       geo, HW, chunk, go, xp + (b * C + c) * HW, lp + plane,
-                      merge ? up + plane : nullptr, hp + plane, w.data() + di * 3 * HW,
+                      merge ? up + plane : nullptr, hp + plane,
+                      w.data() + ((b * D + di) * G + g) * 3 * HW,
                       glp + plane, merge ? gup + plane : nullptr, gx.data(),
                       dw + di * 3 * HW, l, l + pad, l + 2 * pad, l + 3 * pad, l + 4 * pad);
                 };
@@ -345,7 +357,7 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> propagate
 
         // Gate gradients: sum the channel blocks in order, then go through the normalisation.
         scalar_t* ggp = grad_gates.data_ptr<scalar_t>();
-        at::parallel_for(0, B * D * G, 1, [&](int64_t begin, int64_t end) {
+        at::parallel_for(0, B * D * G, grain(3 * HW), [&](int64_t begin, int64_t end) {
           for (int64_t item = begin; item < end; ++item) {
             const int64_t b = item / (D * G), di = item / G % D, g = item % G;
             const bool vertical = is_vertical(directions[di]);
