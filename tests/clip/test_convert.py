@@ -1,0 +1,39 @@
+import open_clip
+import pytest
+import timm
+import torch
+
+from gspn2_dense.clip.checkpoint import convert_clip_to_backbone
+
+
+@pytest.fixture
+def clip_checkpoint(tmp_path):
+    """A GSPN2-test CLIP model saved the way a DDP open_clip_train run saves it."""
+    torch.manual_seed(0)
+    model, _, _ = open_clip.create_model_and_transforms('GSPN2-test')
+    path = tmp_path / 'epoch_1.pt'
+    torch.save({'epoch': 1, 'state_dict': {f'module.{k}': v for k, v in model.state_dict().items()}},
+               path)
+    return model.eval(), path
+
+
+def test_converted_tower_loads_in_timm_with_the_same_features(clip_checkpoint, tmp_path, run_tool):
+    model, path = clip_checkpoint
+    out = tmp_path / 'gspn2_test_clip.pth'
+    assert run_tool('convert_clip_to_backbone.py', [path, out]) == 0
+    trunk = timm.create_model('gspn2_test', pretrained=True, num_classes=0,
+                              pretrained_cfg_overlay=dict(file=str(out))).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = model.visual.trunk.forward_features(x)
+        assert torch.equal(trunk.forward_features(x), expected)
+        # and the CLIP image embedding is the trunk's pooled features through the CLIP head
+        assert torch.allclose(model.visual.head(trunk(x)), model.visual(x), atol=1e-6)
+
+
+def test_a_checkpoint_without_a_timm_tower_is_rejected(tmp_path):
+    path = tmp_path / 'vit.pt'
+    torch.save({'state_dict': {'visual.conv1.weight': torch.zeros(1), 'logit_scale': torch.zeros(())}},
+               path)
+    with pytest.raises(ValueError, match=r'keys "visual.trunk.\*".*got image-tower keys \[\'visual.conv1\'\]'):
+        convert_clip_to_backbone(str(path), str(tmp_path / 'out.pth'))
