@@ -1,5 +1,5 @@
 # Test-suite variant: gspn2_test (tiny widths), a handful of iterations, last-stage linear probe.
-_base_ = './ms-linear_gspn2-nano_1xb8-300_ade20k-demo-64x64.py'
+_base_ = './ms-linear_gspn2-nano_1xb8-150_ade20k-demo-64x64.py'
 iters = 4
 model = dict(
     backbone=dict(arch='test'),

@@ -1,5 +1,5 @@
 # Test-suite variant: gspn2_test (tiny widths), a handful of iterations, multi-scale depth probe.
-_base_ = './ms-linear_gspn2-nano_1xb8-300_nyu-depth-demo-64x64.py'
+_base_ = './ms-linear_gspn2-nano_1xb8-150_nyu-depth-demo-64x64.py'
 iters = 4
 model = dict(backbone=dict(arch='test'), decode_head=dict(in_channels=[8, 16, 32, 64]))
 train_dataloader = dict(batch_size=2)

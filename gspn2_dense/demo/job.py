@@ -21,8 +21,8 @@ from ..probe import CONFIG_DIR, prepare_probe_config, run_probe, write_results_t
 from .data import DEMO_ROOTS, make_demo_data
 
 DEMO_CONFIGS = {
-    'ade20k': 'ms-linear_gspn2-nano_1xb8-300_ade20k-demo-64x64.py',
-    'nyu-depth': 'ms-linear_gspn2-nano_1xb8-300_nyu-depth-demo-64x64.py',
+    'ade20k': 'ms-linear_gspn2-nano_1xb8-150_ade20k-demo-64x64.py',
+    'nyu-depth': 'ms-linear_gspn2-nano_1xb8-150_nyu-depth-demo-64x64.py',
 }
 TEST_CONFIGS = {
     'ade20k': 'linear_gspn2-test_1xb2-4_ade20k-demo-64x64.py',

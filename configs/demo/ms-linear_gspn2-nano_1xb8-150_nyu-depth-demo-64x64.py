@@ -2,7 +2,7 @@
 _base_ = '../linear_probe/ms-linear_gspn2-t_8xb2-40k_nyu-depth-480x480.py'
 data_root = 'data/demo/nyu'
 crop_size = (64, 64)
-iters = 300
+iters = 150
 norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
     data_preprocessor=dict(size=crop_size),
@@ -30,5 +30,5 @@ param_scheduler = [
     dict(type='PolyLR', eta_min=0.0, power=1.0, by_epoch=False, begin=20, end=iters),
 ]
 train_cfg = dict(max_iters=iters, val_interval=iters)
-default_hooks = dict(logger=dict(interval=20), checkpoint=dict(interval=iters))
+default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=iters))
 env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
