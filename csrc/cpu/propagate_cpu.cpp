@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 
 namespace gspn2 {
 namespace cpu {
@@ -55,7 +56,12 @@ inline acc_t sigmoid(acc_t v) {
   return acc_t(1) / (acc_t(1) + std::exp(-v));
 }
 
-// Normalised (or given) tap weights of one (b, d, g): a, w are (3, H, W); invalid taps get 0.
+// Planes of the tap-weight scratch of one (b, d, g): w_{-1}, w_0, w_{+1} and the normaliser
+// S = sum of the valid sigmoids (which the backward needs).
+constexpr int64_t kWeightPlanes = 4;
+
+// Normalised (or given) tap weights of one (b, d, g): a is (3, H, W), w (kWeightPlanes, H, W);
+// invalid taps get 0.
 template <typename scalar_t, typename acc_t>
 void tap_weights(const scalar_t* a, int64_t H, int64_t W, bool vertical, bool normalize,
                  acc_t* w) {
@@ -69,11 +75,13 @@ void tap_weights(const scalar_t* a, int64_t H, int64_t W, bool vertical, bool no
       acc_t wl = left ? static_cast<acc_t>(a[o]) : acc_t(0);
       acc_t wc = static_cast<acc_t>(a[HW + o]);
       acc_t wr = right ? static_cast<acc_t>(a[2 * HW + o]) : acc_t(0);
+      acc_t total = acc_t(1);
       if (normalize) {
         wl = left ? sigmoid(wl) : acc_t(0);
         wc = sigmoid(wc);
         wr = right ? sigmoid(wr) : acc_t(0);
-        const acc_t inv = acc_t(1) / (wl + wc + wr);
+        total = wl + wc + wr;
+        const acc_t inv = acc_t(1) / total;
         wl *= inv;
         wc *= inv;
         wr *= inv;
@@ -81,30 +89,31 @@ void tap_weights(const scalar_t* a, int64_t H, int64_t W, bool vertical, bool no
       w[o] = wl;
       w[HW + o] = wc;
       w[2 * HW + o] = wr;
+      w[3 * HW + o] = total;
     }
   }
 }
 
 // Tap weights of every (b, d, g), computed once and shared by all channels of a group:
-// (B, D, G, 3, H, W) in the accumulation type.
+// (B, D, G, kWeightPlanes, H, W) in the accumulation type.
 template <typename scalar_t, typename acc_t>
 std::vector<acc_t> all_tap_weights(const scalar_t* gates, const PropagateShape& sh,
                                    const std::vector<int64_t>& directions, bool normalize) {
-  const int64_t HW = sh.H * sh.W, per_item = 3 * HW;
+  const int64_t HW = sh.H * sh.W, per_item = kWeightPlanes * HW;
   std::vector<acc_t> w(sh.B * sh.D * sh.G * per_item);
   at::parallel_for(0, sh.B * sh.D * sh.G, grain(per_item), [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t di = item / sh.G % sh.D;
-      tap_weights(gates + item * per_item, sh.H, sh.W, is_vertical(directions[di]), normalize,
+      tap_weights(gates + item * 3 * HW, sh.H, sh.W, is_vertical(directions[di]), normalize,
                   w.data() + item * per_item);
     }
   });
   return w;
 }
 
-// Forward scan of one channel in one direction. h_out (may be null) receives h; with merge,
+// Forward scan of one channel in one direction. With kStore, h_out receives h; with kMerge,
 // acc += u * h.
-template <bool kContiguous, typename scalar_t, typename acc_t>
+template <bool kContiguous, bool kStore, bool kMerge, typename scalar_t, typename acc_t>
 void scan_forward(const Geometry& g, int64_t HW, int64_t chunk, const scalar_t* __restrict x,
                   const scalar_t* __restrict lam, const acc_t* __restrict w,
                   scalar_t* __restrict h_out, const scalar_t* __restrict u,
@@ -122,33 +131,29 @@ void scan_forward(const Geometry& g, int64_t HW, int64_t chunk, const scalar_t* 
     acc_t* __restrict hc = cur;
     for (int64_t p = 0; p < n; ++p) {
       const int64_t o = row + p * ls;
-      hc[p + 1] = static_cast<acc_t>(lam[o]) * static_cast<acc_t>(x[o]) + wl[o] * hp[p] +
-                  wc[o] * hp[p + 1] + wr[o] * hp[p + 2];
-    }
-    if (h_out != nullptr) {
-      for (int64_t p = 0; p < n; ++p) h_out[row + p * ls] = static_cast<scalar_t>(hc[p + 1]);
-    }
-    if (acc != nullptr) {
-      for (int64_t p = 0; p < n; ++p) {
-        const int64_t o = row + p * ls;
-        acc[o] += static_cast<acc_t>(u[o]) * hc[p + 1];
-      }
+      const acc_t v = static_cast<acc_t>(lam[o]) * static_cast<acc_t>(x[o]) + wl[o] * hp[p] +
+                      wc[o] * hp[p + 1] + wr[o] * hp[p + 2];
+      hc[p + 1] = v;
+      if (kStore) h_out[o] = static_cast<scalar_t>(v);
+      if (kMerge) acc[o] += static_cast<acc_t>(u[o]) * v;
     }
     std::swap(prev, cur);
   }
 }
 
-// Reverse scan of one channel in one direction. grad_out is dL/dy (merge) or dL/dh_d;
-// h is the saved hidden state of this direction. Writes grad_lam (and grad_u with merge),
-// accumulates dL/dx into gx and dL/dw into dw (3, H, W).
-template <bool kContiguous, typename scalar_t, typename acc_t>
+// Reverse scan of one channel in one direction. grad_out is dL/dy (kMerge) or dL/dh_d;
+// h is the saved hidden state of this direction. Writes grad_lam (and grad_u with kMerge),
+// accumulates dL/dx into gx and dL/dw into dw (3, H, W). Line buffers carry, e, hp, el, er
+// are n + 2 long.
+template <bool kContiguous, bool kMerge, typename scalar_t, typename acc_t>
 void scan_backward(const Geometry& g, int64_t HW, int64_t chunk,
                    const scalar_t* __restrict grad_out, const scalar_t* __restrict x,
                    const scalar_t* __restrict lam, const scalar_t* __restrict u,
                    const scalar_t* __restrict h, const acc_t* __restrict w,
                    scalar_t* __restrict grad_lam, scalar_t* __restrict grad_u,
-                   acc_t* __restrict gx, acc_t* __restrict dw, acc_t* carry, acc_t* e,
-                   acc_t* hp, acc_t* el, acc_t* er) {
+                   acc_t* __restrict gx, acc_t* __restrict dw, acc_t* __restrict carry,
+                   acc_t* __restrict e, acc_t* __restrict hp, acc_t* __restrict el,
+                   acc_t* __restrict er) {
   const int64_t n = g.n;
   const int64_t ls = kContiguous ? 1 : g.line_stride;
   const acc_t* __restrict wl = w;
@@ -161,32 +166,30 @@ void scan_backward(const Geometry& g, int64_t HW, int64_t chunk,
   e[0] = e[n + 1] = hp[0] = hp[n + 1] = el[0] = el[n + 1] = er[0] = er[n + 1] = acc_t(0);
   for (int64_t s = g.steps - 1; s >= 0; --s) {
     const int64_t row = g.base + s * g.step_stride;
-    // e_s = dL/dh_s: the direct gradient plus what step s + 1 sent back (carry).
-    for (int64_t p = 0; p < n; ++p) {
-      const int64_t o = row + p * ls;
-      const acc_t go = static_cast<acc_t>(grad_out[o]);
-      const acc_t direct = u != nullptr ? static_cast<acc_t>(u[o]) * go : go;
-      const acc_t ev = direct + carry[p + 1];
-      e[p + 1] = ev;
-      gx[o] += ev * static_cast<acc_t>(lam[o]);
-      grad_lam[o] = static_cast<scalar_t>(ev * static_cast<acc_t>(x[o]));
-    }
-    if (grad_u != nullptr) {
+    if (restarts(s, chunk)) {
+      // h_{s-1} does not feed step s: only the direct terms, and nothing flows back.
       for (int64_t p = 0; p < n; ++p) {
         const int64_t o = row + p * ls;
-        grad_u[o] = static_cast<scalar_t>(static_cast<acc_t>(grad_out[o]) *
-                                          static_cast<acc_t>(h[o]));
+        const acc_t go = static_cast<acc_t>(grad_out[o]);
+        const acc_t ev = (kMerge ? static_cast<acc_t>(u[o]) * go : go) + carry[p + 1];
+        gx[o] += ev * static_cast<acc_t>(lam[o]);
+        grad_lam[o] = static_cast<scalar_t>(ev * static_cast<acc_t>(x[o]));
+        if (kMerge) grad_u[o] = static_cast<scalar_t>(go * static_cast<acc_t>(h[o]));
+        carry[p + 1] = acc_t(0);
       }
-    }
-    if (restarts(s, chunk)) {
-      std::fill(carry + 1, carry + n + 1, acc_t(0));
       continue;
     }
     const int64_t prev_row = row - g.step_stride;
     for (int64_t p = 0; p < n; ++p) hp[p + 1] = static_cast<acc_t>(h[prev_row + p * ls]);
+    // e_s = dL/dh_s: the direct gradient plus what step s + 1 sent back (carry).
     for (int64_t p = 0; p < n; ++p) {
       const int64_t o = row + p * ls;
-      const acc_t ev = e[p + 1];
+      const acc_t go = static_cast<acc_t>(grad_out[o]);
+      const acc_t ev = (kMerge ? static_cast<acc_t>(u[o]) * go : go) + carry[p + 1];
+      e[p + 1] = ev;
+      gx[o] += ev * static_cast<acc_t>(lam[o]);
+      grad_lam[o] = static_cast<scalar_t>(ev * static_cast<acc_t>(x[o]));
+      if (kMerge) grad_u[o] = static_cast<scalar_t>(go * static_cast<acc_t>(h[o]));
       dwl[o] += ev * hp[p];
       dwc[o] += ev * hp[p + 1];
       dwr[o] += ev * hp[p + 2];
@@ -200,11 +203,21 @@ void scan_backward(const Geometry& g, int64_t HW, int64_t chunk,
   }
 }
 
+// Calls f(std::true_type{}) or f(std::false_type{}): a runtime flag as a template constant.
+template <typename F>
+void dispatch_bool(bool flag, F&& f) {
+  if (flag) {
+    f(std::true_type{});
+  } else {
+    f(std::false_type{});
+  }
+}
+
 // Channel blocks per gate group: enough units to keep threads busy, bounded scratch memory.
 // Depends on the shapes only, so results never depend on the thread count.
 int64_t channel_blocks(int64_t B, int64_t G, int64_t cg, int64_t D, int64_t HW,
                        size_t acc_bytes) {
-  constexpr int64_t kTargetUnits = 16;
+  constexpr int64_t kTargetUnits = 8;
   constexpr int64_t kMaxPartialBytes = int64_t(64) << 20;
   const int64_t want = std::max<int64_t>(1, (kTargetUnits + B * G - 1) / (B * G));
   const int64_t per_block = std::max<int64_t>(1, D * 3 * HW * static_cast<int64_t>(acc_bytes));
@@ -255,18 +268,19 @@ std::tuple<torch::Tensor, torch::Tensor> propagate_forward(
               const Geometry geo = geometry(directions[di], H, W);
               const int64_t plane = ((b * D + di) * C + c) * HW;
               scalar_t* h_out = merge ? (hidp ? hidp + plane : nullptr) : op + plane;
-              const acc_t* wd = w.data() + ((b * D + di) * G + g) * 3 * HW;
-              auto run = [&](auto contiguous) {
-                scan_forward<decltype(contiguous)::value>(
+              const acc_t* wd = w.data() + ((b * D + di) * G + g) * kWeightPlanes * HW;
+              auto run = [&](auto contiguous, auto store, auto merged) {
+                scan_forward<decltype(contiguous)::value, decltype(store)::value,
+                             decltype(merged)::value>(
                     geo, HW, chunk, xp + bc * HW, lp + plane, wd, h_out,
                     merge ? up + plane : nullptr, merge ? acc.data() : nullptr, lines.data(),
                     lines.data() + n_max + 2);
               };
-              if (is_vertical(directions[di])) {
-                run(std::true_type{});
-              } else {
-                run(std::false_type{});
-              }
+              dispatch_bool(is_vertical(directions[di]), [&](auto contiguous) {
+                dispatch_bool(h_out != nullptr, [&](auto store) {
+                  dispatch_bool(merge, [&](auto merged) { run(contiguous, store, merged); });
+                });
+              });
             }
             if (merge) {
               scalar_t* y = op + bc * HW;
@@ -307,7 +321,8 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> propagate
         const int64_t nblk = channel_blocks(B, G, cg, D, HW, sizeof(acc_t));
         const int64_t per_blk = (cg + nblk - 1) / nblk;
         const int64_t unit_dw = D * 3 * HW;
-        std::vector<acc_t> partial(B * G * nblk * unit_dw, acc_t(0));
+        // Each work item zeroes its own part (in parallel, and warming its cache).
+        std::unique_ptr<acc_t[]> partial(new acc_t[B * G * nblk * unit_dw]);
         const scalar_t* gop = grad_out.data_ptr<scalar_t>();
         const scalar_t* xp = x.data_ptr<scalar_t>();
         const scalar_t* ap = gates.data_ptr<scalar_t>();
@@ -327,27 +342,26 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> propagate
             const int64_t c0 = g * cg + blk * per_blk;
             const int64_t c1 = std::min(g * cg + cg, c0 + per_blk);
             if (c0 >= c1) continue;
-            acc_t* dw = partial.data() + unit * unit_dw;
+            acc_t* dw = partial.get() + unit * unit_dw;
+            std::fill(dw, dw + unit_dw, acc_t(0));
             for (int64_t c = c0; c < c1; ++c) {
               std::fill(gx.begin(), gx.end(), acc_t(0));
               for (int64_t di = 0; di < D; ++di) {
                 const Geometry geo = geometry(directions[di], H, W);
                 const int64_t plane = ((b * D + di) * C + c) * HW;
                 const scalar_t* go = gop + (merge ? (b * C + c) * HW : plane);
-                auto run = [&](auto contiguous) {
+                auto run = [&](auto contiguous, auto merged) {
                   acc_t* l = lines.data();
-                  scan_backward<decltype(contiguous)::value>(
+                  scan_backward<decltype(contiguous)::value, decltype(merged)::value>(
                       geo, HW, chunk, go, xp + (b * C + c) * HW, lp + plane,
                       merge ? up + plane : nullptr, hp + plane,
-                      w.data() + ((b * D + di) * G + g) * 3 * HW,
-                      glp + plane, merge ? gup + plane : nullptr, gx.data(),
-                      dw + di * 3 * HW, l, l + pad, l + 2 * pad, l + 3 * pad, l + 4 * pad);
+                      w.data() + ((b * D + di) * G + g) * kWeightPlanes * HW, glp + plane,
+                      merge ? gup + plane : nullptr, gx.data(), dw + di * 3 * HW, l, l + pad,
+                      l + 2 * pad, l + 3 * pad, l + 4 * pad);
                 };
-                if (is_vertical(directions[di])) {
-                  run(std::true_type{});
-                } else {
-                  run(std::false_type{});
-                }
+                dispatch_bool(is_vertical(directions[di]), [&](auto contiguous) {
+                  dispatch_bool(merge, [&](auto merged) { run(contiguous, merged); });
+                });
               }
               scalar_t* gxc = gxp + (b * C + c) * HW;
               for (int64_t o = 0; o < HW; ++o) gxc[o] = static_cast<scalar_t>(gx[o]);
@@ -362,9 +376,9 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> propagate
             const int64_t b = item / (D * G), di = item / G % D, g = item % G;
             const bool vertical = is_vertical(directions[di]);
             const int64_t n = vertical ? W : H;
-            const scalar_t* a = ap + item * 3 * HW;
             scalar_t* ga = ggp + item * 3 * HW;
-            const acc_t* part = partial.data() + (b * G + g) * nblk * unit_dw + di * 3 * HW;
+            const acc_t* part = partial.get() + (b * G + g) * nblk * unit_dw + di * 3 * HW;
+            const acc_t* wi = w.data() + item * kWeightPlanes * HW;
             for (int64_t o = 0; o < HW; ++o) {
               const int64_t p = vertical ? o % W : o / W;
               const bool valid[3] = {p > 0, true, p < n - 1};
@@ -378,18 +392,14 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> propagate
                 for (int k = 0; k < 3; ++k) ga[k * HW + o] = static_cast<scalar_t>(gw[k]);
                 continue;
               }
-              // w_k = s_k / S: dL/da_k = s_k (1 - s_k) (g_k - sum_m w_m g_m) / S on valid taps.
-              acc_t sig[3], total = acc_t(0);
-              for (int k = 0; k < 3; ++k) {
-                sig[k] = valid[k] ? sigmoid(static_cast<acc_t>(a[k * HW + o])) : acc_t(0);
-                total += sig[k];
-              }
+              // w_k = s_k / S: dL/da_k = s_k (1 - s_k) (g_k - sum_m w_m g_m) / S
+              //                      = w_k (1 - w_k S) (g_k - sum_m w_m g_m) on valid taps.
+              const acc_t total = wi[3 * HW + o];
               acc_t dot = acc_t(0);
-              for (int k = 0; k < 3; ++k) dot += sig[k] * gw[k];
-              dot /= total;
+              for (int k = 0; k < 3; ++k) dot += wi[k * HW + o] * gw[k];
               for (int k = 0; k < 3; ++k) {
-                const acc_t da =
-                    valid[k] ? sig[k] * (acc_t(1) - sig[k]) * (gw[k] - dot) / total : acc_t(0);
+                const acc_t wk = wi[k * HW + o];
+                const acc_t da = valid[k] ? wk * (acc_t(1) - wk * total) * (gw[k] - dot) : acc_t(0);
                 ga[k * HW + o] = static_cast<scalar_t>(da);
               }
             }
