@@ -1,0 +1,431 @@
+"""GSPN-2: a hierarchical vision backbone built on 2-D line-scan propagation.
+
+A four-stage backbone (strides 4, 8, 16, 32) whose token mixer is the generalized
+spatial propagation of GSPN: a linear recurrence that sweeps the image line by line
+in four directions, with row-stochastic three-tap weights. GSPN-2 runs it in a
+compact proxy channel space with gates shared across channels, all four directions
+in one fused op (``gspn2_dense.ops.gspn_propagate``).
+
+Paper: `GSPN-2: Efficient Parallel Sequence Modeling` (NeurIPS 2025),
+https://arxiv.org/abs/2512.07884; predecessor `Parallel Sequence Modeling via
+Generalized Spatial Propagation Network` (CVPR 2025), https://arxiv.org/abs/2501.12381.
+
+    @inproceedings{wang2025gspn2,
+      title={GSPN-2: Efficient Parallel Sequence Modeling},
+      author={Wang, Hongjun and others},
+      booktitle={NeurIPS},
+      year={2025}
+    }
+
+The paper's code is not public: this file is this project's implementation, in
+timm's model-file layout (blocks, stage, model, checkpoint filter, default configs,
+one registered function per variant). Weights come from local files only, e.g.
+``timm.create_model('gspn2_tiny', pretrained=True, pretrained_cfg_overlay=dict(file=path))``.
+"""
+from numbers import Integral
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import ClassifierHead, ConvMlp, DropPath, LayerNorm2d, trunc_normal_
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+
+from gspn2_dense.ops import gspn_propagate
+
+__all__ = ['GSPN2', 'GSPN2Block', 'GSPN2Mixer', 'GSPN2Stage', 'checkpoint_filter_fn']
+
+NUM_STAGES = 4
+NUM_DIRECTIONS = 4
+NUM_TAPS = 3
+
+
+def _per_stage(value, name: str, kind=Integral) -> Tuple:
+    """Broadcast a scalar to one value per stage, or check a sequence has one per stage."""
+    if isinstance(value, kind):
+        return (value,) * NUM_STAGES
+    if isinstance(value, Sequence) and len(value) == NUM_STAGES and all(isinstance(v, kind) for v in value):
+        return tuple(value)
+    raise ValueError(f'{name} must be one {kind.__name__} or a sequence of {NUM_STAGES}, got {value!r}')
+
+
+class LocalPerceptionUnit(nn.Module):
+    """Residual depth-wise 3x3 convolution: ``x + dwconv(x)``."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.conv = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x)
+
+
+class GSPN2Mixer(nn.Module):
+    """Token mixer: four-direction line-scan propagation in a compact proxy space.
+
+    ``x`` (``dim``) -> 1x1 in-projection (``inner_dim``) -> SiLU -> depth-wise 3x3 ->
+    one 1x1 convolution predicting the proxy features (``proxy_dim``), the gate logits
+    (4 directions x ``gate_groups`` x 3 taps), ``lam`` (through a sigmoid, in (0, 1))
+    and ``u`` (4 x ``proxy_dim`` each) -> ``gspn_propagate`` + ``skip_scale * proxy``
+    -> 1x1 lift to ``inner_dim`` -> LayerNorm2d -> 1x1 out-projection to ``dim``.
+
+    Args:
+        dim: Input and output channels.
+        inner_dim: Channels of the expanded space (``d_inner``).
+        proxy_dim: Channels of the propagation space.
+        gate_groups: Gate groups; 1 shares the gates over all proxy channels (GSPN-2),
+            ``proxy_dim`` gives every channel its own gates (GSPN-1 style).
+        chunk: Scan restarts every ``chunk`` steps (local layer); None scans whole lines.
+    """
+
+    def __init__(self, dim: int, inner_dim: int, proxy_dim: int, gate_groups: int = 1,
+                 chunk: Optional[int] = None):
+        super().__init__()
+        if proxy_dim % gate_groups:
+            raise ValueError(f'gate_groups must divide proxy_dim, got gate_groups={gate_groups} '
+                             f'and proxy_dim={proxy_dim}')
+        self.proxy_dim = proxy_dim
+        self.gate_groups = gate_groups
+        self.chunk = chunk
+        self.split_sizes = [proxy_dim, NUM_DIRECTIONS * gate_groups * NUM_TAPS,
+                            NUM_DIRECTIONS * proxy_dim, NUM_DIRECTIONS * proxy_dim]
+        self.in_proj = nn.Conv2d(dim, inner_dim, kernel_size=1)
+        self.act = nn.SiLU()
+        self.conv_dw = nn.Conv2d(inner_dim, inner_dim, kernel_size=3, padding=1, groups=inner_dim)
+        self.proxy_proj = nn.Conv2d(inner_dim, sum(self.split_sizes), kernel_size=1)
+        self.skip_scale = nn.Parameter(torch.ones(proxy_dim))
+        self.lift = nn.Conv2d(proxy_dim, inner_dim, kernel_size=1)
+        self.out_norm = LayerNorm2d(inner_dim)
+        self.out_proj = nn.Conv2d(inner_dim, dim, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv_dw(self.act(self.in_proj(x)))
+        batch, _, height, width = x.shape
+        proxy, gates, lam, u = self.proxy_proj(x).split(self.split_sizes, dim=1)
+        gates = gates.reshape(batch, NUM_DIRECTIONS, self.gate_groups, NUM_TAPS, height, width)
+        lam = torch.sigmoid(lam).reshape(batch, NUM_DIRECTIONS, self.proxy_dim, height, width)
+        u = u.reshape(batch, NUM_DIRECTIONS, self.proxy_dim, height, width)
+        y = gspn_propagate(proxy, gates, lam, u, chunk=self.chunk)
+        y = y + proxy * self.skip_scale.view(1, -1, 1, 1)
+        return self.out_proj(self.out_norm(self.lift(y)))
+
+
+class GSPN2Block(nn.Module):
+    """LPU -> ``x + drop_path(mixer(norm(x)))`` -> LPU -> ``x + drop_path(ffn(norm(x)))``."""
+
+    def __init__(self, dim: int, inner_ratio: float = 1.0, proxy_dim: int = 32, gate_groups: int = 1,
+                 chunk: Optional[int] = None, mlp_ratio: float = 3.0, use_lpu: bool = True,
+                 drop_path: float = 0.0):
+        super().__init__()
+        self.lpu1 = LocalPerceptionUnit(dim) if use_lpu else nn.Identity()
+        self.norm1 = LayerNorm2d(dim)
+        self.mixer = GSPN2Mixer(dim, int(round(inner_ratio * dim)), proxy_dim, gate_groups, chunk)
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.lpu2 = LocalPerceptionUnit(dim) if use_lpu else nn.Identity()
+        self.norm2 = LayerNorm2d(dim)
+        self.mlp = ConvMlp(dim, int(round(mlp_ratio * dim)), act_layer=nn.GELU)
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.lpu1(x)
+        x = x + self.drop_path1(self.mixer(self.norm1(x)))
+        x = self.lpu2(x)
+        x = x + self.drop_path2(self.mlp(self.norm2(x)))
+        return x
+
+
+class GSPN2Stage(nn.Module):
+    """Optional 3x3 stride-2 convolution + LayerNorm2d, then ``depth`` blocks."""
+
+    def __init__(self, in_chs: int, out_chs: int, depth: int, downsample: bool,
+                 drop_path_rates: Sequence[float], **block_kwargs):
+        super().__init__()
+        self.grad_checkpointing = False
+        if downsample:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_chs, out_chs, kernel_size=3, stride=2, padding=1),
+                LayerNorm2d(out_chs),
+            )
+        else:
+            self.downsample = nn.Identity()
+        self.blocks = nn.Sequential(*[
+            GSPN2Block(out_chs, drop_path=drop_path_rates[i], **block_kwargs) for i in range(depth)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self.blocks, x)
+        return self.blocks(x)
+
+
+class GSPN2(nn.Module):
+    """GSPN-2 backbone: conv stem (stride 4), four stages, norm, classifier head.
+
+    Args:
+        in_chans: Input image channels.
+        num_classes: Classifier outputs; 0 gives no classifier.
+        global_pool: Pooling type of the head ('avg', 'max', ..., '' for none).
+        depths: Blocks per stage.
+        dims: Channels per stage.
+        inner_ratio: Mixer expansion, ``d_inner = inner_ratio * dim``.
+        proxy_dim: Channels of the propagation space, one int or one per stage; None gives
+            a quarter of each stage's width.
+        gate_groups: Gate groups, one int or one per stage; 1 is GSPN-2's channel-shared
+            propagation, ``gate_groups == proxy_dim`` is GSPN-1's per-channel one.
+        local_chunk: Chunk length (scan restart period) of the local stages.
+        global_stages: Indices of the stages whose scans run over whole lines.
+        use_lpu: Whether blocks use the local perception units.
+        mlp_ratio: FFN expansion.
+        drop_rate: Dropout before the classifier.
+        drop_path_rate: Stochastic depth rate, rising linearly over the blocks.
+    """
+
+    def __init__(
+            self,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = 'avg',
+            depths: Sequence[int] = (2, 4, 10, 2),
+            dims: Sequence[int] = (80, 160, 320, 640),
+            inner_ratio: float = 1.0,
+            proxy_dim: Optional[Union[int, Sequence[int]]] = None,
+            gate_groups: Union[int, Sequence[int]] = 1,
+            local_chunk: int = 2,
+            global_stages: Sequence[int] = (2, 3),
+            use_lpu: bool = True,
+            mlp_ratio: float = 3.0,
+            drop_rate: float = 0.0,
+            drop_path_rate: float = 0.0,
+    ):
+        super().__init__()
+        depths = _per_stage(depths, 'depths')
+        dims = _per_stage(dims, 'dims')
+        if proxy_dim is None:
+            proxy_dim = tuple(max(c // 4, 1) for c in dims)
+        proxy_dims = _per_stage(proxy_dim, 'proxy_dim')
+        gate_groups = _per_stage(gate_groups, 'gate_groups')
+        if any(d < 1 for d in depths) or any(c < 2 for c in dims) or any(p < 1 for p in proxy_dims):
+            raise ValueError(f'depths must be >= 1, dims >= 2 and proxy_dim >= 1, '
+                             f'got depths={depths}, dims={dims}, proxy_dim={proxy_dims}')
+        for i, (proxy, groups) in enumerate(zip(proxy_dims, gate_groups)):
+            if groups < 1 or proxy % groups:
+                raise ValueError(f'gate_groups must divide proxy_dim in every stage, got gate_groups='
+                                 f'{groups} and proxy_dim={proxy} in stage {i}')
+        if not isinstance(local_chunk, Integral) or local_chunk < 1:
+            raise ValueError(f'local_chunk must be a positive int, got {local_chunk!r}')
+        if any(s not in range(NUM_STAGES) for s in global_stages):
+            raise ValueError(f'global_stages must be stage indices in 0..{NUM_STAGES - 1}, '
+                             f'got {tuple(global_stages)}')
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f'drop_path_rate must be in [0, 1), got {drop_path_rate}')
+
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_chans, dims[0] // 2, kernel_size=3, stride=2, padding=1),
+            LayerNorm2d(dims[0] // 2),
+            nn.GELU(),
+            nn.Conv2d(dims[0] // 2, dims[0], kernel_size=3, stride=2, padding=1),
+        )
+        rates = [drop_path_rate * i / max(sum(depths) - 1, 1) for i in range(sum(depths))]
+        stages, self.feature_info = [], []
+        for i in range(NUM_STAGES):
+            start = sum(depths[:i])
+            stages.append(GSPN2Stage(
+                dims[i - 1] if i else dims[0], dims[i], depths[i], downsample=i > 0,
+                drop_path_rates=rates[start:start + depths[i]],
+                inner_ratio=inner_ratio, proxy_dim=proxy_dims[i], gate_groups=gate_groups[i],
+                chunk=None if i in global_stages else local_chunk, mlp_ratio=mlp_ratio, use_lpu=use_lpu))
+            self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
+        self.stages = nn.Sequential(*stages)
+        self.num_features = self.head_hidden_size = dims[-1]
+        self.norm = LayerNorm2d(self.num_features)
+        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
+        self.apply(_init_weights)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set:
+        return {name for name, param in self.named_parameters() if param.ndim <= 1}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Union[str, List]]:
+        return dict(
+            stem=r'^stem',
+            blocks=r'^stages\.(\d+)' if coarse else [
+                (r'^stages\.(\d+)\.downsample', (0,)),
+                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
+                (r'^norm', (99999,)),
+            ],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        self.num_classes = num_classes
+        self.head.reset(num_classes, global_pool)
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Forward through the stages, collecting the outputs of the stages in ``indices``.
+
+        Args:
+            x: Input images (B, C, H, W).
+            indices: Last n stages if int, all if None, these stages if a sequence.
+            norm: Apply the final norm to the last stage's output when it is taken.
+            stop_early: Stop after the last stage that is taken.
+            output_fmt: Only 'NCHW'.
+            intermediates_only: Return only the list of stage outputs.
+        """
+        if output_fmt != 'NCHW':
+            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        last_index = len(self.stages) - 1
+        stages = self.stages[:max_index + 1] if stop_early else self.stages
+        intermediates = []
+        x = self.stem(x)
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take_indices:
+                intermediates.append(self.norm(x) if norm and i == last_index else x)
+        if intermediates_only:
+            return intermediates
+        if i == last_index:
+            x = self.norm(x)
+        return x, intermediates
+
+    def prune_intermediate_layers(
+            self,
+            indices: Union[int, List[int]] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        """Drop the stages after the last one in ``indices`` (and the norm / head)."""
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        self.stages = self.stages[:max_index + 1]
+        if prune_norm or max_index < NUM_STAGES - 1:
+            self.norm = nn.Identity()
+        if prune_head or max_index < NUM_STAGES - 1:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+            self.head = ClassifierHead(self.num_features, 0, pool_type='')
+            self.num_classes = 0
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = self.stages(x)
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, (nn.Conv2d, nn.Linear)):
+        trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+_CHECKPOINT_WRAPPERS = ('state_dict', 'model', 'module')
+_TRUNK_PREFIXES = ('visual.trunk.', 'backbone.')
+
+
+def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: Optional[nn.Module] = None
+                         ) -> Dict[str, torch.Tensor]:
+    """Map any checkpoint of a GSPN-2 trunk to the keys of :class:`GSPN2`.
+
+    Accepts this model's own / timm state dicts, ``{'state_dict' | 'model' | 'module': ...}``
+    wrappers, DDP's ``module.`` prefix, open_clip checkpoints (``visual.trunk.*``; the rest
+    of the CLIP model is dropped) and mmseg checkpoints (``backbone.*`` or the wrapper's
+    ``backbone.trunk.*``; heads are dropped). ``model`` is unused (timm's filter signature).
+    """
+    if not isinstance(state_dict, dict):
+        raise TypeError(f'state_dict must be a dict of tensors, got {type(state_dict).__name__}')
+    while not any(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        wrapper = next((k for k in _CHECKPOINT_WRAPPERS if isinstance(state_dict.get(k), dict)), None)
+        if wrapper is None:
+            raise KeyError(f'no tensors in the checkpoint and none of the wrappers {_CHECKPOINT_WRAPPERS}; '
+                           f'top-level keys: {sorted(state_dict)[:10]}')
+        state_dict = state_dict[wrapper]
+    state_dict = {k.removeprefix('module.'): v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+    for prefix in _TRUNK_PREFIXES:
+        if any(k.startswith(prefix) for k in state_dict):
+            state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+            break
+    return {k.removeprefix('trunk.'): v for k, v in state_dict.items()}
+
+
+def _create_gspn2(variant: str, pretrained: bool = False, **kwargs) -> GSPN2:
+    return build_model_with_cfg(
+        GSPN2, variant, pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(out_indices=(0, 1, 2, 3), flatten_sequential=True),
+        **kwargs)
+
+
+def _cfg(**kwargs) -> Dict:
+    return {
+        'url': '', 'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
+        'crop_pct': 0.9, 'interpolation': 'bicubic', 'fixed_input_size': False,
+        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'stem.0', 'classifier': 'head.fc',
+        'paper_ids': 'arXiv:2512.07884', 'paper_name': 'GSPN-2: Efficient Parallel Sequence Modeling',
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({
+    'gspn2_test.untrained': _cfg(input_size=(3, 64, 64), pool_size=(2, 2)),
+    'gspn2_nano.untrained': _cfg(),
+    'gspn2_tiny.untrained': _cfg(),
+    'gspn2_small.untrained': _cfg(),
+    'gspn2_base.untrained': _cfg(),
+})
+
+
+@register_model
+def gspn2_test(pretrained: bool = False, **kwargs) -> GSPN2:
+    model_args = dict(depths=(1, 1, 1, 1), dims=(8, 16, 32, 64))
+    return _create_gspn2('gspn2_test', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def gspn2_nano(pretrained: bool = False, **kwargs) -> GSPN2:
+    model_args = dict(depths=(2, 2, 4, 2), dims=(32, 64, 128, 256))
+    return _create_gspn2('gspn2_nano', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def gspn2_tiny(pretrained: bool = False, **kwargs) -> GSPN2:
+    model_args = dict(depths=(2, 4, 10, 2), dims=(80, 160, 320, 640))
+    return _create_gspn2('gspn2_tiny', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def gspn2_small(pretrained: bool = False, **kwargs) -> GSPN2:
+    model_args = dict(depths=(3, 3, 20, 2), dims=(96, 192, 384, 768))
+    return _create_gspn2('gspn2_small', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def gspn2_base(pretrained: bool = False, **kwargs) -> GSPN2:
+    model_args = dict(depths=(2, 2, 17, 3), dims=(128, 256, 512, 1024))
+    return _create_gspn2('gspn2_base', pretrained=pretrained, **dict(model_args, **kwargs))
