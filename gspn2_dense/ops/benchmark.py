@@ -1,0 +1,117 @@
+"""Timing the compiled propagation op against its pure-PyTorch reference.
+
+Used by ``tools/benchmark_op_cpu.py``; the figures land in ``docs/benchmarks/op_cpu.{md,json}``.
+Each case is timed as the median of several runs after a warm-up run, forward alone (under
+``torch.no_grad``) and forward + backward (``torch.autograd.grad`` for every input, so no
+gradient accumulation is timed).
+"""
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Sequence
+
+import torch
+
+from .propagate import gspn_propagate, gspn_scan
+from .reference import gspn_propagate_ref, gspn_scan_ref
+
+
+def _median_ms(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up: extension loading, allocator, caches
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def _forward(fn, inputs, kwargs):
+    def run():
+        with torch.no_grad():
+            return fn(*inputs, **kwargs)
+    return run
+
+
+def _forward_backward(fn, inputs, kwargs):
+    grad_out = torch.randn_like(fn(*inputs, **kwargs).detach())
+
+    def run():
+        out = fn(*inputs, **kwargs)
+        return torch.autograd.grad(out, inputs, grad_out)
+    return run
+
+
+def benchmark_cases(B: int, C: int, H: int, W: int, G: int, dtype: torch.dtype,
+                    device: str) -> List[Dict]:
+    """The benchmarked calls: ``gspn_propagate`` (merged) and ``gspn_scan`` in two directions."""
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen).to(device=device, dtype=dtype).requires_grad_()
+
+    x = rand(B, C, H, W)
+    gates, lam, u = rand(B, 4, G, 3, H, W), rand(B, 4, C, H, W), rand(B, 4, C, H, W)
+    cases = [dict(name='gspn_propagate', op=gspn_propagate, ref=gspn_propagate_ref,
+                  inputs=(x, gates, lam, u), kwargs={})]
+    for direction in ('top_down', 'left_right'):
+        g1 = gates[:, 0].detach().requires_grad_()
+        l1 = lam[:, 0].detach().requires_grad_()
+        cases.append(dict(name=f'gspn_scan({direction})', op=gspn_scan, ref=gspn_scan_ref,
+                          inputs=(x, g1, l1), kwargs=dict(direction=direction)))
+    return cases
+
+
+def run_benchmark(B: int = 2, C: int = 16, H: int = 128, W: int = 128, G: int = 1,
+                  dtype: torch.dtype = torch.float32, device: str = 'cpu',
+                  repeats: int = 15, ref_repeats: int = 5) -> List[Dict]:
+    """Median times (ms) of kernel and reference, forward and forward + backward, per case."""
+    rows = []
+    for case in benchmark_cases(B, C, H, W, G, dtype, device):
+        row = dict(case=case['name'])
+        for mode, wrap in (('fwd', _forward), ('fwd+bwd', _forward_backward)):
+            kernel = _median_ms(wrap(case['op'], case['inputs'], case['kwargs']), repeats)
+            ref = _median_ms(wrap(case['ref'], case['inputs'], case['kwargs']), ref_repeats)
+            row[f'{mode} kernel ms'] = round(kernel, 3)
+            row[f'{mode} reference ms'] = round(ref, 3)
+            row[f'{mode} speed-up'] = round(ref / kernel, 2)
+        rows.append(row)
+    return rows
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True,
+                              text=True, check=True,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return 'unknown'
+
+
+def machine_info() -> Dict:
+    """What the figures were measured on."""
+    return dict(cpu=_cpu_model(), cores=os.cpu_count(), torch_threads=torch.get_num_threads(),
+                torch=torch.__version__, python=platform.python_version(),
+                date=datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
+                git_commit=_git_commit(), load_average=[round(v, 2) for v in os.getloadavg()])
+
+
+def markdown_table(rows: Sequence[Dict]) -> str:
+    keys = list(rows[0])
+    lines = ['| ' + ' | '.join(keys) + ' |', '|' + '---|' * len(keys)]
+    lines += ['| ' + ' | '.join(str(r[k]) for k in keys) + ' |' for r in rows]
+    return '\n'.join(lines)
