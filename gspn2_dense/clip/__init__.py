@@ -7,7 +7,7 @@ nothing here lives inside open_clip's package and nothing is fetched from a hub.
 
 * ``GSPN2-T``, ``GSPN2-S``, ``GSPN2-B``: ``gspn2_tiny/small/base`` at 224 px with the standard
   12-layer, 512-wide text tower, ``embed_dim`` 512 (the paper's CLIP setting).
-* ``GSPN2-N-demo``: ``gspn2_nano`` at 64 px with a 2-layer, 128-wide text tower, for the CPU demo.
+* ``GSPN2-N-demo``: ``gspn2_nano`` at 32 px with a 2-layer, 128-wide text tower, for the CPU demo.
 * ``GSPN2-test``: ``gspn2_test`` at 32 px with a 1-layer, 32-wide text tower, for the tests.
 
 :func:`register_model_configs` makes them known to ``open_clip.list_models()`` and
