@@ -37,3 +37,28 @@ def test_a_checkpoint_without_a_timm_tower_is_rejected(tmp_path):
                path)
     with pytest.raises(ValueError, match=r'keys "visual.trunk.\*".*got image-tower keys \[\'visual.conv1\'\]'):
         convert_clip_to_backbone(str(path), str(tmp_path / 'out.pth'))
+
+
+def test_converted_tower_gives_the_same_features_in_timm_and_the_mmseg_backbone(clip_checkpoint,
+                                                                                tmp_path):
+    from mmseg.registry import MODELS
+    model, path = clip_checkpoint
+    out = tmp_path / 'gspn2_test_clip.pth'
+    convert_clip_to_backbone(str(path), str(out))
+    backbone = MODELS.build(dict(type='GSPN2', arch='test',
+                                 init_cfg=dict(type='Pretrained', checkpoint=str(out))))
+    backbone.init_weights()
+    backbone.eval()
+    clip_trunk = model.visual.trunk.state_dict()
+    for key, value in backbone.trunk.state_dict().items():
+        assert torch.equal(value, clip_trunk[key]), key
+    trunk = timm.create_model('gspn2_test', pretrained=True, num_classes=0,
+                              pretrained_cfg_overlay=dict(file=str(out))).eval()
+    x = torch.randn(2, 3, 40, 40)
+    with torch.no_grad():
+        maps = backbone(x)
+        expected = trunk.forward_intermediates(x, intermediates_only=True)
+    assert len(maps) == len(expected) == 4
+    for got, want, stride in zip(maps, expected, (4, 8, 16, 32)):
+        assert got.shape[-2:] == (-(-40 // stride),) * 2
+        assert torch.equal(got, want)
