@@ -26,8 +26,9 @@ fi
 
 if has test; then
   echo "== tests"
-  python3 -m pytest tests/ops -q -p no:cacheprovider --maxfail=30 -rfE > "$OUT/pytest.log" 2>&1 || status=1
-  grep -E "passed|failed|error" "$OUT/pytest.log" | tail -40
+  python3 -m pytest tests/ops -q -p no:cacheprovider --maxfail=50 -rfE --tb=line ${PYTEST_ARGS:-} \
+    > "$OUT/pytest.log" 2>&1 || status=1
+  grep -E "^FAILED|^ERROR|passed|failed|Fatal|line [0-9]+ in" "$OUT/pytest.log" | tail -60
 fi
 
 if has sanitize; then

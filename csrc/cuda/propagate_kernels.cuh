@@ -10,6 +10,9 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
+#include <cstdint>
+#include <type_traits>
+
 #include "propagate.h"
 
 namespace gspn2 {
@@ -32,15 +35,38 @@ struct alignas(sizeof(T) * N) Pack {
   T v[N];
 };
 
+// Vector accesses go through plain integers of the element's width (c10::Half and
+// c10::BFloat16 are classes; packs of them are copied element by element).
+template <typename T>
+using RawOf = std::conditional_t<sizeof(T) == 4, uint32_t, uint16_t>;
+
+template <typename T>
+__device__ __forceinline__ T from_raw(RawOf<T> r) {
+  if constexpr (sizeof(T) == 4) {
+    return __uint_as_float(r);
+  } else {
+    return T(r, T::from_bits());
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ RawOf<T> to_raw(T t) {
+  if constexpr (sizeof(T) == 4) {
+    return __float_as_uint(t);
+  } else {
+    return t.x;
+  }
+}
+
 // Reads N consecutive line positions p0 .. p0 + N - 1 (element stride `stride`) as float;
 // positions outside [0, n) read as 0. `vec` promises stride 1 and an aligned base.
 template <typename T, int N>
 __device__ __forceinline__ void load_run(const T* __restrict__ base, int p0, int n,
                                          int64_t stride, bool vec, float (&out)[N]) {
   if (vec && p0 + N <= n) {
-    const Pack<T, N> pk = *reinterpret_cast<const Pack<T, N>*>(base + p0);
+    const Pack<RawOf<T>, N> pk = *reinterpret_cast<const Pack<RawOf<T>, N>*>(base + p0);
 #pragma unroll
-    for (int q = 0; q < N; ++q) out[q] = static_cast<float>(pk.v[q]);
+    for (int q = 0; q < N; ++q) out[q] = static_cast<float>(from_raw<T>(pk.v[q]));
   } else {
 #pragma unroll
     for (int q = 0; q < N; ++q) {
@@ -53,10 +79,10 @@ template <typename T, int N>
 __device__ __forceinline__ void store_run(T* __restrict__ base, int p0, int n, int64_t stride,
                                           bool vec, const float (&v)[N]) {
   if (vec && p0 + N <= n) {
-    Pack<T, N> pk;
+    Pack<RawOf<T>, N> pk;
 #pragma unroll
-    for (int q = 0; q < N; ++q) pk.v[q] = static_cast<T>(v[q]);
-    *reinterpret_cast<Pack<T, N>*>(base + p0) = pk;
+    for (int q = 0; q < N; ++q) pk.v[q] = to_raw<T>(static_cast<T>(v[q]));
+    *reinterpret_cast<Pack<RawOf<T>, N>*>(base + p0) = pk;
   } else {
 #pragma unroll
     for (int q = 0; q < N; ++q) {
