@@ -41,13 +41,13 @@ NUM_DIRECTIONS = 4
 NUM_TAPS = 3
 
 
-def _per_stage(value, name: str, kind=Integral) -> Tuple:
-    """Broadcast a scalar to one value per stage, or check a sequence has one per stage."""
-    if isinstance(value, kind):
-        return (value,) * NUM_STAGES
-    if isinstance(value, Sequence) and len(value) == NUM_STAGES and all(isinstance(v, kind) for v in value):
-        return tuple(value)
-    raise ValueError(f'{name} must be one {kind.__name__} or a sequence of {NUM_STAGES}, got {value!r}')
+def _per_stage(value, name: str) -> Tuple[int, ...]:
+    """Broadcast one int to every stage, or check a sequence has one int per stage."""
+    if isinstance(value, Integral):
+        return (int(value),) * NUM_STAGES
+    if isinstance(value, Sequence) and len(value) == NUM_STAGES and all(isinstance(v, Integral) for v in value):
+        return tuple(int(v) for v in value)
+    raise ValueError(f'{name} must be one int or a sequence of {NUM_STAGES}, got {value!r}')
 
 
 class LocalPerceptionUnit(nn.Module):
