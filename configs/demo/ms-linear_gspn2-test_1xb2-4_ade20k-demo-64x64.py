@@ -1,9 +1,7 @@
-# Test-suite variant: gspn2_test (tiny widths), a handful of iterations, last-stage linear probe.
+# Test-suite variant: gspn2_test (tiny widths), a handful of iterations, multi-scale linear probe.
 _base_ = './ms-linear_gspn2-nano_1xb8-150_ade20k-demo-64x64.py'
 iters = 4
-model = dict(
-    backbone=dict(arch='test'),
-    decode_head=dict(in_channels=64, in_index=3, input_transform=None))
+model = dict(backbone=dict(arch='test'), decode_head=dict(in_channels=[8, 16, 32, 64]))
 train_dataloader = dict(batch_size=2)
 val_dataloader = dict(batch_size=2)
 test_dataloader = val_dataloader

@@ -25,7 +25,7 @@ DEMO_CONFIGS = {
     'nyu-depth': 'ms-linear_gspn2-nano_1xb8-150_nyu-depth-demo-64x64.py',
 }
 TEST_CONFIGS = {
-    'ade20k': 'linear_gspn2-test_1xb2-4_ade20k-demo-64x64.py',
+    'ade20k': 'ms-linear_gspn2-test_1xb2-4_ade20k-demo-64x64.py',
     'nyu-depth': 'ms-linear_gspn2-test_1xb2-4_nyu-depth-demo-64x64.py',
 }
 # (metric, higher is better) compared against the chance baseline.
@@ -147,9 +147,12 @@ def run_demo(work_dir: str = 'work_dirs/demo', data_root: str = 'data/demo',
     if unknown:
         raise ValueError(f'unknown demo tasks {unknown}; expected names from {list(DEMO_CONFIGS)}')
     start = time.time()
-    log(f'[demo] data: {data_root} (written if absent)')
+    def log_step(msg: str) -> None:
+        log(f'[demo {time.time() - start:5.0f} s] {msg}')
+
+    log_step(f'data: {data_root} (written if absent)')
     make_demo_data(data_root, datasets=tasks)
-    log(f'[demo] backbone: {backbone_ckpt or "randomly initialised (no checkpoint)"}')
+    log_step(f'backbone: {backbone_ckpt or "randomly initialised (no checkpoint)"}')
     results = {}
     for i, task in enumerate(tasks, 1):
         config = str(CONFIG_DIR / 'demo' / (TEST_CONFIGS if tiny else DEMO_CONFIGS)[task])
@@ -157,17 +160,18 @@ def run_demo(work_dir: str = 'work_dirs/demo', data_root: str = 'data/demo',
         cfg = prepare_probe_config(config, task_dir, backbone_ckpt=backbone_ckpt,
                                    random_init=backbone_ckpt is None,
                                    data_root=osp.join(data_root, DEMO_ROOTS[task]))
+        # The job tests once after training; a validation pass on the same images would repeat it.
+        cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
         if iters is not None:
             cfg.train_cfg.max_iters = iters
-            cfg.train_cfg.val_interval = iters
             cfg.default_hooks.checkpoint.interval = iters
             cfg.param_scheduler[-1].end = iters
             cfg.param_scheduler[0].end = min(cfg.param_scheduler[0].end, max(iters // 10, 1))
             cfg.param_scheduler[-1].begin = cfg.param_scheduler[0].end
-        log(f'[demo] ({i}/{len(tasks)}) {task}: training {cfg.train_cfg.max_iters} iterations '
+        log_step(f'({i}/{len(tasks)}) {task}: training {cfg.train_cfg.max_iters} iterations '
             f'of a linear probe ({osp.basename(config)})')
         runner, metrics = run_probe(cfg)
-        log(f'[demo] ({i}/{len(tasks)}) {task}: chance baseline and visualisations')
+        log_step(f'({i}/{len(tasks)}) {task}: chance baseline and visualisations')
         train_gt = _loader_gt(runner, runner.build_dataloader(dict(
             cfg.test_dataloader, dataset=dict(cfg.train_dataloader.dataset,
                                               pipeline=cfg.test_dataloader.dataset.pipeline))))
@@ -185,10 +189,10 @@ def run_demo(work_dir: str = 'work_dirs/demo', data_root: str = 'data/demo',
         name, higher = HEADLINE[task]
         beats = metrics[name] > chance[name] if higher else metrics[name] < chance[name]
         results[task] = dict(probe=metrics, chance=chance, beats_chance=bool(beats), visualisations=vis)
-        log(f'[demo] {task}: {name} probe {metrics[name]:.4f} vs chance {chance[name]:.4f} '
+        log_step(f'{task}: {name} probe {metrics[name]:.4f} vs chance {chance[name]:.4f} '
             f'-> {"beats" if beats else "does NOT beat"} chance; panels in {osp.dirname(vis[0])}')
     paths = _write_demo_table(results, work_dir)
-    log(f'[demo] done in {time.time() - start:.0f} s; results: {paths["markdown"]}')
+    log_step(f'done; results: {paths["markdown"]}')
     log(open(paths['markdown']).read())
     return results
 
