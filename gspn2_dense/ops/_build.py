@@ -89,19 +89,20 @@ def resolve_cuda_home() -> Optional[str]:
     candidates = []
     if nvcc is not None:
         nvcc = os.path.realpath(nvcc)
-        candidates.append(nvcc)
         try:
             with open(nvcc, 'rb') as f:
                 head = f.read(4096)
         except OSError:
             head = b''
         if head.startswith(b'#!'):
+            # a wrapper script: the toolkit is the one it runs, not the one it sits in
             candidates += re.findall(r'(/\S+?/bin/nvcc)\b', head.decode(errors='replace'))
+        candidates.append(nvcc)
     candidates.append('/usr/local/cuda/bin/nvcc')
     for path in candidates:
         home = os.path.dirname(os.path.dirname(os.path.realpath(path)))
-        if os.path.isfile(os.path.join(home, 'bin', 'nvcc')) and os.path.isdir(
-                os.path.join(home, 'include')):
+        if os.path.isfile(os.path.join(home, 'bin', 'nvcc')) and os.path.isfile(
+                os.path.join(home, 'include', 'cuda_runtime_api.h')):
             return home
     return None
 

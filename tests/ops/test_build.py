@@ -56,6 +56,7 @@ def test_cuda_home_resolves_through_wrapper_script(tmp_path, monkeypatch):
     toolkit = tmp_path / 'toolkit'
     (toolkit / 'bin').mkdir(parents=True)
     (toolkit / 'include').mkdir()
+    (toolkit / 'include' / 'cuda_runtime_api.h').write_text('')
     (toolkit / 'bin' / 'nvcc').write_text('#!/bin/sh\necho real\n')
     (toolkit / 'bin' / 'nvcc').chmod(0o755)
     wrappers = tmp_path / 'wrappers'
