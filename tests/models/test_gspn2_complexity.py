@@ -1,0 +1,83 @@
+"""Parameter / MAC counting: the propagation op is counted, and T/S/B match the paper."""
+import pytest
+import timm
+import torch
+import torch.nn as nn
+
+import gspn2_dense  # noqa: F401  (registers the timm models)
+from gspn2_dense.models import gspn2
+from gspn2_dense.models.complexity import PAPER_FIGURES, count_complexity, propagate_macs
+from gspn2_dense.ops import gspn_propagate, gspn_propagate_ref
+
+
+class OneCall(nn.Module):
+    def __init__(self, groups):
+        super().__init__()
+        self.groups = groups
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        gates = torch.zeros(b, 4, self.groups, 3, h, w)
+        lam = torch.ones(b, 4, c, h, w)
+        return gspn_propagate(x * self.scale, gates, lam, lam)
+
+
+def test_op_formula_on_one_call():
+    # 4 directions x 30 pixels x (4 channels x 5 MACs + 2 groups x 3 normalisation MACs)
+    assert propagate_macs((1, 4, 5, 6), (1, 4, 2, 3, 5, 6), 4) == 4 * 30 * (4 * 5 + 2 * 3)
+    assert propagate_macs((1, 4, 5, 6), (1, 4, 2, 3, 5, 6), 4, normalize=False, merge=False) == 4 * 30 * 4 * 4
+    result = count_complexity(OneCall(groups=2), (4, 5, 6))
+    assert result.macs == result.propagate_macs == 4 * 30 * (4 * 5 + 2 * 3)
+
+
+def test_model_macs_are_the_convolutions_plus_the_op():
+    model = timm.create_model('gspn2_test').eval()
+    expected = []
+
+    def conv_hook(module, inputs, output):
+        pixels = output.shape[-2] * output.shape[-1] if output.dim() == 4 else 1
+        expected.append(module.weight.numel() * pixels)
+
+    def mixer_hook(module, inputs, output):
+        _, _, h, w = output.shape
+        expected.append(4 * h * w * (5 * module.proxy_dim + 3 * module.gate_groups))
+
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            module.register_forward_hook(conv_hook)
+        elif isinstance(module, gspn2.GSPN2Mixer):
+            module.register_forward_hook(mixer_hook)
+    result = count_complexity(model, (3, 61, 47))
+    assert result.macs == sum(expected)
+    assert result.propagate_macs > 0
+    assert result.params == sum(p.numel() for p in model.parameters())
+
+
+def test_meta_device_count_equals_cpu_count():
+    torch.manual_seed(0)
+    cpu = count_complexity(timm.create_model('gspn2_test'), (3, 64, 48))
+    with torch.device('meta'):
+        meta = count_complexity(timm.create_model('gspn2_test'), (3, 64, 48))
+    assert (meta.params, meta.macs, meta.macs_by_op) == (cpu.params, cpu.macs, cpu.macs_by_op)
+
+
+@pytest.mark.parametrize('name', sorted(PAPER_FIGURES))
+def test_variants_within_10_percent_of_the_paper(name):
+    with torch.device('meta'):
+        model = timm.create_model(name)
+    result = count_complexity(model)
+    params, macs = PAPER_FIGURES[name]
+    assert abs(result.params / params - 1) < 0.10, result.params
+    assert abs(result.macs / macs - 1) < 0.10, result.macs
+
+
+def test_uncounted_propagation_raises(monkeypatch):
+    monkeypatch.setattr(gspn2, 'gspn_propagate', gspn_propagate_ref)  # pure PyTorch: invisible to the counter
+    with pytest.raises(RuntimeError, match='contains propagation mixers but no MACs were counted for gspn2'):
+        count_complexity(timm.create_model('gspn2_test'), (3, 32, 32))
+
+
+def test_bad_input_size():
+    with pytest.raises(ValueError, match=r'input_size must be \(C, H, W\) positive ints, got \(224, 224\)'):
+        count_complexity(timm.create_model('gspn2_test'), (224, 224))
