@@ -20,9 +20,7 @@ def roots_options(data_root):
 
 def run(cmd, **env):
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, 'PYTHON': sys.executable, **env,
-                               # the checkout, as `pip install -e .` would provide it
-                               'PYTHONPATH': os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')]))})
+                          env={**os.environ, 'PYTHON': sys.executable, **env})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
 

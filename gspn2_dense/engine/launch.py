@@ -1,19 +1,24 @@
 """Config preparation behind ``tools/train.py`` and ``tools/test.py`` (mmseg's tools' behaviour).
 
 The tools parse arguments and call :func:`prepare_train_config` / :func:`prepare_test_config`,
-then :func:`build_runner`. On a machine without CUDA the distributed set-up is adapted so the
-same configs run under ``torchrun`` on CPU: the gloo backend, a DDP wrapper without
-``device_ids``, and plain BatchNorm in place of SyncBN (which needs CUDA).
+which also check data roots and ``num_classes`` before anything is built, then
+:func:`build_runner`. On a machine without CUDA the distributed set-up is adapted so the
+same configs run under ``torchrun`` on CPU: the gloo process group is started here (mmengine's
+own start-up for ``--launcher pytorch`` selects a CUDA device), a DDP wrapper without
+``device_ids`` is used, and plain BatchNorm replaces SyncBN (which needs CUDA).
 """
 import logging
 import os.path as osp
 from typing import Optional
 
 import torch
+import torch.distributed as dist
 from mmengine.config import Config, ConfigDict
 from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
+
+from gspn2_dense.datasets import check_config
 
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
 
@@ -63,7 +68,7 @@ def adapt_for_cpu(cfg: Config) -> None:
         env_cfg.setdefault('dist_cfg', ConfigDict())['backend'] = 'gloo'
         if cfg.get('model_wrapper_cfg') is None:
             cfg.model_wrapper_cfg = dict(
-                type='MMDistributedDataParallel', broadcast_buffers=False,
+                type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,
                 find_unused_parameters=cfg.get('find_unused_parameters', False))
 
 
@@ -88,6 +93,7 @@ def prepare_train_config(config: str, work_dir: Optional[str] = None, resume: bo
             cfg.optim_wrapper.loss_scale = 'dynamic'
     cfg.resume = resume
     adapt_for_cpu(cfg)
+    check_config(cfg)
     return cfg
 
 
@@ -112,10 +118,16 @@ def prepare_test_config(config: str, checkpoint: str, work_dir: Optional[str] = 
         hook['draw'] = True
         hook['show_dir'] = show_dir
     adapt_for_cpu(cfg)
+    check_config(cfg)
     return cfg
 
 
 def build_runner(cfg: Config) -> Runner:
+    if (cfg.get('launcher', 'none') == 'pytorch' and not torch.cuda.is_available()
+            and not dist.is_initialized()):
+        # torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR, ...) describes the group;
+        # once it exists, the runner uses it instead of starting its own.
+        dist.init_process_group(backend='gloo')
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)
