@@ -2,19 +2,22 @@
 //
 // Every scan runs in a "frame" where its lines are contiguous rows: the vertical directions
 // scan an H x W plane as stored; the horizontal directions scan the transposed W x H plane
-// (left_right top to bottom, right_left bottom to top), their inputs being transposed into
-// per-thread scratch planes in cache-sized tiles and their outputs transposed back. Each step
-// updates one line through padded line buffers, so the loop over the line has no branches and
-// vectorises.
+// (left_right top to bottom, right_left bottom to top). Per channel and direction, one pass
+// prepares the scan's input plane in the frame (z = lam * x forward, the direct gradient
+// u * dL/dy backward; transposed in cache-sized tiles for the horizontal directions), the
+// scan runs over it, and an element-wise pass in image layout finishes the work (storing h and
+// merging u * h forward; dL/dlam, dL/dx, dL/du backward). Each scan step updates one line
+// through padded line buffers, so the loop over the line has no branches and vectorises.
 //
 // The normalised tap weights of every (b, d, g) are computed once, in the frame of d, into a
-// scratch buffer shared by the channels of the group. The forward runs one (b, c) per work
-// item, scanning every direction and merging, so it needs no reduction.
+// scratch buffer shared by the channels of the group. Work items are (b, g, block of channels
+// of g); inside one, the directions run outermost so that the weights (and, backward, the
+// weight gradients) of a direction stay in cache while its channels are scanned.
 //
-// Backward: a reverse scan per channel and direction; the weight gradients of a block of
-// channels are summed in a fixed order into a per-block buffer, and a second pass sums the
-// blocks in a fixed order and applies the Jacobian of the normalisation. The blocks depend on
-// the shapes only, so results do not depend on the number of threads or on scheduling.
+// Backward: the weight gradients of a block are summed in a fixed order into a per-block
+// buffer, and a second pass sums the blocks in a fixed order and applies the Jacobian of the
+// normalisation. The blocks depend on the shapes only, so results do not depend on the
+// number of threads or on scheduling.
 #include "cpu/propagate_cpu.h"
 
 #include <ATen/OpMathType.h>
@@ -44,26 +47,29 @@ Geometry frame_geometry(int64_t direction, int64_t H, int64_t W) {
   return {rows, cols, (rows - 1) * cols, -cols};
 }
 
-// dst (cols x rows) = src (rows x cols) transposed; with kAccumulate, dst += instead.
-template <bool kAccumulate = false, typename in_t, typename out_t>
-void transpose_plane(const in_t* __restrict src, int64_t rows, int64_t cols,
-                     out_t* __restrict dst) {
+// dst[c * rows + r] = value(r * cols + c): a rows x cols plane, computed element-wise and
+// written transposed, in tiles that stay in cache.
+template <typename out_t, typename F>
+void transpose_map(int64_t rows, int64_t cols, out_t* __restrict dst, F&& value) {
   constexpr int64_t kTile = 16;
   for (int64_t r0 = 0; r0 < rows; r0 += kTile) {
     const int64_t r1 = std::min(rows, r0 + kTile);
     for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
       const int64_t c1 = std::min(cols, c0 + kTile);
       for (int64_t c = c0; c < c1; ++c) {
-        for (int64_t r = r0; r < r1; ++r) {
-          const out_t v = static_cast<out_t>(src[r * cols + c]);
-          if (kAccumulate) {
-            dst[c * rows + r] += v;
-          } else {
-            dst[c * rows + r] = v;
-          }
-        }
+        for (int64_t r = r0; r < r1; ++r) dst[c * rows + r] = value(r * cols + c);
       }
     }
+  }
+}
+
+// dst (the frame of a direction) = value(o) over the H x W image positions o.
+template <typename out_t, typename F>
+void to_frame(bool vertical, int64_t H, int64_t W, out_t* __restrict dst, F&& value) {
+  if (vertical) {
+    for (int64_t o = 0; o < H * W; ++o) dst[o] = value(o);
+  } else {
+    transpose_map(H, W, dst, value);
   }
 }
 
@@ -78,16 +84,6 @@ bool restarts(int64_t s, int64_t chunk) { return s == 0 || (chunk > 0 && s % chu
 template <typename acc_t>
 inline acc_t sigmoid(acc_t v) {
   return acc_t(1) / (acc_t(1) + std::exp(-v));
-}
-
-// Calls f(std::true_type{}) or f(std::false_type{}): a runtime flag as a template constant.
-template <typename F>
-void dispatch_bool(bool flag, F&& f) {
-  if (flag) {
-    f(std::true_type{});
-  } else {
-    f(std::false_type{});
-  }
 }
 
 // Planes of the tap-weight scratch of one (b, d, g), in the frame of d: w_{-1}, w_0, w_{+1}
@@ -145,13 +141,11 @@ std::vector<acc_t> all_tap_weights(const scalar_t* gates, const PropagateShape& 
   return w;
 }
 
-// Forward scan of one channel in one direction, in its frame. With kStore, h_out receives h;
-// with kMerge, acc += u * h. prev and cur are line buffers of n + 2.
-template <bool kStore, bool kMerge, typename scalar_t, typename acc_t>
-void scan_forward(const Geometry& g, int64_t HW, int64_t chunk, const scalar_t* __restrict x,
-                  const scalar_t* __restrict lam, const acc_t* __restrict w,
-                  scalar_t* __restrict h_out, const scalar_t* __restrict u,
-                  acc_t* __restrict acc, acc_t* prev, acc_t* cur) {
+// Forward scan of one channel in one direction, in its frame: h_s = z_s + W_s h_{s-1}.
+// prev and cur are line buffers of n + 2.
+template <typename acc_t>
+void scan_forward(const Geometry& g, int64_t HW, int64_t chunk, const acc_t* __restrict z,
+                  const acc_t* __restrict w, acc_t* __restrict h, acc_t* prev, acc_t* cur) {
   const int64_t n = g.n;
   const acc_t* __restrict wl = w;
   const acc_t* __restrict wc = w + HW;
@@ -164,29 +158,23 @@ void scan_forward(const Geometry& g, int64_t HW, int64_t chunk, const scalar_t* 
     acc_t* __restrict hc = cur;
     for (int64_t p = 0; p < n; ++p) {
       const int64_t o = row + p;
-      const acc_t v = static_cast<acc_t>(lam[o]) * static_cast<acc_t>(x[o]) + wl[o] * hp[p] +
-                      wc[o] * hp[p + 1] + wr[o] * hp[p + 2];
+      const acc_t v = z[o] + wl[o] * hp[p] + wc[o] * hp[p + 1] + wr[o] * hp[p + 2];
       hc[p + 1] = v;
-      if (kStore) h_out[o] = static_cast<scalar_t>(v);
-      if (kMerge) acc[o] += static_cast<acc_t>(u[o]) * v;
+      h[o] = v;
     }
     std::swap(prev, cur);
   }
 }
 
-// Reverse scan of one channel in one direction, in its frame. grad_out is dL/dy (kMerge) or
-// dL/dh_d; h is the saved hidden state of this direction. Writes grad_lam (and grad_u with
-// kMerge), accumulates dL/dx into gx and dL/dw into dw (3 planes). Line buffers carry, e, hp,
-// el, er are n + 2 long.
-template <bool kMerge, typename scalar_t, typename acc_t>
+// Reverse scan of one channel in one direction, in its frame. direct is the gradient that
+// reaches h_s from the output; h the saved hidden state. Writes e = dL/dh (all paths) and
+// accumulates dL/dw into dw (3 planes). Line buffers carry, e_line, hp, el, er are n + 2.
+template <typename scalar_t, typename acc_t>
 void scan_backward(const Geometry& g, int64_t HW, int64_t chunk,
-                   const scalar_t* __restrict grad_out, const scalar_t* __restrict x,
-                   const scalar_t* __restrict lam, const scalar_t* __restrict u,
-                   const scalar_t* __restrict h, const acc_t* __restrict w,
-                   scalar_t* __restrict grad_lam, scalar_t* __restrict grad_u,
-                   acc_t* __restrict gx, acc_t* __restrict dw, acc_t* __restrict carry,
-                   acc_t* __restrict e, acc_t* __restrict hp, acc_t* __restrict el,
-                   acc_t* __restrict er) {
+                   const acc_t* __restrict direct, const scalar_t* __restrict h,
+                   const acc_t* __restrict w, acc_t* __restrict e, acc_t* __restrict dw,
+                   acc_t* __restrict carry, acc_t* __restrict e_line, acc_t* __restrict hp,
+                   acc_t* __restrict el, acc_t* __restrict er) {
   const int64_t n = g.n;
   const acc_t* __restrict wl = w;
   const acc_t* __restrict wc = w + HW;
@@ -195,18 +183,14 @@ void scan_backward(const Geometry& g, int64_t HW, int64_t chunk,
   acc_t* __restrict dwc = dw + HW;
   acc_t* __restrict dwr = dw + 2 * HW;
   std::fill(carry, carry + n + 2, acc_t(0));
-  e[0] = e[n + 1] = hp[0] = hp[n + 1] = el[0] = el[n + 1] = er[0] = er[n + 1] = acc_t(0);
+  e_line[0] = e_line[n + 1] = hp[0] = hp[n + 1] = acc_t(0);
+  el[0] = el[n + 1] = er[0] = er[n + 1] = acc_t(0);
   for (int64_t s = g.steps - 1; s >= 0; --s) {
     const int64_t row = g.base + s * g.step_stride;
     if (restarts(s, chunk)) {
-      // h_{s-1} does not feed step s: only the direct terms, and nothing flows back.
+      // h_{s-1} does not feed step s: nothing flows further back.
       for (int64_t p = 0; p < n; ++p) {
-        const int64_t o = row + p;
-        const acc_t go = static_cast<acc_t>(grad_out[o]);
-        const acc_t ev = (kMerge ? static_cast<acc_t>(u[o]) * go : go) + carry[p + 1];
-        gx[o] += ev * static_cast<acc_t>(lam[o]);
-        grad_lam[o] = static_cast<scalar_t>(ev * static_cast<acc_t>(x[o]));
-        if (kMerge) grad_u[o] = static_cast<scalar_t>(go * static_cast<acc_t>(h[o]));
+        e[row + p] = direct[row + p] + carry[p + 1];
         carry[p + 1] = acc_t(0);
       }
       continue;
@@ -216,12 +200,9 @@ void scan_backward(const Geometry& g, int64_t HW, int64_t chunk,
     // e_s = dL/dh_s: the direct gradient plus what step s + 1 sent back (carry).
     for (int64_t p = 0; p < n; ++p) {
       const int64_t o = row + p;
-      const acc_t go = static_cast<acc_t>(grad_out[o]);
-      const acc_t ev = (kMerge ? static_cast<acc_t>(u[o]) * go : go) + carry[p + 1];
-      e[p + 1] = ev;
-      gx[o] += ev * static_cast<acc_t>(lam[o]);
-      grad_lam[o] = static_cast<scalar_t>(ev * static_cast<acc_t>(x[o]));
-      if (kMerge) grad_u[o] = static_cast<scalar_t>(go * static_cast<acc_t>(h[o]));
+      const acc_t ev = direct[o] + carry[p + 1];
+      e[o] = ev;
+      e_line[p + 1] = ev;
       dwl[o] += ev * hp[p];
       dwc[o] += ev * hp[p + 1];
       dwr[o] += ev * hp[p + 2];
@@ -230,7 +211,7 @@ void scan_backward(const Geometry& g, int64_t HW, int64_t chunk,
     }
     // dL/dh_{s-1}[p] = w_l[p+1] e[p+1] + w_c[p] e[p] + w_r[p-1] e[p-1].
     for (int64_t p = 0; p < n; ++p) {
-      carry[p + 1] = el[p + 2] + wc[row + p] * e[p + 1] + er[p];
+      carry[p + 1] = el[p + 2] + wc[row + p] * e_line[p + 1] + er[p];
     }
   }
 }
@@ -269,8 +250,6 @@ std::tuple<torch::Tensor, torch::Tensor> propagate_forward(
                                                 : at::empty({0}, x.options());
   if (out.numel() == 0) return {out, hidden};
   const int64_t cg = C / G;
-  const bool any_horizontal = std::any_of(directions.begin(), directions.end(),
-                                          [](int64_t d) { return !is_vertical(d); });
 
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kBFloat16, at::kHalf, x.scalar_type(), "gspn2_propagate_forward_cpu", [&] {
@@ -280,59 +259,55 @@ std::tuple<torch::Tensor, torch::Tensor> propagate_forward(
         const scalar_t* up = merge ? u->data_ptr<scalar_t>() : nullptr;
         scalar_t* op = out.data_ptr<scalar_t>();
         scalar_t* hidp = hidden.numel() ? hidden.data_ptr<scalar_t>() : nullptr;
+        const int64_t nblk = channel_blocks(B, G, cg, D, HW, sizeof(acc_t));
+        const int64_t per_blk = (cg + nblk - 1) / nblk;
         const std::vector<acc_t> w =
             all_tap_weights<scalar_t, acc_t>(gates.data_ptr<scalar_t>(), sh, directions, normalize);
-        at::parallel_for(0, B * C, grain(D * HW), [&](int64_t begin, int64_t end) {
+        at::parallel_for(0, B * G * nblk, grain(per_blk * D * HW), [&](int64_t begin,
+                                                                      int64_t end) {
           const int64_t n_max = std::max(H, W);
-          // Frame scratch of the horizontal directions: x, lam, u, h (transposed) and the
-          // transposed merge accumulator.
-          const int64_t frame = any_horizontal ? HW : 0;
-          std::vector<scalar_t> x_t(frame), lam_t(frame), u_t(merge ? frame : 0), h_t(frame);
-          std::vector<acc_t> acc(merge ? HW : 0), acc_frame(merge ? frame : 0);
+          // z and h in the frame, h in image layout, the merge accumulators of the block.
+          std::vector<acc_t> z(HW), h_frame(HW), h_image(HW), acc(merge ? per_blk * HW : 0);
           std::vector<acc_t> lines(2 * (n_max + 2));
-          for (int64_t bc = begin; bc < end; ++bc) {
-            const int64_t b = bc / C, c = bc % C, g = c / cg;
-            const scalar_t* x_plane = xp + bc * HW;
-            bool have_x_t = false;
-            if (merge) {
-              std::fill(acc.begin(), acc.end(), acc_t(0));
-              std::fill(acc_frame.begin(), acc_frame.end(), acc_t(0));
-            }
+          for (int64_t unit = begin; unit < end; ++unit) {
+            const int64_t b = unit / (G * nblk), g = unit / nblk % G, blk = unit % nblk;
+            const int64_t c0 = g * cg + blk * per_blk;
+            const int64_t c1 = std::min(g * cg + cg, c0 + per_blk);
+            std::fill(acc.begin(), acc.end(), acc_t(0));
             for (int64_t di = 0; di < D; ++di) {
               const bool vertical = is_vertical(directions[di]);
               const Geometry geo = frame_geometry(directions[di], H, W);
-              const int64_t plane = ((b * D + di) * C + c) * HW;
-              scalar_t* h_plane = merge ? (hidp ? hidp + plane : nullptr) : op + plane;
-              const scalar_t* xs = x_plane;
-              const scalar_t* ls = lp + plane;
-              const scalar_t* us = merge ? up + plane : nullptr;
-              scalar_t* hs = h_plane;
-              acc_t* as = merge ? acc.data() : nullptr;
-              if (!vertical) {
-                if (!have_x_t) transpose_plane(x_plane, H, W, x_t.data());
-                have_x_t = true;
-                transpose_plane(lp + plane, H, W, lam_t.data());
-                if (merge) transpose_plane(up + plane, H, W, u_t.data());
-                xs = x_t.data();
-                ls = lam_t.data();
-                us = merge ? u_t.data() : nullptr;
-                hs = h_plane ? h_t.data() : nullptr;
-                as = merge ? acc_frame.data() : nullptr;
-              }
               const acc_t* wd = w.data() + ((b * D + di) * G + g) * kWeightPlanes * HW;
-              dispatch_bool(hs != nullptr, [&](auto store) {
-                dispatch_bool(merge, [&](auto merged) {
-                  scan_forward<decltype(store)::value, decltype(merged)::value>(
-                      geo, HW, chunk, xs, ls, wd, hs, us, as, lines.data(),
-                      lines.data() + n_max + 2);
+              for (int64_t c = c0; c < c1; ++c) {
+                const int64_t plane = ((b * D + di) * C + c) * HW;
+                const scalar_t* __restrict xc = xp + (b * C + c) * HW;
+                const scalar_t* __restrict lc = lp + plane;
+                to_frame(vertical, H, W, z.data(), [&](int64_t o) {
+                  return static_cast<acc_t>(lc[o]) * static_cast<acc_t>(xc[o]);
                 });
-              });
-              if (!vertical && h_plane) transpose_plane(h_t.data(), W, H, h_plane);
+                scan_forward(geo, HW, chunk, z.data(), wd, h_frame.data(), lines.data(),
+                             lines.data() + n_max + 2);
+                const acc_t* __restrict hv = h_frame.data();
+                if (!vertical) {
+                  transpose_map(W, H, h_image.data(), [&](int64_t f) { return hv[f]; });
+                  hv = h_image.data();
+                }
+                scalar_t* __restrict h_store = merge ? (hidp ? hidp + plane : nullptr) : op + plane;
+                if (h_store != nullptr) {
+                  for (int64_t o = 0; o < HW; ++o) h_store[o] = static_cast<scalar_t>(hv[o]);
+                }
+                if (merge) {
+                  const scalar_t* __restrict uc = up + plane;
+                  acc_t* __restrict a = acc.data() + (c - c0) * HW;
+                  for (int64_t o = 0; o < HW; ++o) a[o] += static_cast<acc_t>(uc[o]) * hv[o];
+                }
+              }
             }
-            if (merge) {
-              if (any_horizontal) transpose_plane<true>(acc_frame.data(), W, H, acc.data());
-              scalar_t* y = op + bc * HW;
-              for (int64_t o = 0; o < HW; ++o) y[o] = static_cast<scalar_t>(acc[o]);
+            if (!merge) continue;
+            for (int64_t c = c0; c < c1; ++c) {
+              const acc_t* a = acc.data() + (c - c0) * HW;
+              scalar_t* y = op + (b * C + c) * HW;
+              for (int64_t o = 0; o < HW; ++o) y[o] = static_cast<scalar_t>(a[o]);
             }
           }
         });
@@ -362,8 +337,6 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> propagate
   torch::Tensor grad_u = merge ? at::empty_like(*u) : torch::Tensor();
   if (x.numel() == 0) return {grad_x, grad_gates, grad_lam, grad_u};
   const int64_t cg = C / G;
-  const bool any_horizontal = std::any_of(directions.begin(), directions.end(),
-                                          [](int64_t d) { return !is_vertical(d); });
 
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kBFloat16, at::kHalf, x.scalar_type(), "gspn2_propagate_backward_cpu", [&] {
@@ -388,67 +361,71 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> propagate
         at::parallel_for(0, B * G * nblk, grain(per_blk * D * HW), [&](int64_t begin,
                                                                       int64_t end) {
           const int64_t n_max = std::max(H, W), pad = n_max + 2;
-          const int64_t frame = any_horizontal ? HW : 0;
-          std::vector<scalar_t> x_t(frame), go_t(frame), lam_t(frame), u_t(merge ? frame : 0),
-              h_t(frame), glam_t(frame), gu_t(merge ? frame : 0);
-          std::vector<acc_t> gx(HW), gx_t(frame), lines(5 * pad);
+          // The direct gradient and e = dL/dh in the frame, e in image layout, h in the frame,
+          // dL/dx of the block.
+          std::vector<acc_t> direct(HW), e_frame(HW), e_image(HW), gx(per_blk * HW);
+          std::vector<scalar_t> h_frame(HW);
+          std::vector<acc_t> lines(5 * pad);
           for (int64_t unit = begin; unit < end; ++unit) {
             const int64_t b = unit / (G * nblk), g = unit / nblk % G, blk = unit % nblk;
             acc_t* dw = partial.get() + unit * unit_dw;
             std::fill(dw, dw + unit_dw, acc_t(0));
             const int64_t c0 = g * cg + blk * per_blk;
             const int64_t c1 = std::min(g * cg + cg, c0 + per_blk);
-            for (int64_t c = c0; c < c1; ++c) {
-              const scalar_t* x_plane = xp + (b * C + c) * HW;
-              bool have_x_t = false, have_go_t = false;
-              std::fill(gx.begin(), gx.end(), acc_t(0));
-              std::fill(gx_t.begin(), gx_t.end(), acc_t(0));
-              for (int64_t di = 0; di < D; ++di) {
-                const bool vertical = is_vertical(directions[di]);
-                const Geometry geo = frame_geometry(directions[di], H, W);
+            std::fill(gx.begin(), gx.end(), acc_t(0));
+            for (int64_t di = 0; di < D; ++di) {
+              const bool vertical = is_vertical(directions[di]);
+              const Geometry geo = frame_geometry(directions[di], H, W);
+              const acc_t* wd = w.data() + ((b * D + di) * G + g) * kWeightPlanes * HW;
+              for (int64_t c = c0; c < c1; ++c) {
                 const int64_t plane = ((b * D + di) * C + c) * HW;
-                const scalar_t* go_plane = gop + (merge ? (b * C + c) * HW : plane);
-                const scalar_t* gos = go_plane;
-                const scalar_t* xs = x_plane;
-                const scalar_t* ls = lp + plane;
-                const scalar_t* us = merge ? up + plane : nullptr;
-                const scalar_t* hs = hp + plane;
-                scalar_t* gls = glp + plane;
-                scalar_t* gus = merge ? gup + plane : nullptr;
-                acc_t* gxs = gx.data();
-                if (!vertical) {
-                  if (!have_x_t) transpose_plane(x_plane, H, W, x_t.data());
-                  have_x_t = true;
-                  // Merged, every direction shares the gradient of y.
-                  if (!(merge && have_go_t)) transpose_plane(go_plane, H, W, go_t.data());
-                  have_go_t = true;
-                  transpose_plane(lp + plane, H, W, lam_t.data());
-                  if (merge) transpose_plane(up + plane, H, W, u_t.data());
-                  transpose_plane(hp + plane, H, W, h_t.data());
-                  gos = go_t.data();
-                  xs = x_t.data();
-                  ls = lam_t.data();
-                  us = merge ? u_t.data() : nullptr;
-                  hs = h_t.data();
-                  gls = glam_t.data();
-                  gus = merge ? gu_t.data() : nullptr;
-                  gxs = gx_t.data();
+                const scalar_t* __restrict goc = gop + (merge ? (b * C + c) * HW : plane);
+                const scalar_t* __restrict uc = merge ? up + plane : nullptr;
+                const scalar_t* __restrict hc = hp + plane;
+                if (merge) {
+                  to_frame(vertical, H, W, direct.data(), [&](int64_t o) {
+                    return static_cast<acc_t>(uc[o]) * static_cast<acc_t>(goc[o]);
+                  });
+                } else {
+                  to_frame(vertical, H, W, direct.data(),
+                           [&](int64_t o) { return static_cast<acc_t>(goc[o]); });
                 }
-                const acc_t* wd = w.data() + ((b * D + di) * G + g) * kWeightPlanes * HW;
-                acc_t* l = lines.data();
-                dispatch_bool(merge, [&](auto merged) {
-                  scan_backward<decltype(merged)::value>(
-                      geo, HW, chunk, gos, xs, ls, us, hs, wd, gls, gus, gxs, dw + di * 3 * HW,
-                      l, l + pad, l + 2 * pad, l + 3 * pad, l + 4 * pad);
-                });
+                const scalar_t* hs = hc;
                 if (!vertical) {
-                  transpose_plane(glam_t.data(), W, H, glp + plane);
-                  if (merge) transpose_plane(gu_t.data(), W, H, gup + plane);
+                  transpose_map(H, W, h_frame.data(), [&](int64_t o) { return hc[o]; });
+                  hs = h_frame.data();
+                }
+                acc_t* l = lines.data();
+                scan_backward(geo, HW, chunk, direct.data(), hs, wd, e_frame.data(),
+                              dw + di * 3 * HW, l, l + pad, l + 2 * pad, l + 3 * pad,
+                              l + 4 * pad);
+                const acc_t* __restrict e = e_frame.data();
+                if (!vertical) {
+                  transpose_map(W, H, e_image.data(), [&](int64_t f) { return e[f]; });
+                  e = e_image.data();
+                }
+                // dL/dlam = e * x, dL/dx += e * lam, dL/du = dL/dy * h.
+                const scalar_t* __restrict xc = xp + (b * C + c) * HW;
+                const scalar_t* __restrict lc = lp + plane;
+                scalar_t* __restrict glc = glp + plane;
+                acc_t* __restrict gxc = gx.data() + (c - c0) * HW;
+                for (int64_t o = 0; o < HW; ++o) {
+                  glc[o] = static_cast<scalar_t>(e[o] * static_cast<acc_t>(xc[o]));
+                  gxc[o] += e[o] * static_cast<acc_t>(lc[o]);
+                }
+                if (merge) {
+                  scalar_t* __restrict guc = gup + plane;
+                  for (int64_t o = 0; o < HW; ++o) {
+                    guc[o] = static_cast<scalar_t>(static_cast<acc_t>(goc[o]) *
+                                                   static_cast<acc_t>(hc[o]));
+                  }
                 }
               }
-              if (any_horizontal) transpose_plane<true>(gx_t.data(), W, H, gx.data());
-              scalar_t* gxc = gxp + (b * C + c) * HW;
-              for (int64_t o = 0; o < HW; ++o) gxc[o] = static_cast<scalar_t>(gx[o]);
+            }
+            for (int64_t c = c0; c < c1; ++c) {
+              const acc_t* gxc = gx.data() + (c - c0) * HW;
+              scalar_t* out_c = gxp + (b * C + c) * HW;
+              for (int64_t o = 0; o < HW; ++o) out_c[o] = static_cast<scalar_t>(gxc[o]);
             }
           }
         });
