@@ -63,8 +63,10 @@ def open_clip_train_hooks():
             if handler not in saved_handlers:
                 logging.root.removeHandler(handler)
                 handler.close()
-        for name, level in saved_levels.items():
-            logging.getLogger(name).setLevel(level)
+        for name, logger in list(logging.root.manager.loggerDict.items()):
+            if isinstance(logger, logging.Logger):   # loggers born during the run inherit again
+                logger.setLevel(saved_levels.get(name, logging.NOTSET))
+        logging.root.setLevel(saved_levels[None])
 
 
 def main(argv: Sequence[str]) -> Optional[int]:

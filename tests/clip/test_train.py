@@ -1,3 +1,4 @@
+import logging
 import re
 import subprocess
 import sys
@@ -16,6 +17,7 @@ def _train_args(demo, logs, epochs, *extra, num_samples=8):
 def test_two_steps_with_a_corrupt_shard_then_resume_latest(demo, tmp_path, run_tool, truncate):
     truncate(demo.shards[2])
     logs = tmp_path / 'logs'
+    handlers, dynamo_level = list(logging.root.handlers), logging.getLogger('torch._dynamo').level
     # fp16 'amp' (open_clip's default) overflows and skips its first steps; bf16 does not
     assert run_tool('train_clip.py', _train_args(demo, logs, 1, '--precision', 'amp_bf16')) == 0
     log = (logs / 'run' / 'out.log').read_text()
@@ -26,6 +28,9 @@ def test_two_steps_with_a_corrupt_shard_then_resume_latest(demo, tmp_path, run_t
     assert skipped and int(skipped.group(1)) > 0, log
     first = torch.load(logs / 'run' / 'checkpoints' / 'epoch_1.pt', weights_only=True)
     assert first['epoch'] == 1
+    # open_clip_train's logging set-up does not outlive the run
+    assert logging.root.handlers == handlers
+    assert logging.getLogger('torch._dynamo').level == dynamo_level
 
     assert run_tool('train_clip.py', _train_args(demo, logs, 2, '--precision', 'amp_bf16',
                                                  '--resume', 'latest')) == 0
