@@ -53,7 +53,7 @@ def test_create_gspn2_t_and_encode():
     assert isinstance(tokenizer, open_clip.SimpleTokenizer)
     model.eval()
     with torch.no_grad():
-        image = model.encode_image(torch.randn(1, 3, 224, 224), normalize=True)
+        image = model.encode_image(torch.randn(1, 3, 64, 64), normalize=True)
         text = model.encode_text(tokenizer(['a photo of a dog.']), normalize=True)
     assert image.shape == text.shape == (1, 512)
     assert torch.allclose(image.norm(dim=-1), torch.ones(1))
