@@ -4,7 +4,8 @@
     PYTHONPATH=. python tools/benchmark_backbone.py --device cpu --models gspn2_test \\
         --batch 2 --sizes 64,96 --latency-models gspn2_test --dtype float32   # CPU smoke run
 
-Part 1, at 224x224, batch 128, bfloat16 autocast, random init, eager PyTorch: images/s and
+Part 1, at 224x224, batch 128, bfloat16 autocast, random init, eager PyTorch (``--compile``:
+torch.compile, warm-up iterations then include compilation): images/s and
 peak memory of the forward (``torch.no_grad``) and of a training step (forward, cross-entropy,
 backward, AdamW step) for every model of ``--models``. Part 2: batch-1 forward latency
 against input size (224 to 2048 px) for ``--latency-models``, with the log-log slope of
@@ -91,19 +92,19 @@ def throughput(name, args, device, dtype, timer):
     torch.manual_seed(0)
     model = create(name, args.img_size, device)
     row['params_m'] = sum(p.numel() for p in model.parameters()) / 1e6
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    run = torch.compile(model) if args.compile else model
     x = torch.randn(args.batch, 3, args.img_size, args.img_size, device=device)
     target = torch.randint(0, model.num_classes, (args.batch,), device=device)
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
     def forward():
         with torch.no_grad(), autocast:
-            model(x)
-
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+            run(x)
 
     def train_step():
         with autocast:
-            loss = F.cross_entropy(model(x), target)
+            loss = F.cross_entropy(run(x), target)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -121,7 +122,7 @@ def throughput(name, args, device, dtype, timer):
         optimizer.zero_grad(set_to_none=True)
         if device.type == 'cuda':
             torch.cuda.empty_cache()
-    del model, optimizer, x
+    del run, model, optimizer, x
     return row
 
 
@@ -129,6 +130,7 @@ def latency(name, sizes, args, device, dtype, timer):
     """Batch-1 forward latency (ms) at each size, and the log-log slope against pixels."""
     torch.manual_seed(0)
     model = create(name, sizes[0], device).eval()
+    run = torch.compile(model, dynamic=False) if args.compile else model
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
     points = []
     for size in sizes:
@@ -136,7 +138,7 @@ def latency(name, sizes, args, device, dtype, timer):
 
         def forward():
             with torch.no_grad(), autocast:
-                model(x)
+                run(x)
 
         try:
             points.append(dict(size=size, ms=timer.median_ms(forward, args.latency_iters, args.warmup),
@@ -149,7 +151,7 @@ def latency(name, sizes, args, device, dtype, timer):
     for prev, cur in zip(points, points[1:]):
         if prev['ms'] and cur['ms']:
             cur['slope'] = math.log(cur['ms'] / prev['ms']) / math.log((cur['size'] / prev['size']) ** 2)
-    del model
+    del run, model
     return dict(model=name, points=points)
 
 
@@ -160,7 +162,8 @@ def fmt(value, spec, missing='-'):
 def markdown(result) -> str:
     lines = [f"# Backbone throughput on {result['device']}", '',
              f"torch {result['torch']}, CUDA {result['cuda']}, timm {result['timm']}, {result['date']}, "
-             f"commit {result['commit']}. Random init, eager PyTorch, {result['dtype']} autocast, "
+             f"commit {result['commit']}. Random init, {'torch.compile' if result['compile'] else 'eager PyTorch'}, "
+             f"{result['dtype']} autocast, "
              f"NCHW input. Produced by `{result['command']}`.", '',
              f"## {result['img_size']}x{result['img_size']}, batch {result['batch']}", '',
              '| model | params (M) | forward img/s | forward peak GiB | train step img/s | train peak GiB |',
@@ -216,6 +219,7 @@ def main():
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--dtype', default='bfloat16', choices=['bfloat16', 'float16', 'float32'])
     parser.add_argument('--device', default='cuda')
+    parser.add_argument('--compile', action='store_true', help='torch.compile every model (default: eager)')
     parser.add_argument('--commit', default=None, help='git commit to record (default: git rev-parse)')
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -232,7 +236,7 @@ def main():
     result = dict(device=torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU',
                   torch=torch.__version__, cuda=torch.version.cuda, timm=timm.__version__,
                   date=datetime.date.today().isoformat(), commit=args.commit or git_commit(),
-                  dtype=args.dtype, img_size=args.img_size, batch=args.batch,
+                  dtype=args.dtype, compile=args.compile, img_size=args.img_size, batch=args.batch,
                   command=shlex.join(['python', *sys.argv]), throughput=[], latency=[])
     for name in filter(None, args.models.split(',')):
         row = throughput(name, args, device, dtype, timer)

@@ -67,9 +67,9 @@ class GSPN2Backbone(BaseModule):
         if not isinstance(frozen_stages, int) or not -1 <= frozen_stages <= NUM_STAGES:
             raise ValueError(f'frozen_stages must be an int in -1..{NUM_STAGES}, got {frozen_stages!r}')
         if init_cfg is not None and (not isinstance(init_cfg, dict) or init_cfg.get('type') != 'Pretrained'
-                                     or 'checkpoint' not in init_cfg):
-            raise ValueError("init_cfg must be None or dict(type='Pretrained', checkpoint=...), "
-                             f'got {init_cfg!r}')
+                                     or set(init_cfg) != {'type', 'checkpoint'}):
+            raise ValueError("init_cfg must be None or dict(type='Pretrained', checkpoint=...) (key prefixes "
+                             f'are found by the checkpoint filter), got {init_cfg!r}')
         overrides = {k: v for k, v in dict(dims=dims, depths=depths).items() if v is not None}
         self.trunk = timm.create_model(f'gspn2_{arch}', num_classes=0, drop_path_rate=drop_path_rate,
                                        **overrides, **model_kwargs)

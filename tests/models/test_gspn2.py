@@ -90,6 +90,14 @@ def test_grad_checkpointing_gives_same_outputs_and_grads():
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
+def test_compiles_to_one_graph():
+    model = build()
+    x = torch.randn(2, 3, 37, 44)
+    compiled = torch.compile(model, backend='eager', fullgraph=True)  # fails on any graph break
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x), rtol=0, atol=0)
+
+
 def test_every_parameter_gets_a_gradient():
     model = build().train()
     model(torch.randn(2, 3, 32, 32)).sum().backward()

@@ -144,6 +144,8 @@ def test_checkpoint_with_no_matching_key_raises(tmp_path):
     (dict(out_indices=(0, 4)), r'out_indices must be stage indices in 0..3, got \(0, 4\)'),
     (dict(frozen_stages=5), r'frozen_stages must be an int in -1..4, got 5'),
     (dict(init_cfg=dict(type='Kaiming')), r"init_cfg must be None or dict\(type='Pretrained', checkpoint=...\)"),
+    (dict(init_cfg=dict(type='Pretrained', checkpoint='a.pth', prefix='backbone.')),
+     r"init_cfg must be None or dict\(type='Pretrained', checkpoint=...\) .*got .*'prefix': 'backbone.'"),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
