@@ -3,16 +3,16 @@
     python tools/benchmark_op_cpu.py                      # B=2, C=16, H=W=128, float32
     python tools/benchmark_op_cpu.py --out docs/benchmarks/op_cpu
 
-writes ``<out>.json`` (figures + machine) and ``<out>.md`` (a table). Not a test: run it on a
-quiet machine; the load average at the end of the run is recorded with the figures.
+writes ``<out>.json`` (figures + machine) and ``<out>.md`` (tables), one run per torch
+thread count (default: 1 and all cores). Not a test: run it on a quiet machine; the load
+average after each run is recorded with the figures.
 """
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
-from gspn2_dense.ops.benchmark import machine_info, markdown_table, run_benchmark
+from gspn2_dense.ops.benchmark import run_thread_counts, write_report
 
 
 def main():
@@ -24,32 +24,18 @@ def main():
     parser.add_argument('--dtype', default='float32', choices=['float32', 'float64', 'bfloat16'])
     parser.add_argument('--repeats', type=int, default=15)
     parser.add_argument('--ref-repeats', type=int, default=5)
-    parser.add_argument('--threads', type=int, default=None, help='torch.set_num_threads')
+    parser.add_argument('--threads', type=int, nargs='+', default=None,
+                        help='torch thread counts to run with (default: 1 and all cores)')
     parser.add_argument('--out', type=Path, default=None,
                         help='write <out>.json and <out>.md (e.g. docs/benchmarks/op_cpu)')
     args = parser.parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
     shape = dict(B=args.batch, C=args.channels, H=args.size, W=args.size, G=args.groups)
-    rows = run_benchmark(**shape, dtype=getattr(torch, args.dtype), device='cpu',
-                         repeats=args.repeats, ref_repeats=args.ref_repeats)
-    machine = machine_info()
-    table = markdown_table(rows)
-    print(table)
+    threads = args.threads or sorted({1, torch.get_num_threads()})
+    settings = dict(dtype=args.dtype, repeats=args.repeats, ref_repeats=args.ref_repeats)
+    runs = run_thread_counts(threads, shape, **settings)
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        record = dict(shape=shape, dtype=args.dtype, results=rows, machine=machine)
-        args.out.with_suffix('.json').write_text(json.dumps(record, indent=2) + '\n')
-        shape_text = ', '.join(f'{k}={v}' for k, v in shape.items())
-        args.out.with_suffix('.md').write_text(
-            f'# CPU kernel vs pure-PyTorch reference\n\n'
-            f'`python tools/benchmark_op_cpu.py --out {args.out}`: {shape_text}, {args.dtype}, '
-            f'median of {args.repeats} (kernel) / {args.ref_repeats} (reference) runs after a '
-            f'warm-up; fwd+bwd = `torch.autograd.grad` for every input.\n\n{table}\n\n'
-            f"Machine: {machine['cpu']}, {machine['cores']} cores, "
-            f"{machine['torch_threads']} torch threads, torch {machine['torch']}, "
-            f"commit {machine['git_commit']}, {machine['date']}, load average "
-            f"{machine['load_average']} (1, 5, 15 min) at the end of the run.\n")
+        write_report(args.out, shape, runs, command=f'python tools/benchmark_op_cpu.py --out '
+                     f'{args.out}', **settings)
 
 
 if __name__ == '__main__':

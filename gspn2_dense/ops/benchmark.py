@@ -7,6 +7,7 @@ gradient accumulation is timed). Wall-clock time is what a user waits; the proce
 (all threads) is recorded too, as it is less disturbed by other processes on a shared machine.
 """
 import datetime
+import json
 import os
 import platform
 import statistics
@@ -109,12 +110,17 @@ def _git_commit() -> str:
         return 'unknown'
 
 
+def load_average() -> List[float]:
+    """The 1, 5 and 15 minute load averages: how busy the machine was."""
+    return [round(v, 2) for v in os.getloadavg()]
+
+
 def machine_info() -> Dict:
     """What the figures were measured on."""
-    return dict(cpu=_cpu_model(), cores=os.cpu_count(), torch_threads=torch.get_num_threads(),
-                torch=torch.__version__, python=platform.python_version(),
+    return dict(cpu=_cpu_model(), cores=os.cpu_count(), torch=torch.__version__,
+                python=platform.python_version(),
                 date=datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
-                git_commit=_git_commit(), load_average=[round(v, 2) for v in os.getloadavg()])
+                git_commit=_git_commit())
 
 
 def markdown_table(rows: Sequence[Dict]) -> str:
@@ -122,3 +128,39 @@ def markdown_table(rows: Sequence[Dict]) -> str:
     lines = ['| ' + ' | '.join(keys) + ' |', '|' + '---|' * len(keys)]
     lines += ['| ' + ' | '.join(str(r[k]) for k in keys) + ' |' for r in rows]
     return '\n'.join(lines)
+
+
+def run_thread_counts(threads: Sequence[int], shape: Dict, dtype: str, repeats: int,
+                      ref_repeats: int) -> List[Dict]:
+    """:func:`run_benchmark` once per torch thread count; prints each table as it comes."""
+    runs = []
+    for n in threads:
+        torch.set_num_threads(n)
+        rows = run_benchmark(**shape, dtype=getattr(torch, dtype), device='cpu',
+                             repeats=repeats, ref_repeats=ref_repeats)
+        runs.append(dict(torch_threads=n, results=rows, load_average_after=load_average()))
+        print(f'{n} torch thread(s):\n{markdown_table(rows)}\n', flush=True)
+    return runs
+
+
+def write_report(out: Path, shape: Dict, runs: Sequence[Dict], dtype: str, repeats: int,
+                 ref_repeats: int, command: str) -> None:
+    """``<out>.json`` (figures and machine) and ``<out>.md`` (one table per thread count)."""
+    machine = machine_info()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    record = dict(shape=shape, dtype=dtype, repeats=repeats, ref_repeats=ref_repeats,
+                  runs=list(runs), machine=machine)
+    out.with_suffix('.json').write_text(json.dumps(record, indent=2) + '\n')
+    shape_text = ', '.join(f'{k}={v}' for k, v in shape.items())
+    sections = [
+        f"## {r['torch_threads']} torch thread(s)\n\n{markdown_table(r['results'])}\n\n"
+        f"Load average (1, 5, 15 min) after the run: {r['load_average_after']}.\n"
+        for r in runs]
+    out.with_suffix('.md').write_text(
+        f'# CPU kernel vs pure-PyTorch reference\n\n'
+        f'`{command}`: {shape_text}, {dtype}; median of {repeats} (kernel) / {ref_repeats} '
+        f'(reference) runs after a warm-up; fwd+bwd = `torch.autograd.grad` for every input. '
+        f'Speed-up = reference time / kernel time, in wall-clock and in process CPU time '
+        f'(all threads).\n\n' + '\n'.join(sections)
+        + f"\nMachine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, "
+        f"Python {machine['python']}, commit {machine['git_commit']}, {machine['date']}.\n")
