@@ -1,6 +1,9 @@
 """Throughput and memory of the GSPN-2 backbones next to timm's Swin-T, ConvNeXt-T and ViT-S.
 
     PYTHONPATH=. python tools/benchmark_backbone.py                 # on a GPU, ~3-6 min
+    # on the device machine, results under $OUT, extension built for sm_90 on 16 cores:
+    PYTHONPATH=$PWD TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 GSPN2_EXT_DIR=/tmp/gspn2_ext \
+        python tools/benchmark_backbone.py --out $OUT/backbones --commit <hash>
     PYTHONPATH=. python tools/benchmark_backbone.py --device cpu --models gspn2_test \\
         --batch 2 --sizes 64,96 --latency-models gspn2_test --dtype float32   # CPU smoke run
 

@@ -215,6 +215,8 @@ def test_pretrained_from_local_open_clip_file(tmp_path):
     x = torch.randn(1, 3, 40, 36)
     with torch.no_grad():
         torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match='No pretrained weights exist for gspn2_test'):
+        timm.create_model('gspn2_test', pretrained=True)  # no download URL: weights only from files
 
 
 def test_open_clip_timm_tower():
