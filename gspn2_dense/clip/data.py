@@ -27,7 +27,7 @@ import webdataset as wds
 from open_clip_train import data as oc_data
 from webdataset.tariterators import tar_file_expander, url_opener
 
-__all__ = ['CountingLoader', 'SkipCounts', 'check_shard_count', 'get_wds_dataset', 'read_shards']
+__all__ = ['CountingLoader', 'ShardReader', 'SkipCounts', 'check_shard_count', 'get_wds_dataset']
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def check_shard_count(num_shards: int, workers: int, world_size: int) -> None:
             f'shards, or pass --dataset-resampled.')
 
 
-class read_shards:  # noqa: N801  (a webdataset pipeline stage, named like wds's stages)
+class ShardReader:
     """Pipeline stage: shard urls -> samples, skipping and counting corrupt or truncated tars.
 
     Replaces ``tarfile_to_samples_nothrow``: the same grouping of tar members into samples, but
@@ -233,7 +233,7 @@ def get_wds_dataset(args, preprocess_img, is_train, epoch=0, floor=False, tokeni
                   wds.split_by_node,
                   wds.split_by_worker]
     stages += [
-        read_shards(counts, _load_shard_sizes(shards)),
+        ShardReader(counts, _load_shard_sizes(shards)),
         wds.shuffle(bufsize=oc_data._SAMPLE_SHUFFLE_SIZE, initial=oc_data._SAMPLE_SHUFFLE_INITIAL),
         wds.select(_CountingFilter(counts)),
         wds.decode('pilrgb', handler=_CountingDecodeHandler(counts)),

@@ -62,3 +62,12 @@ def test_converted_tower_gives_the_same_features_in_timm_and_the_mmseg_backbone(
     for got, want, stride in zip(maps, expected, (4, 8, 16, 32)):
         assert got.shape[-2:] == (-(-40 // stride),) * 2
         assert torch.equal(got, want)
+
+
+def test_missing_or_foreign_checkpoints_are_rejected(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"CLIP checkpoint '.*nope.pt' does not exist"):
+        convert_clip_to_backbone(str(tmp_path / 'nope.pt'), str(tmp_path / 'out.pth'))
+    path = tmp_path / 'list.pt'
+    torch.save([torch.zeros(1)], path)
+    with pytest.raises(ValueError, match=r'expected a dict checkpoint .* got list'):
+        convert_clip_to_backbone(str(path), str(tmp_path / 'out.pth'))

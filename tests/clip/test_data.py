@@ -5,7 +5,7 @@ import random
 import open_clip
 import pytest
 
-from gspn2_dense.clip.data import SkipCounts, check_shard_count, get_wds_dataset, read_shards
+from gspn2_dense.clip.data import ShardReader, SkipCounts, check_shard_count, get_wds_dataset
 from gspn2_dense.clip.demo_data import draw_sample, write_shard
 
 
@@ -39,7 +39,7 @@ def test_corrupt_and_truncated_shards_are_skipped_and_counted(demo, tmp_path, tr
     garbage.write_bytes(bytes(random.Random(0).randrange(256) for _ in range(5000)))
     counts = SkipCounts()
     sizes = {good: 8, truncated: 8, str(garbage): 3}
-    stage = read_shards(counts, sizes)
+    stage = ShardReader(counts, sizes)
     samples = list(stage([dict(url=good), dict(url=truncated), dict(url=str(garbage))]))
     from_good = [s for s in samples if s['__url__'] == good]
     from_truncated = [s for s in samples if s['__url__'] == truncated]

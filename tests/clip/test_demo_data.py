@@ -6,6 +6,7 @@ import tarfile
 
 import numpy as np
 import open_clip
+import pytest
 import torch
 from open_clip_train import data as oc_data
 from PIL import Image
@@ -51,3 +52,14 @@ def test_open_clips_own_webdataset_pipeline_reads_the_shards(demo):
     images, texts = batches[0]
     assert images.shape == (8, 3, 32, 32) and texts.shape == (8, 16)
     assert isinstance(Image.open(os.path.join(demo.val_dir, 'n90000000', '000_0000.jpg')), Image.Image)
+
+
+def test_make_demo_shards_tool_and_bad_counts(tmp_path, run_tool, capsys):
+    assert run_tool('make_demo_shards.py', [tmp_path, '--num-shards', 2, '--samples-per-shard', 3,
+                                            '--val-per-class', 1, '--image-size', 16]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info['train_pattern'].endswith('{00000..00001}.tar') and info['num_samples'] == 6
+    assert sorted(os.listdir(tmp_path / 'shards')) == ['00000.tar', '00001.tar', 'sizes.json']
+    from gspn2_dense.clip.demo_data import make_demo_data
+    with pytest.raises(ValueError, match=r'expected num_shards, samples_per_shard and val_per_class >= 1, got 0, 3 and 1'):
+        make_demo_data(str(tmp_path / 'bad'), num_shards=0, samples_per_shard=3, val_per_class=1)
