@@ -89,6 +89,13 @@ def test_with_cp_gives_same_outputs_and_grads():
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
+def test_with_cp_after_frozen_stages_still_trains_the_rest():
+    # the checkpointed stages take an input that needs no grad (it comes from frozen stages)
+    backbone = build(frozen_stages=2, with_cp=True).train()
+    sum(o.sum() for o in backbone(torch.randn(1, 3, 32, 32))).backward()
+    assert all(p.grad is not None for s in backbone.trunk.stages[2:] for p in s.parameters())
+
+
 def _prefixed(state, prefix):
     return {prefix + k: v for k, v in state.items()}
 
