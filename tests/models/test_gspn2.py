@@ -223,3 +223,7 @@ def test_open_clip_timm_tower():
     open_clip = pytest.importorskip('open_clip')
     tower = open_clip.timm_model.TimmModel('gspn2_test', embed_dim=12, image_size=64, pool='avg', proj='linear')
     assert tower(torch.randn(2, 3, 64, 64)).shape == (2, 12)
+    tower.lock(unlocked_groups=2)  # open_clip's partial freezing goes through group_matcher
+    trainable = {name for name, p in tower.trunk.named_parameters() if p.requires_grad}
+    assert 'norm.weight' in trainable and 'stages.3.blocks.0.mixer.in_proj.weight' in trainable
+    assert not any(name.startswith(('stem.', 'stages.0.', 'stages.1.')) for name in trainable)
