@@ -59,6 +59,12 @@ def test_config_builds(path, demo_root):
     check_config(cfg)
     with torch.device('meta'):
         model = MODELS.build(cfg.model)
+    # The head reads exactly the channels the backbone gives at its in_index.
+    head = cfg.model.decode_head
+    index = head.in_index
+    given = ([model.backbone.num_features[i] for i in index] if isinstance(index, (list, tuple))
+             else model.backbone.num_features[index])
+    assert head.in_channels == given, (head.in_channels, given)
     # The whole backbone is frozen: only the head (BN + 1x1 conv) trains.
     trainable = {n.split('.')[0] for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {'decode_head'}

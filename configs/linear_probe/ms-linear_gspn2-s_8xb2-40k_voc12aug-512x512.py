@@ -1,3 +1,4 @@
 _base_ = './ms-linear_gspn2-t_8xb2-40k_voc12aug-512x512.py'
 model = dict(
-    backbone=dict(arch='small', init_cfg=dict(checkpoint='checkpoints/gspn2_small.pth')))
+    backbone=dict(arch='small', init_cfg=dict(checkpoint='checkpoints/gspn2_small.pth')),
+    decode_head=dict(in_channels=[96, 192, 384, 768]))

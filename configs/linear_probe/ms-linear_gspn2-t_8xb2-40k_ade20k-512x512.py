@@ -2,4 +2,4 @@
 _base_ = './linear_gspn2-t_8xb2-40k_ade20k-512x512.py'
 model = dict(
     decode_head=dict(
-        in_channels=[96, 192, 384, 768], in_index=[0, 1, 2, 3], input_transform='resize_concat'))
+        in_channels=[80, 160, 320, 640], in_index=[0, 1, 2, 3], input_transform='resize_concat'))

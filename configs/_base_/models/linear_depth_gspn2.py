@@ -21,7 +21,7 @@ model = dict(
         init_cfg=dict(type='Pretrained', checkpoint='checkpoints/gspn2_tiny.pth')),
     decode_head=dict(
         type='LinearDepthHead',
-        in_channels=768,
+        in_channels=640,
         in_index=3,
         mode='bins',
         num_bins=256,

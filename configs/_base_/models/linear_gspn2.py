@@ -20,7 +20,7 @@ model = dict(
         init_cfg=dict(type='Pretrained', checkpoint='checkpoints/gspn2_tiny.pth')),
     decode_head=dict(
         type='LinearSegHead',
-        in_channels=768,
+        in_channels=640,
         in_index=3,
         num_classes=150,
         dropout_ratio=0.0,
