@@ -67,7 +67,8 @@ def make_inputs(B, C, H, W, D, G, dtype, seed):
                 lam=torch.rand(B, D, C, H, W, **kw), u=torch.randn(B, D, C, H, W, **kw))
 
 
-def run_case(ext, name, B, C, H, W, dirs, G, dtype, targets, bandwidth, l2_bytes):
+def run_case(ext, name, B, C, H, W, dirs, G, dtype, targets, bandwidth, l2_bytes, reps=20,
+             warmup=3):
     D, G = len(dirs), G or C
     merge = D > 1
     es = torch.tensor([], dtype=dtype).element_size()
@@ -81,7 +82,7 @@ def run_case(ext, name, B, C, H, W, dirs, G, dtype, targets, bandwidth, l2_bytes
     u_of = lambda s: s['u'] if merge else None  # noqa: E731
     fwd = lambda i: ext.forward(sets[i]['x'], sets[i]['gates'], sets[i]['lam'], u_of(sets[i]),  # noqa: E731
                                 dirs, 0, True, merge, False)
-    fwd_ms = time_ms(fwd, n_sets)
+    fwd_ms = time_ms(fwd, n_sets, reps, warmup)
     saved = []
     for s in sets:
         out, hidden = ext.forward(s['x'], s['gates'], s['lam'], u_of(s), dirs, 0, True, merge, True)
@@ -89,7 +90,7 @@ def run_case(ext, name, B, C, H, W, dirs, G, dtype, targets, bandwidth, l2_bytes
         del out
     bwd = lambda i: ext.backward(saved[i][0], sets[i]['x'], sets[i]['gates'], sets[i]['lam'],  # noqa: E731
                                  u_of(sets[i]), saved[i][1], dirs, 0, True, merge)
-    bwd_ms = time_ms(bwd, n_sets)
+    bwd_ms = time_ms(bwd, n_sets, reps, warmup)
     # peak memory of one training step (forward saving h, backward), beyond its inputs
     s = sets[0]
     torch.cuda.synchronize()
@@ -220,6 +221,8 @@ def main():
     parser.add_argument('--cases', default='', help='comma-separated substrings of case names')
     parser.add_argument('--no-reference', action='store_true')
     parser.add_argument('--sdpa-sizes', default='64,128,256,512,1024,2048')
+    parser.add_argument('--reps', type=int, default=20, help='timed runs per figure (median)')
+    parser.add_argument('--warmup', type=int, default=3)
     args = parser.parse_args()
     if args.plot:
         plot(args.plot)
@@ -227,7 +230,7 @@ def main():
     from gspn2_dense.ops._build import load_extension
     ext = load_extension('cuda')
     props = torch.cuda.get_device_properties(0)
-    bandwidth = copy_bandwidth()
+    bandwidth = copy_bandwidth(reps=max(2, min(10, args.reps)))
     try:
         commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True,
                                 text=True, check=True).stdout.strip()
@@ -240,7 +243,8 @@ def main():
     for case in CASES:
         if wanted and not any(w in case[0] for w in wanted):
             continue
-        r = run_case(ext, *case, bandwidth=bandwidth, l2_bytes=props.L2_cache_size)
+        r = run_case(ext, *case, bandwidth=bandwidth, l2_bytes=props.L2_cache_size,
+                     reps=args.reps, warmup=args.warmup)
         print(json.dumps(r), flush=True)
         result['cases'].append(r)
         torch.cuda.empty_cache()

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The GPU check of the fused CUDA kernels, run on the device machine from the repository root:
 #   build (sm_90) -> CUDA tests -> compute-sanitizer memcheck + racecheck -> benchmark.
-# Logs go to $OUT (default ./device_out). Stages: STAGES="build test sanitize bench" (default all).
+# Logs go to $OUT (default ./device_out). Stages: STAGES="build test sanitize bench" (default
+# all); also "errors" (bad input given to both extensions in fresh processes; a native
+# backtrace through cuda-gdb if one crashes) and "ncu" (NCU_CASES, ";"-separated benchmark
+# case names, profiled by Nsight Compute).
 set -uo pipefail
 OUT=${OUT:-./device_out}
 STAGES=${STAGES:-"build test sanitize bench"}
@@ -22,6 +25,38 @@ if has build; then
     "from gspn2_dense.ops._build import load_extension; load_extension('cuda', verbose=True)" \
     > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
   tail -1 "$OUT/build.log"
+fi
+
+if has errors; then
+  echo "== errors"
+  { c++ --version | head -1
+    python3 -c 'import torch, pybind11; print("torch abi", torch._C._GLIBCXX_USE_CXX11_ABI, "pybind11", pybind11.__version__)'
+  } 2>&1 | tee "$OUT/errors.log"
+  cat > /tmp/gspn2_bad_input.py <<'PY'
+import sys
+import torch
+from gspn2_dense.ops._build import load_extension
+kind = sys.argv[1]
+ext = load_extension(kind)
+x = torch.randn(1, 2, 4, 4, device=kind)
+gates = torch.randn(1, 1, 1, 3, 4, 4, device=kind)
+try:
+    ext.forward(x, gates, torch.randn(1, 1, 1, 4, 4, device=kind), None, [0], 0, True, False, False)
+    print(kind, 'no error raised')
+except RuntimeError as err:
+    print(kind, 'raised', type(err).__name__, str(err).splitlines()[0])
+PY
+  for kind in cpu cuda; do
+    python3 -X faulthandler /tmp/gspn2_bad_input.py $kind >> "$OUT/errors.log" 2>&1
+    rc=$?; echo "$kind exit $rc" | tee -a "$OUT/errors.log"
+    if [ $rc -ne 0 ]; then
+      status=1
+      cuda-gdb -batch -ex run -ex bt --args python3 /tmp/gspn2_bad_input.py $kind \
+        > "$OUT/errors_gdb_$kind.log" 2>&1
+      grep -E "^#|signal|SIG" "$OUT/errors_gdb_$kind.log" | head -40
+    fi
+  done
+  tail -30 "$OUT/errors.log"
 fi
 
 if has test; then
@@ -65,4 +100,20 @@ if has bench; then
   python3 tools/benchmark_op.py --out "$OUT/op" ${BENCH_ARGS:-} > "$OUT/bench.log" 2>&1 || status=1
   tail -30 "$OUT/bench.log"
 fi
+if has ncu; then
+  echo "== ncu"
+  i=0
+  IFS=';' read -ra ncu_cases <<< "${NCU_CASES:-paper bf16}"
+  for c in "${ncu_cases[@]}"; do
+    i=$((i + 1))
+    ncu --kernel-name regex:propagate -c ${NCU_COUNT:-2} --section SpeedOfLight \
+      --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats \
+      --section LaunchStats --metrics l1tex__t_sector_hit_rate.pct,lts__t_sector_hit_rate.pct,l1tex__t_sectors_pipe_lsu_mem_global_op_ld.sum,l1tex__t_requests_pipe_lsu_mem_global_op_ld.sum,l1tex__t_sectors_pipe_lsu_mem_global_op_st.sum,l1tex__t_requests_pipe_lsu_mem_global_op_st.sum,smsp__inst_executed_op_local_ld.sum \
+      python3 tools/benchmark_op.py --out /tmp/ncu_bench --cases "$c" --no-reference \
+      --sdpa-sizes "" --reps 1 --warmup 0 > "$OUT/ncu_$i.log" 2>&1 || status=1
+    echo "-- ncu case '$c' ($OUT/ncu_$i.log)"
+    grep -E "^  [a-z_]+propagate|Duration|DRAM Throughput|Achieved Occupancy|Registers Per|hit_rate|pipe_lsu|local_ld|L1/TEX Hit|L2 Hit|Block Size|Grid Size|Stall" "$OUT/ncu_$i.log" | head -50
+  done
+fi
+
 exit $status
