@@ -25,6 +25,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <memory>
 
 namespace gspn2 {
@@ -81,61 +83,120 @@ int64_t grain(int64_t work_per_item) {
 
 bool restarts(int64_t s, int64_t chunk) { return s == 0 || (chunk > 0 && s % chunk == 0); }
 
-template <typename acc_t>
-inline acc_t sigmoid(acc_t v) {
-  return acc_t(1) / (acc_t(1) + std::exp(-v));
+// The selects of the sigmoid below compare floats; GCC only turns them into vector blends
+// (and vectorises the weight loops) when it may ignore floating-point exception flags, which
+// nothing here reads.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC optimize("no-trapping-math")
+#endif
+
+// exp of a float in a form the compiler vectorises: exp(v) = 2^n exp(r), n = round(v / ln 2),
+// |r| <= ln(2) / 2 (Cody-Waite reduction) and a degree-6 Taylor polynomial for exp(r), relative
+// error below 2e-7. v is clamped to [-87, 88] so that 2^n stays a normal float (the sigmoid
+// below then saturates to 0 or 1 within float precision); NaN propagates. The clamps are
+// written as the selects that map to minps/maxps, the NaN case as a final select.
+inline float exp_vectorisable(float v) {
+  float x = v < 88.f ? v : 88.f;
+  x = x > -87.f ? x : -87.f;
+  constexpr float kRound = 12582912.f;  // 1.5 * 2^23: adding and subtracting it rounds
+  const float n = (x * 1.44269504088896341f + kRound) - kRound;
+  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+  float poly = 1.f / 720;
+  poly = poly * r + 1.f / 120;
+  poly = poly * r + 1.f / 24;
+  poly = poly * r + 1.f / 6;
+  poly = poly * r + 0.5f;
+  poly = poly * r + 1.f;
+  poly = poly * r + 1.f;
+  const int32_t exponent = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &exponent, sizeof(scale));
+  const float result = poly * scale;
+  return v == v ? result : v;
 }
+
+inline float sigmoid(float v) { return 1.f / (1.f + exp_vectorisable(-v)); }
+inline double sigmoid(double v) { return 1.0 / (1.0 + std::exp(-v)); }
 
 // Planes of the tap-weight scratch of one (b, d, g), in the frame of d: w_{-1}, w_0, w_{+1}
 // and the normaliser S = sum of the valid sigmoids (which the backward needs).
 constexpr int64_t kWeightPlanes = 4;
 
-// Normalised (or given) tap weights of one (b, d, g) from its gates a (3, H, W); invalid taps
-// get 0.
-template <typename scalar_t, typename acc_t>
-void tap_weights(const scalar_t* a, int64_t H, int64_t W, bool vertical, bool normalize,
-                 acc_t* w) {
+// Normalised (or given) tap weights of one (b, d, g) from its gates a (3, H, W), in image
+// layout: w (kWeightPlanes, H, W), invalid taps 0. Simple loops over whole planes, so that they
+// vectorise.
+template <bool kNormalize, typename scalar_t, typename acc_t>
+void tap_weights(const scalar_t* __restrict a, int64_t H, int64_t W, bool vertical,
+                 acc_t* __restrict w) {
   const int64_t HW = H * W;
-  const int64_t n = vertical ? W : H;
-  for (int64_t i = 0; i < H; ++i) {
-    for (int64_t j = 0; j < W; ++j) {
-      const int64_t o = i * W + j;
-      const int64_t f = vertical ? o : j * H + i;
-      const int64_t p = vertical ? j : i;
-      const bool left = p > 0, right = p < n - 1;
-      acc_t wl = left ? static_cast<acc_t>(a[o]) : acc_t(0);
-      acc_t wc = static_cast<acc_t>(a[HW + o]);
-      acc_t wr = right ? static_cast<acc_t>(a[2 * HW + o]) : acc_t(0);
-      acc_t total = acc_t(1);
-      if (normalize) {
-        wl = left ? sigmoid(wl) : acc_t(0);
-        wc = sigmoid(wc);
-        wr = right ? sigmoid(wr) : acc_t(0);
-        total = wl + wc + wr;
-        const acc_t inv = acc_t(1) / total;
-        wl *= inv;
-        wc *= inv;
-        wr *= inv;
-      }
-      w[f] = wl;
-      w[HW + f] = wc;
-      w[2 * HW + f] = wr;
-      w[3 * HW + f] = total;
+  for (int64_t o = 0; o < 3 * HW; ++o) {
+    const acc_t v = static_cast<acc_t>(a[o]);
+    w[o] = kNormalize ? sigmoid(v) : v;
+  }
+  // Taps whose neighbour lies outside the line: the first tap at the start of each line, the
+  // last at its end (lines are rows for the vertical directions, columns otherwise).
+  acc_t* __restrict wl = w;
+  acc_t* __restrict wc = w + HW;
+  acc_t* __restrict wr = w + 2 * HW;
+  acc_t* __restrict total = w + 3 * HW;
+  if (vertical) {
+    for (int64_t i = 0; i < H; ++i) {
+      wl[i * W] = acc_t(0);
+      wr[i * W + W - 1] = acc_t(0);
     }
+  } else {
+    for (int64_t j = 0; j < W; ++j) {
+      wl[j] = acc_t(0);
+      wr[(H - 1) * W + j] = acc_t(0);
+    }
+  }
+  for (int64_t o = 0; o < HW; ++o) {
+    const acc_t t = kNormalize ? wl[o] + wc[o] + wr[o] : acc_t(1);
+    const acc_t inv = acc_t(1) / t;
+    wl[o] *= inv;
+    wc[o] *= inv;
+    wr[o] *= inv;
+    total[o] = t;
   }
 }
 
-// Tap weights of every (b, d, g): (B, D, G, kWeightPlanes, HW) in the accumulation type.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
+
+template <typename scalar_t, typename acc_t>
+void tap_weights(const scalar_t* a, int64_t H, int64_t W, bool vertical, bool normalize,
+                 acc_t* w) {
+  if (normalize) {
+    tap_weights<true>(a, H, W, vertical, w);
+  } else {
+    tap_weights<false>(a, H, W, vertical, w);
+  }
+}
+
+// Tap weights of every (b, d, g), each in the frame of its direction:
+// (B, D, G, kWeightPlanes, HW) in the accumulation type.
 template <typename scalar_t, typename acc_t>
 std::vector<acc_t> all_tap_weights(const scalar_t* gates, const PropagateShape& sh,
                                    const std::vector<int64_t>& directions, bool normalize) {
-  const int64_t HW = sh.H * sh.W, per_item = kWeightPlanes * HW;
+  const int64_t H = sh.H, W = sh.W, HW = H * W, per_item = kWeightPlanes * HW;
   std::vector<acc_t> w(sh.B * sh.D * sh.G * per_item);
   at::parallel_for(0, sh.B * sh.D * sh.G, grain(per_item), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> image;  // image-layout weights of a horizontal direction
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t di = item / sh.G % sh.D;
-      tap_weights(gates + item * 3 * HW, sh.H, sh.W, is_vertical(directions[di]), normalize,
-                  w.data() + item * per_item);
+      const bool vertical = is_vertical(directions[item / sh.G % sh.D]);
+      acc_t* frame = w.data() + item * per_item;
+      if (vertical) {
+        tap_weights(gates + item * 3 * HW, H, W, true, normalize, frame);
+        continue;
+      }
+      image.resize(per_item);
+      tap_weights(gates + item * 3 * HW, H, W, false, normalize, image.data());
+      for (int64_t k = 0; k < kWeightPlanes; ++k) {
+        const acc_t* src = image.data() + k * HW;
+        transpose_map(H, W, frame + k * HW, [&](int64_t o) { return src[o]; });
+      }
     }
   });
   return w;
@@ -440,31 +501,33 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> propagate
             scalar_t* ga = ggp + item * 3 * HW;
             const acc_t* part = partial.get() + (b * G + g) * nblk * unit_dw + di * 3 * HW;
             const acc_t* wi = w.data() + item * kWeightPlanes * HW;
-            for (int64_t o = 0; o < HW; ++o) {
-              const int64_t i = o / W, j = o % W;
-              const int64_t f = vertical ? o : j * H + i;  // index in the frame of d
-              const int64_t p = vertical ? j : i;
-              const bool valid[3] = {p > 0, true, p < n - 1};
-              acc_t gw[3];
-              for (int k = 0; k < 3; ++k) {
-                acc_t sum = acc_t(0);
-                for (int64_t blk = 0; blk < nblk; ++blk) sum += part[blk * unit_dw + k * HW + f];
-                gw[k] = valid[k] ? sum : acc_t(0);
-              }
-              if (!normalize) {
-                for (int k = 0; k < 3; ++k) ga[k * HW + o] = static_cast<scalar_t>(gw[k]);
-                continue;
-              }
-              // w_k = s_k / S: dL/da_k = s_k (1 - s_k) (g_k - sum_m w_m g_m) / S
-              //                      = w_k (1 - w_k S) (g_k - sum_m w_m g_m) on valid taps.
-              const acc_t total = wi[3 * HW + f];
-              acc_t dot = acc_t(0);
-              for (int k = 0; k < 3; ++k) dot += wi[k * HW + f] * gw[k];
-              for (int k = 0; k < 3; ++k) {
-                const acc_t wk = wi[k * HW + f];
-                const acc_t da = valid[k] ? wk * (acc_t(1) - wk * total) * (gw[k] - dot)
-                                          : acc_t(0);
-                ga[k * HW + o] = static_cast<scalar_t>(da);
+            for (int64_t i = 0; i < H; ++i) {
+              for (int64_t j = 0; j < W; ++j) {
+                const int64_t o = i * W + j;
+                const int64_t f = vertical ? o : j * H + i;  // index in the frame of d
+                const int64_t p = vertical ? j : i;
+                const bool valid[3] = {p > 0, true, p < n - 1};
+                acc_t gw[3];
+                for (int k = 0; k < 3; ++k) {
+                  acc_t sum = acc_t(0);
+                  for (int64_t blk = 0; blk < nblk; ++blk) sum += part[blk * unit_dw + k * HW + f];
+                  gw[k] = valid[k] ? sum : acc_t(0);
+                }
+                if (!normalize) {
+                  for (int k = 0; k < 3; ++k) ga[k * HW + o] = static_cast<scalar_t>(gw[k]);
+                  continue;
+                }
+                // w_k = s_k / S: dL/da_k = s_k (1 - s_k) (g_k - sum_m w_m g_m) / S
+                //                      = w_k (1 - w_k S) (g_k - sum_m w_m g_m) on valid taps.
+                const acc_t total = wi[3 * HW + f];
+                acc_t dot = acc_t(0);
+                for (int k = 0; k < 3; ++k) dot += wi[k * HW + f] * gw[k];
+                for (int k = 0; k < 3; ++k) {
+                  const acc_t wk = wi[k * HW + f];
+                  const acc_t da = valid[k] ? wk * (acc_t(1) - wk * total) * (gw[k] - dot)
+                                            : acc_t(0);
+                  ga[k * HW + o] = static_cast<scalar_t>(da);
+                }
               }
             }
           }

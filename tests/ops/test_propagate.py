@@ -221,6 +221,10 @@ def test_nan_and_inf_propagate(device):
     x[1, 0, 0, 0] = float('inf')
     h = gspn_scan(x, gates[:, 0], lam[:, 0], 'top_down')
     assert h[1, 0, 0, 0].isinf() and h[1, 1:].isfinite().all()
+    # A NaN gate logit poisons its pixel's weights, hence h there and below, in every channel.
+    gates[0, 0, 0, 1, 2, 3] = float('nan')
+    h = gspn_scan(x[:1].nan_to_num(0.0), gates[:1, 0], lam[:1, 0], 'top_down')
+    assert h[0, :, 2, 3].isnan().all() and h[0, :, :2].isfinite().all()
 
 
 @pytest.mark.parametrize('device', DEVICES)
