@@ -28,6 +28,11 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <type_traits>
+
+#if defined(__SSE2__)
+#include <xmmintrin.h>
+#endif
 
 namespace gspn2 {
 namespace cpu {
@@ -49,30 +54,54 @@ Geometry frame_geometry(int64_t direction, int64_t H, int64_t W) {
   return {rows, cols, (rows - 1) * cols, -cols};
 }
 
-// dst[c * rows + r] = value(r * cols + c): a rows x cols plane, computed element-wise and
-// written transposed, in tiles that stay in cache.
-template <typename out_t, typename F>
-void transpose_map(int64_t rows, int64_t cols, out_t* __restrict dst, F&& value) {
+// dst (cols x rows) = src (rows x cols) transposed, in tiles that stay in cache; 4 x 4 SSE
+// blocks for float.
+template <typename T>
+void transpose(const T* __restrict src, int64_t rows, int64_t cols, T* __restrict dst) {
   constexpr int64_t kTile = 16;
   for (int64_t r0 = 0; r0 < rows; r0 += kTile) {
     const int64_t r1 = std::min(rows, r0 + kTile);
     for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
       const int64_t c1 = std::min(cols, c0 + kTile);
-      for (int64_t c = c0; c < c1; ++c) {
-        for (int64_t r = r0; r < r1; ++r) dst[c * rows + r] = value(r * cols + c);
+      int64_t r = r0;
+#if defined(__SSE2__)
+      if (std::is_same<T, float>::value) {
+        const float* s = reinterpret_cast<const float*>(src);
+        float* d = reinterpret_cast<float*>(dst);
+        for (; r + 4 <= r1; r += 4) {
+          int64_t c = c0;
+          for (; c + 4 <= c1; c += 4) {
+            __m128 v0 = _mm_loadu_ps(s + r * cols + c);
+            __m128 v1 = _mm_loadu_ps(s + (r + 1) * cols + c);
+            __m128 v2 = _mm_loadu_ps(s + (r + 2) * cols + c);
+            __m128 v3 = _mm_loadu_ps(s + (r + 3) * cols + c);
+            _MM_TRANSPOSE4_PS(v0, v1, v2, v3);
+            _mm_storeu_ps(d + c * rows + r, v0);
+            _mm_storeu_ps(d + (c + 1) * rows + r, v1);
+            _mm_storeu_ps(d + (c + 2) * rows + r, v2);
+            _mm_storeu_ps(d + (c + 3) * rows + r, v3);
+          }
+          for (; c < c1; ++c) {
+            for (int64_t k = 0; k < 4; ++k) d[c * rows + r + k] = s[(r + k) * cols + c];
+          }
+        }
+      }
+#endif
+      for (; r < r1; ++r) {
+        for (int64_t c = c0; c < c1; ++c) dst[c * rows + r] = src[r * cols + c];
       }
     }
   }
 }
 
-// dst (the frame of a direction) = value(o) over the H x W image positions o.
-template <typename out_t, typename F>
-void to_frame(bool vertical, int64_t H, int64_t W, out_t* __restrict dst, F&& value) {
-  if (vertical) {
-    for (int64_t o = 0; o < H * W; ++o) dst[o] = value(o);
-  } else {
-    transpose_map(H, W, dst, value);
-  }
+// frame (the scan's layout for a direction) = value(o) over the H x W image positions o;
+// the horizontal directions go through `image` (H x W scratch) and a transpose.
+template <typename acc_t, typename F>
+void to_frame(bool vertical, int64_t H, int64_t W, acc_t* __restrict frame,
+              acc_t* __restrict image, F&& value) {
+  acc_t* __restrict dst = vertical ? frame : image;
+  for (int64_t o = 0; o < H * W; ++o) dst[o] = value(o);
+  if (!vertical) transpose(image, H, W, frame);
 }
 
 // Grain of at::parallel_for: small problems run on the calling thread.
@@ -194,8 +223,7 @@ std::vector<acc_t> all_tap_weights(const scalar_t* gates, const PropagateShape& 
       image.resize(per_item);
       tap_weights(gates + item * 3 * HW, H, W, false, normalize, image.data());
       for (int64_t k = 0; k < kWeightPlanes; ++k) {
-        const acc_t* src = image.data() + k * HW;
-        transpose_map(H, W, frame + k * HW, [&](int64_t o) { return src[o]; });
+        transpose(image.data() + k * HW, H, W, frame + k * HW);
       }
     }
   });
@@ -230,9 +258,9 @@ void scan_forward(const Geometry& g, int64_t HW, int64_t chunk, const acc_t* __r
 // Reverse scan of one channel in one direction, in its frame. direct is the gradient that
 // reaches h_s from the output; h the saved hidden state. Writes e = dL/dh (all paths) and
 // accumulates dL/dw into dw (3 planes). Line buffers carry, e_line, hp, el, er are n + 2.
-template <typename scalar_t, typename acc_t>
+template <typename h_t, typename acc_t>
 void scan_backward(const Geometry& g, int64_t HW, int64_t chunk,
-                   const acc_t* __restrict direct, const scalar_t* __restrict h,
+                   const acc_t* __restrict direct, const h_t* __restrict h,
                    const acc_t* __restrict w, acc_t* __restrict e, acc_t* __restrict dw,
                    acc_t* __restrict carry, acc_t* __restrict e_line, acc_t* __restrict hp,
                    acc_t* __restrict el, acc_t* __restrict er) {
@@ -343,14 +371,14 @@ std::tuple<torch::Tensor, torch::Tensor> propagate_forward(
                 const int64_t plane = ((b * D + di) * C + c) * HW;
                 const scalar_t* __restrict xc = xp + (b * C + c) * HW;
                 const scalar_t* __restrict lc = lp + plane;
-                to_frame(vertical, H, W, z.data(), [&](int64_t o) {
+                to_frame(vertical, H, W, z.data(), h_image.data(), [&](int64_t o) {
                   return static_cast<acc_t>(lc[o]) * static_cast<acc_t>(xc[o]);
                 });
                 scan_forward(geo, HW, chunk, z.data(), wd, h_frame.data(), lines.data(),
                              lines.data() + n_max + 2);
                 const acc_t* __restrict hv = h_frame.data();
                 if (!vertical) {
-                  transpose_map(W, H, h_image.data(), [&](int64_t f) { return hv[f]; });
+                  transpose(hv, W, H, h_image.data());
                   hv = h_image.data();
                 }
                 scalar_t* __restrict h_store = merge ? (hidp ? hidp + plane : nullptr) : op + plane;
@@ -424,8 +452,8 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> propagate
           const int64_t n_max = std::max(H, W), pad = n_max + 2;
           // The direct gradient and e = dL/dh in the frame, e in image layout, h in the frame,
           // dL/dx of the block.
-          std::vector<acc_t> direct(HW), e_frame(HW), e_image(HW), gx(per_blk * HW);
-          std::vector<scalar_t> h_frame(HW);
+          std::vector<acc_t> direct(HW), e_frame(HW), e_image(HW), h_frame(HW),
+              gx(per_blk * HW);
           std::vector<acc_t> lines(5 * pad);
           for (int64_t unit = begin; unit < end; ++unit) {
             const int64_t b = unit / (G * nblk), g = unit / nblk % G, blk = unit % nblk;
@@ -444,25 +472,28 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> propagate
                 const scalar_t* __restrict uc = merge ? up + plane : nullptr;
                 const scalar_t* __restrict hc = hp + plane;
                 if (merge) {
-                  to_frame(vertical, H, W, direct.data(), [&](int64_t o) {
+                  to_frame(vertical, H, W, direct.data(), e_image.data(), [&](int64_t o) {
                     return static_cast<acc_t>(uc[o]) * static_cast<acc_t>(goc[o]);
                   });
                 } else {
-                  to_frame(vertical, H, W, direct.data(),
+                  to_frame(vertical, H, W, direct.data(), e_image.data(),
                            [&](int64_t o) { return static_cast<acc_t>(goc[o]); });
                 }
-                const scalar_t* hs = hc;
-                if (!vertical) {
-                  transpose_map(H, W, h_frame.data(), [&](int64_t o) { return hc[o]; });
-                  hs = h_frame.data();
-                }
                 acc_t* l = lines.data();
-                scan_backward(geo, HW, chunk, direct.data(), hs, wd, e_frame.data(),
-                              dw + di * 3 * HW, l, l + pad, l + 2 * pad, l + 3 * pad,
-                              l + 4 * pad);
+                if (vertical) {
+                  scan_backward(geo, HW, chunk, direct.data(), hc, wd, e_frame.data(),
+                                dw + di * 3 * HW, l, l + pad, l + 2 * pad, l + 3 * pad,
+                                l + 4 * pad);
+                } else {
+                  to_frame(false, H, W, h_frame.data(), e_image.data(),
+                           [&](int64_t o) { return static_cast<acc_t>(hc[o]); });
+                  scan_backward(geo, HW, chunk, direct.data(), h_frame.data(), wd,
+                                e_frame.data(), dw + di * 3 * HW, l, l + pad, l + 2 * pad,
+                                l + 3 * pad, l + 4 * pad);
+                }
                 const acc_t* __restrict e = e_frame.data();
                 if (!vertical) {
-                  transpose_map(W, H, e_image.data(), [&](int64_t f) { return e[f]; });
+                  transpose(e_frame.data(), W, H, e_image.data());
                   e = e_image.data();
                 }
                 // dL/dlam = e * x, dL/dx += e * lam, dL/du = dL/dy * h.
