@@ -522,44 +522,52 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> propagate
           }
         });
 
-        // Gate gradients: sum the channel blocks in order, then go through the normalisation.
+        // Gate gradients, in the frame of each direction: sum the channel blocks in order,
+        // drop the taps whose neighbour is outside the line, go through the normalisation,
+        // and write in image layout.
         scalar_t* ggp = grad_gates.data_ptr<scalar_t>();
         at::parallel_for(0, B * D * G, grain(3 * HW), [&](int64_t begin, int64_t end) {
+          std::vector<acc_t> gw(3 * HW), image(HW);
           for (int64_t item = begin; item < end; ++item) {
             const int64_t b = item / (D * G), di = item / G % D, g = item % G;
             const bool vertical = is_vertical(directions[di]);
-            const int64_t n = vertical ? W : H;
-            scalar_t* ga = ggp + item * 3 * HW;
+            const Geometry geo = frame_geometry(directions[di], H, W);
             const acc_t* part = partial.get() + (b * G + g) * nblk * unit_dw + di * 3 * HW;
-            const acc_t* wi = w.data() + item * kWeightPlanes * HW;
-            for (int64_t i = 0; i < H; ++i) {
-              for (int64_t j = 0; j < W; ++j) {
-                const int64_t o = i * W + j;
-                const int64_t f = vertical ? o : j * H + i;  // index in the frame of d
-                const int64_t p = vertical ? j : i;
-                const bool valid[3] = {p > 0, true, p < n - 1};
-                acc_t gw[3];
-                for (int k = 0; k < 3; ++k) {
-                  acc_t sum = acc_t(0);
-                  for (int64_t blk = 0; blk < nblk; ++blk) sum += part[blk * unit_dw + k * HW + f];
-                  gw[k] = valid[k] ? sum : acc_t(0);
-                }
-                if (!normalize) {
-                  for (int k = 0; k < 3; ++k) ga[k * HW + o] = static_cast<scalar_t>(gw[k]);
-                  continue;
-                }
-                // w_k = s_k / S: dL/da_k = s_k (1 - s_k) (g_k - sum_m w_m g_m) / S
-                //                      = w_k (1 - w_k S) (g_k - sum_m w_m g_m) on valid taps.
-                const acc_t total = wi[3 * HW + f];
-                acc_t dot = acc_t(0);
-                for (int k = 0; k < 3; ++k) dot += wi[k * HW + f] * gw[k];
-                for (int k = 0; k < 3; ++k) {
-                  const acc_t wk = wi[k * HW + f];
-                  const acc_t da = valid[k] ? wk * (acc_t(1) - wk * total) * (gw[k] - dot)
-                                            : acc_t(0);
-                  ga[k * HW + o] = static_cast<scalar_t>(da);
-                }
+            std::copy(part, part + 3 * HW, gw.begin());
+            for (int64_t blk = 1; blk < nblk; ++blk) {
+              const acc_t* __restrict pb = part + blk * unit_dw;
+              acc_t* __restrict sum = gw.data();
+              for (int64_t f = 0; f < 3 * HW; ++f) sum[f] += pb[f];
+            }
+            acc_t* __restrict gl = gw.data();
+            acc_t* __restrict gc = gw.data() + HW;
+            acc_t* __restrict gr = gw.data() + 2 * HW;
+            for (int64_t line = 0; line < geo.steps; ++line) {
+              gl[line * geo.n] = acc_t(0);
+              gr[line * geo.n + geo.n - 1] = acc_t(0);
+            }
+            if (normalize) {
+              // w_k = s_k / S: dL/da_k = s_k (1 - s_k) (g_k - sum_m w_m g_m) / S
+              //                      = w_k (1 - w_k S) (g_k - sum_m w_m g_m); w_k = 0 on
+              // the taps outside the line.
+              const acc_t* __restrict wi = w.data() + item * kWeightPlanes * HW;
+              const acc_t* __restrict total = wi + 3 * HW;
+              for (int64_t f = 0; f < HW; ++f) {
+                const acc_t dot = wi[f] * gl[f] + wi[HW + f] * gc[f] + wi[2 * HW + f] * gr[f];
+                gl[f] = wi[f] * (acc_t(1) - wi[f] * total[f]) * (gl[f] - dot);
+                gc[f] = wi[HW + f] * (acc_t(1) - wi[HW + f] * total[f]) * (gc[f] - dot);
+                gr[f] = wi[2 * HW + f] * (acc_t(1) - wi[2 * HW + f] * total[f]) * (gr[f] - dot);
               }
+            }
+            scalar_t* ga = ggp + item * 3 * HW;
+            for (int64_t k = 0; k < 3; ++k) {
+              const acc_t* __restrict src = gw.data() + k * HW;
+              if (!vertical) {
+                transpose(src, W, H, image.data());
+                src = image.data();
+              }
+              scalar_t* __restrict dst = ga + k * HW;
+              for (int64_t o = 0; o < HW; ++o) dst[o] = static_cast<scalar_t>(src[o]);
             }
           }
         });
