@@ -73,6 +73,7 @@ def run_clip_demo(work_dir: str, minutes: float = 3.0, steps: Optional[int] = No
         '--train-num-samples', str(steps * _BATCH_SIZE), '--batch-size', str(_BATCH_SIZE),
         '--epochs', '1', '--workers', '1', '--precision', 'fp32', '--device', 'cpu',
         '--lr', '1e-3', '--wd', '0.05', '--warmup', str(max(1, steps // 10)),
+        '--grad-clip-norm', '1',
         '--logs', logs, '--name', name, '--log-every-n-steps', '10', '--seed', '0',
         '--resume', 'latest'])
     if rc == -1:
