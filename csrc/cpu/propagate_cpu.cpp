@@ -421,10 +421,13 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> propagate
   check_like(hidden, "hidden (the saved hidden state; run the forward with save_hidden)", x,
              {B, D, C, H, W});
   torch::Tensor grad_x = at::empty_like(x);
-  torch::Tensor grad_gates = at::zeros_like(gates);
+  torch::Tensor grad_gates = at::empty_like(gates);
   torch::Tensor grad_lam = at::empty_like(lam);
   torch::Tensor grad_u = merge ? at::empty_like(*u) : torch::Tensor();
-  if (x.numel() == 0) return {grad_x, grad_gates, grad_lam, grad_u};
+  if (x.numel() == 0) {
+    grad_gates.zero_();  // no channels or pixels: the gates receive no gradient
+    return {grad_x, grad_gates, grad_lam, grad_u};
+  }
   const int64_t cg = C / G;
 
   AT_DISPATCH_FLOATING_TYPES_AND2(

@@ -88,9 +88,14 @@ def _setup_context(ctx, inputs, output):
     ctx.directions, ctx.chunk, ctx.normalize, ctx.merge = list(directions), chunk, normalize, merge
     # Without merge the output is the hidden state itself.
     ctx.save_for_backward(x, gates, lam, u if merge else None, hidden if merge else out)
+    # `hidden` is saved state, not a result: no gradient flows into it, and none is filled in.
+    ctx.mark_non_differentiable(hidden)
+    ctx.set_materialize_grads(False)
 
 
 def _backward(ctx, grad_out, grad_hidden):
+    if grad_out is None:
+        return (None,) * 9
     x, gates, lam, u, hidden = ctx.saved_tensors
     if tuple(hidden.shape) != _hidden_shape(x, len(ctx.directions)):
         raise RuntimeError(
