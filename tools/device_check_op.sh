@@ -31,6 +31,8 @@ if has errors; then
   echo "== errors"
   { c++ --version | head -1
     python3 -c 'import torch, pybind11; print("torch abi", torch._C._GLIBCXX_USE_CXX11_ABI, "pybind11", pybind11.__version__)'
+    echo "g++ libstdc++.so: $(readlink -f "$(c++ -print-file-name=libstdc++.so)")"
+    python3 -c 'from gspn2_dense.ops._build import runtime_libstdcxx as r; import torch; print("runtime libstdc++:", r())'
   } 2>&1 | tee "$OUT/errors.log"
   cat > /tmp/gspn2_bad_input.py <<'PY'
 import sys
@@ -49,6 +51,7 @@ PY
   for kind in cpu cuda; do
     python3 -X faulthandler /tmp/gspn2_bad_input.py $kind >> "$OUT/errors.log" 2>&1
     rc=$?; echo "$kind exit $rc" | tee -a "$OUT/errors.log"
+    ldd "$GSPN2_EXT_DIR"/gspn2_dense_${kind}*/*.so | grep -E "stdc" | tee -a "$OUT/errors.log"
     if [ $rc -ne 0 ]; then
       status=1
       cuda-gdb -batch -ex run -ex bt --args python3 /tmp/gspn2_bad_input.py $kind \

@@ -21,13 +21,27 @@ static_assert(kTopDownId == kTopDown && kBottomUpId == kBottomUp &&
                   kLeftRightId == kLeftRight && kRightLeftId == kRightLeft,
               "direction ids of propagate.h must match gspn2::Direction");
 
-// The storage dtypes the kernels are instantiated for (float32 accumulation throughout).
-#define GSPN2_DISPATCH_KERNEL_TYPES(TYPE, NAME, ...)              \
-  AT_DISPATCH_SWITCH(TYPE, NAME, AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__) \
-                                     AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__)  \
-                                         AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
+// The storage dtypes the kernels are instantiated for (float32 accumulation, float64 for
+// float64).
+#define GSPN2_DISPATCH_KERNEL_TYPES(TYPE, NAME, ...)                                   \
+  AT_DISPATCH_SWITCH(TYPE, NAME, AT_DISPATCH_CASE(at::kDouble, __VA_ARGS__)             \
+                                     AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__)          \
+                                         AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__)       \
+                                             AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
 
-constexpr int64_t kTargetThreads = 256;  // CTA size aimed at when packing several channels
+// Steps per run of the kernels' loads (kFwdRun / kBwdRun of propagate_kernels.cuh); the
+// horizontal vector runs need W to be a multiple of it.
+int64_t steps_per_run(int64_t elem_size, bool backward, int64_t threads) {
+  if (threads > kShortThreads || elem_size == 8) return 1;
+  return (backward ? 4 : 8) / elem_size;
+}
+
+// Accumulation dtype of the float buffers the kernels keep between passes.
+torch::ScalarType acc_dtype(const torch::Tensor& x) {
+  return x.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
+}
+
+constexpr int64_t kTargetThreads = kShortThreads;  // CTA size aimed at when packing channels
 
 bool aligned(const void* ptr, int64_t bytes) {
   return reinterpret_cast<uintptr_t>(ptr) % static_cast<uintptr_t>(bytes) == 0;
@@ -35,7 +49,8 @@ bool aligned(const void* ptr, int64_t bytes) {
 
 // Fills the launch geometry shared by forward and backward.
 Geometry make_geometry(const PropagateShape& shape, const std::vector<int64_t>& directions,
-                       int64_t chunk, int64_t elem_size, const std::vector<const void*>& ptrs) {
+                       int64_t chunk, int64_t elem_size, bool backward,
+                       const std::vector<const void*>& ptrs) {
   Geometry geo{};
   geo.B = static_cast<int>(shape.B);
   geo.C = static_cast<int>(shape.C);
@@ -64,18 +79,20 @@ Geometry make_geometry(const PropagateShape& shape, const std::vector<int64_t>& 
   geo.chunk = static_cast<int>(std::min<int64_t>(chunk, std::max(shape.H, shape.W) + 1));
   geo.threads_per_line = static_cast<int>(tpl);
   geo.channels_per_cta = static_cast<int>(cpc);
-  bool vec = shape.W % kPositions == 0;
-  for (const void* ptr : ptrs) vec = vec && (ptr == nullptr || aligned(ptr, 16));
-  geo.vec = vec && elem_size * kPositions <= 16;
+  bool all_aligned = true;
+  for (const void* ptr : ptrs) all_aligned = all_aligned && (ptr == nullptr || aligned(ptr, 16));
+  geo.vec = all_aligned && shape.W % kPositions == 0 && elem_size * kPositions <= 16;
+  geo.vec_h = all_aligned && shape.W % steps_per_run(elem_size, backward, tpl * cpc) == 0;
   return geo;
 }
 
 void check_cuda(const torch::Tensor& t, const char* name) {
   TORCH_CHECK(t.is_cuda(), "the CUDA extension needs ", name, " on a CUDA device, got ",
               t.device());
-  TORCH_CHECK(t.scalar_type() == torch::kFloat || t.scalar_type() == torch::kHalf ||
-                  t.scalar_type() == torch::kBFloat16,
-              name, " must be float32, float16 or bfloat16 on CUDA, got ", t.scalar_type());
+  TORCH_CHECK(t.scalar_type() == torch::kDouble || t.scalar_type() == torch::kFloat ||
+                  t.scalar_type() == torch::kHalf || t.scalar_type() == torch::kBFloat16,
+              name, " must be float64, float32, float16 or bfloat16 on CUDA, got ",
+              t.scalar_type());
 }
 
 std::tuple<torch::Tensor, torch::Tensor> forward(
@@ -100,12 +117,14 @@ std::tuple<torch::Tensor, torch::Tensor> forward(
   p.out = out.data_ptr();
   p.hidden = hidden.numel() > 0 ? hidden.data_ptr() : nullptr;
   torch::Tensor partial, arrivals;
-  p.geo = make_geometry(shape, directions, chunk, x.element_size(),
-                        {p.x, p.gates, p.lam, p.u, p.out, p.hidden});
   if (merge && D > 1) {
-    partial = torch::empty({D, B, C, H, W}, x.options().dtype(torch::kFloat));
+    partial = torch::empty({D, B, C, H, W}, x.options().dtype(acc_dtype(x)));
+    p.partial = partial.data_ptr();
+  }
+  p.geo = make_geometry(shape, directions, chunk, x.element_size(), false,
+                        {p.x, p.gates, p.lam, p.u, p.out, p.hidden, p.partial});
+  if (merge && D > 1) {
     arrivals = torch::zeros({B, C / p.geo.channels_per_cta}, x.options().dtype(torch::kInt));
-    p.partial = partial.data_ptr<float>();
     p.arrivals = arrivals.data_ptr<int>();
   }
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -161,14 +180,14 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> backward(
   p.grad_u = merge && grad_u.defined() ? grad_u.data_ptr() : nullptr;
   torch::Tensor partial_x, partial_gates;
   if (D > 1) {
-    partial_x = torch::empty({D, B, C, H, W}, x.options().dtype(torch::kFloat));
-    p.partial_x = partial_x.data_ptr<float>();
+    partial_x = torch::empty({D, B, C, H, W}, x.options().dtype(acc_dtype(x)));
+    p.partial_x = partial_x.data_ptr();
   }
   if (G != C) {
-    partial_gates = torch::empty({B, D, C, 3, H, W}, x.options().dtype(torch::kFloat));
-    p.partial_gates = partial_gates.data_ptr<float>();
+    partial_gates = torch::empty({B, D, C, 3, H, W}, x.options().dtype(acc_dtype(x)));
+    p.partial_gates = partial_gates.data_ptr();
   }
-  p.geo = make_geometry(shape, directions, chunk, x.element_size(),
+  p.geo = make_geometry(shape, directions, chunk, x.element_size(), true,
                         {p.grad_out, p.x, p.gates, p.lam, p.u, p.hidden, p.grad_x, p.grad_gates,
                          p.grad_lam, p.grad_u, p.partial_x, p.partial_gates});
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();

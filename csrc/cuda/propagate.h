@@ -7,9 +7,10 @@
 // Work decomposition (forward and backward alike): one CTA owns one (batch, direction,
 // channel slice) and walks every step of the scan. Its threads form a
 // (threads_per_line, channels_per_cta) block: thread (t, cy) holds kPositions consecutive
-// positions of the line for channel slice * channels_per_cta + cy. Neighbouring values
+// positions of the line for channel slice * channels_per_cta + cy and reads its inputs in
+// double-buffered runs of consecutive steps (propagate_kernels.cuh). Neighbouring values
 // across thread boundaries go through a double-buffered shared-memory exchange, one barrier
-// per step.
+// per step. Arithmetic is float32 (float64 for float64 tensors).
 #pragma once
 
 #include <cstdint>
@@ -23,6 +24,7 @@ namespace cuda {
 
 constexpr int kPositions = 4;     // consecutive line positions per thread
 constexpr int kMaxThreads = 512;  // per CTA, so lines may hold up to kPositions * 512 positions
+constexpr int kShortThreads = 256;  // CTAs up to this size get the longer runs (propagate_kernels.cuh)
 
 // Direction ids, the values of gspn2::Direction (gspn2_common.h; bindings.cpp checks they
 // agree), repeated here so that the .cu files need not include the torch headers.
@@ -34,7 +36,8 @@ struct Geometry {
   int chunk;             // restart period in steps, 0 = global scan
   int threads_per_line;  // blockDim.x
   int channels_per_cta;  // blockDim.y, divides C
-  bool vec;              // 16-byte aligned runs: vector loads on vertical directions
+  bool vec;              // aligned, W % kPositions == 0: vector accesses along rows
+  bool vec_h;            // aligned, W % (steps per run) == 0: vector runs along rows
 };
 
 struct FwdParams {
@@ -45,7 +48,7 @@ struct FwdParams {
   const void* u;      // (B, D, C, H, W) or nullptr
   void* out;          // merge: (B, C, H, W); else (B, D, C, H, W)
   void* hidden;       // (B, D, C, H, W) or nullptr
-  float* partial;     // merge and D > 1: (D, B, C, H, W) per-direction u_d * h_d
+  void* partial;      // merge and D > 1: (D, B, C, H, W) per-direction u_d * h_d (accumulation type)
   int* arrivals;      // merge and D > 1: (B, C / channels_per_cta) zeroed counters
 };
 
@@ -61,8 +64,8 @@ struct BwdParams {
   void* grad_gates;    // (B, D, G, 3, H, W), written directly when G == C
   void* grad_lam;      // (B, D, C, H, W)
   void* grad_u;        // (B, D, C, H, W) or nullptr
-  float* partial_x;    // D > 1: (D, B, C, H, W) lam_d * dh_d
-  float* partial_gates;  // G < C: (B, D, C, 3, H, W) per-channel gate-logit gradients
+  void* partial_x;      // D > 1: (D, B, C, H, W) lam_d * dh_d (accumulation type)
+  void* partial_gates;  // G < C: (B, D, C, 3, H, W) per-channel gate-logit gradients (same)
 };
 
 template <typename T>
@@ -71,10 +74,12 @@ void launch_forward(const FwdParams& p, bool normalize, bool merge, cudaStream_t
 template <typename T>
 void launch_backward(const BwdParams& p, bool normalize, bool merge, cudaStream_t stream);
 
-// Defined in propagate_{fwd,bwd}_{f32,f16,bf16}.cu.
+// Defined in propagate_{fwd,bwd}_{f64,f32,f16,bf16}.cu.
+template <> void launch_forward<double>(const FwdParams&, bool, bool, cudaStream_t);
 template <> void launch_forward<float>(const FwdParams&, bool, bool, cudaStream_t);
 template <> void launch_forward<c10::Half>(const FwdParams&, bool, bool, cudaStream_t);
 template <> void launch_forward<c10::BFloat16>(const FwdParams&, bool, bool, cudaStream_t);
+template <> void launch_backward<double>(const BwdParams&, bool, bool, cudaStream_t);
 template <> void launch_backward<float>(const BwdParams&, bool, bool, cudaStream_t);
 template <> void launch_backward<c10::Half>(const BwdParams&, bool, bool, cudaStream_t);
 template <> void launch_backward<c10::BFloat16>(const BwdParams&, bool, bool, cudaStream_t);

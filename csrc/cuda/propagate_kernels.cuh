@@ -1,10 +1,18 @@
 // Kernel templates of the fused GSPN-2 propagation (SPEC section 1). Included only by the
-// per-dtype translation units propagate_{fwd,bwd}_{f32,f16,bf16}.cu.
+// per-dtype translation units propagate_{fwd,bwd}_{f64,f32,f16,bf16}.cu.
 //
 // Notation: a scan has n_steps steps (rows for the vertical directions, columns for the
 // horizontal ones) counted from where it starts, s = 0 .. n_steps - 1; each step is a line
 // of n_line positions p, and taps k = -1, 0, +1 reach the neighbours p + k of the previous
-// step. All arithmetic is float32 whatever the storage dtype.
+// step. Arithmetic is in Acc<T>: float32 for float32/float16/bfloat16 storage, float64 for
+// float64.
+//
+// Memory access: a thread owns N consecutive positions of a line and reads its inputs in
+// runs of R consecutive steps, double-buffered (the next run is in flight while the current
+// one is walked). On a vertical direction a step is a row: each step of a run is one vector
+// load of the N positions. On a horizontal direction a step is a column: each of the N
+// positions (rows) is one vector load of R consecutive columns, so a warp's request covers
+// R elements of each row it touches instead of one.
 #pragma once
 
 #include <c10/util/BFloat16.h>
@@ -30,73 +38,101 @@ namespace cuda {
     }                                     \
   }()
 
-template <typename T, int N>
-struct alignas(sizeof(T) * N) Pack {
-  T v[N];
+// Accumulation type of a storage type.
+template <typename T>
+using Acc = std::conditional_t<std::is_same<T, double>::value, double, float>;
+
+// Steps per run (steps_per_run in bindings.cpp must agree). Lines of up to
+// kPositions * kShortThreads positions run in CTAs of at most kShortThreads threads, whose
+// 255-register budget holds two buffers of 8-byte runs (forward) or 4-byte runs (backward,
+// 7 inputs and h with halo); longer lines need up to kMaxThreads threads and the
+// 128-register cap, under which runs longer than one step spilled (ptxas: 150-300 bytes).
+template <typename T, bool LONG>
+constexpr int kFwdRun = LONG || sizeof(T) == 8 ? 1 : 8 / static_cast<int>(sizeof(T));
+template <typename T, bool LONG>
+constexpr int kBwdRun = LONG || sizeof(T) == 8 ? 1 : 4 / static_cast<int>(sizeof(T));
+
+template <typename T, int K>
+struct alignas(sizeof(T) * K) Pack {
+  T v[K];
 };
 
-// Vector accesses go through plain integers of the element's width (c10::Half and
-// c10::BFloat16 are classes; packs of them are copied element by element).
+// Elements travel as raw bits of their width (c10::Half and c10::BFloat16 are classes).
 template <typename T>
-using RawOf = std::conditional_t<sizeof(T) == 4, uint32_t, uint16_t>;
+using RawOf = std::conditional_t<
+    sizeof(T) == 8, uint64_t, std::conditional_t<sizeof(T) == 4, uint32_t, uint16_t>>;
 
 template <typename T>
-__device__ __forceinline__ T from_raw(RawOf<T> r) {
-  if constexpr (sizeof(T) == 4) {
+__device__ __forceinline__ Acc<T> raw_to_acc(RawOf<T> r) {
+  if constexpr (std::is_same<T, double>::value) {
+    return __longlong_as_double(static_cast<long long>(r));
+  } else if constexpr (std::is_same<T, float>::value) {
     return __uint_as_float(r);
   } else {
-    return T(r, T::from_bits());
+    return static_cast<float>(T(r, T::from_bits()));
   }
 }
 
 template <typename T>
-__device__ __forceinline__ RawOf<T> to_raw(T t) {
-  if constexpr (sizeof(T) == 4) {
-    return __float_as_uint(t);
+__device__ __forceinline__ RawOf<T> acc_to_raw(Acc<T> v) {
+  if constexpr (std::is_same<T, double>::value) {
+    return static_cast<uint64_t>(__double_as_longlong(v));
+  } else if constexpr (std::is_same<T, float>::value) {
+    return __float_as_uint(v);
   } else {
-    return t.x;
+    return T(v).x;
   }
 }
 
-// Reads N consecutive line positions p0 .. p0 + N - 1 (element stride `stride`) as float;
-// positions outside [0, n) read as 0. `vec` promises stride 1 and an aligned base.
-template <typename T, int N>
-__device__ __forceinline__ void load_run(const T* __restrict__ base, int p0, int n,
-                                         int64_t stride, bool vec, float (&out)[N]) {
-  if (vec && p0 + N <= n) {
-    const Pack<RawOf<T>, N> pk = *reinterpret_cast<const Pack<RawOf<T>, N>*>(base + p0);
-#pragma unroll
-    for (int q = 0; q < N; ++q) out[q] = static_cast<float>(from_raw<T>(pk.v[q]));
-  } else {
-#pragma unroll
-    for (int q = 0; q < N; ++q) {
-      out[q] = p0 + q < n ? static_cast<float>(base[static_cast<int64_t>(p0 + q) * stride]) : 0.f;
+template <typename T>
+__device__ __forceinline__ RawOf<T> load_raw(const T* ptr) {
+  return *reinterpret_cast<const RawOf<T>*>(ptr);
+}
+
+// E elements of T kept as raw bits in 32-bit words (two 16-bit elements share a word), so
+// that a run of bfloat16 inputs costs half the registers of its float32 values. Indices are
+// compile-time constants after unrolling.
+template <typename T, int E>
+struct RawBuf {
+  static constexpr int kWords = (E * static_cast<int>(sizeof(T)) + 3) / 4;
+  uint32_t w[kWords];
+
+  __device__ __forceinline__ void set(int e, RawOf<T> r) {
+    if constexpr (sizeof(T) == 8) {
+      w[2 * e] = static_cast<uint32_t>(r);
+      w[2 * e + 1] = static_cast<uint32_t>(r >> 32);
+    } else if constexpr (sizeof(T) == 4) {
+      w[e] = r;
+    } else {
+      const int sh = (e & 1) * 16;
+      w[e >> 1] = (w[e >> 1] & ~(0xffffu << sh)) | (static_cast<uint32_t>(r) << sh);
     }
   }
-}
-
-template <typename T, int N>
-__device__ __forceinline__ void store_run(T* __restrict__ base, int p0, int n, int64_t stride,
-                                          bool vec, const float (&v)[N]) {
-  if (vec && p0 + N <= n) {
-    Pack<RawOf<T>, N> pk;
-#pragma unroll
-    for (int q = 0; q < N; ++q) pk.v[q] = to_raw<T>(static_cast<T>(v[q]));
-    *reinterpret_cast<Pack<RawOf<T>, N>*>(base + p0) = pk;
-  } else {
-#pragma unroll
-    for (int q = 0; q < N; ++q) {
-      if (p0 + q < n) base[static_cast<int64_t>(p0 + q) * stride] = static_cast<T>(v[q]);
+  __device__ __forceinline__ RawOf<T> raw(int e) const {
+    if constexpr (sizeof(T) == 8) {
+      return static_cast<uint64_t>(w[2 * e]) | (static_cast<uint64_t>(w[2 * e + 1]) << 32);
+    } else if constexpr (sizeof(T) == 4) {
+      return w[e];
+    } else {
+      return static_cast<uint16_t>(w[e >> 1] >> ((e & 1) * 16));
     }
   }
-}
+  __device__ __forceinline__ Acc<T> get(int e) const { return raw_to_acc<T>(raw(e)); }
+};
 
-__device__ __forceinline__ float sigmoidf(float a) { return 1.f / (1.f + __expf(-a)); }
+template <typename T>
+__device__ __forceinline__ Acc<T> sigmoid(Acc<T> a) {
+  if constexpr (std::is_same<T, double>::value) {
+    return 1.0 / (1.0 + exp(-a));
+  } else {
+    return 1.f / (1.f + __expf(-a));
+  }
+}
 
 // The scan of one direction seen as steps of lines.
 struct Line {
   bool vertical, reverse;
-  int n_steps, n_line;
+  int n_steps, n_line, W;
   int64_t step_stride, pos_stride;
 
   __device__ __forceinline__ Line(const Geometry& geo, int dir) {
@@ -104,6 +140,7 @@ struct Line {
     reverse = dir == kBottomUpId || dir == kRightLeftId;
     n_steps = vertical ? geo.H : geo.W;
     n_line = vertical ? geo.W : geo.H;
+    W = geo.W;
     step_stride = vertical ? geo.W : 1;
     pos_stride = vertical ? 1 : geo.W;
   }
@@ -113,61 +150,153 @@ struct Line {
   }
 };
 
+// The direction id of entry di of the direction dimension (constant indices only: a
+// run-time index into the kernel parameter would copy it to local memory).
+__device__ __forceinline__ int direction_of(const Geometry& geo, int di) {
+  int dir = geo.dirs[0];
+#pragma unroll
+  for (int k = 1; k < 4; ++k) {
+    if (k == di) dir = geo.dirs[k];
+  }
+  return dir;
+}
+
+// Reads the run of steps s0 .. s0 + R - 1 at positions p0 + q, q in [Q0, Q0 + NQ), of one
+// (H, W) plane into buf[(q - Q0 + QOFF) * R + r]; positions outside [0, n_line) and steps
+// outside [0, n_steps) read as 0. vec_v / vec_h promise aligned vector runs on vertical /
+// horizontal directions.
+template <typename T, int N, int R, int E>
+__device__ __forceinline__ void load_block(RawBuf<T, E>& buf, int slot0, const T* __restrict__ plane,
+                                           const Line& line, int s0, int p0, bool vec_v,
+                                           bool vec_h) {
+  const int n = line.n_line;
+  if (line.vertical) {
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int s = s0 + r;
+      const bool step_ok = s < line.n_steps;
+      const T* row = plane + (step_ok ? line.step_offset(s) : 0);
+      if (N > 1 && vec_v && step_ok && p0 >= 0 && p0 + N <= n) {
+        const Pack<RawOf<T>, N> pk = *reinterpret_cast<const Pack<RawOf<T>, N>*>(row + p0);
+#pragma unroll
+        for (int q = 0; q < N; ++q) buf.set((slot0 + q) * R + r, pk.v[q]);
+      } else {
+#pragma unroll
+        for (int q = 0; q < N; ++q) {
+          const int pos = p0 + q;
+          buf.set((slot0 + q) * R + r,
+                  step_ok && pos >= 0 && pos < n ? load_raw(row + pos) : RawOf<T>(0));
+        }
+      }
+    }
+  } else {
+#pragma unroll
+    for (int q = 0; q < N; ++q) {
+      const int pos = p0 + q;
+      const bool pos_ok = pos >= 0 && pos < n;
+      const T* row = plane + static_cast<int64_t>(pos_ok ? pos : 0) * line.W;
+      if (R > 1 && vec_h && pos_ok && s0 + R <= line.n_steps) {
+        const int c0 = line.reverse ? line.W - s0 - R : s0;
+        const Pack<RawOf<T>, R> pk = *reinterpret_cast<const Pack<RawOf<T>, R>*>(row + c0);
+        if (line.reverse) {
+#pragma unroll
+          for (int r = 0; r < R; ++r) buf.set((slot0 + q) * R + r, pk.v[R - 1 - r]);
+        } else {
+#pragma unroll
+          for (int r = 0; r < R; ++r) buf.set((slot0 + q) * R + r, pk.v[r]);
+        }
+      } else {
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          const int s = s0 + r;
+          buf.set((slot0 + q) * R + r, pos_ok && s < line.n_steps
+                                           ? load_raw(row + line.step_offset(s))
+                                           : RawOf<T>(0));
+        }
+      }
+    }
+  }
+}
+
+// Writes N consecutive line positions p0 .. p0 + N - 1 of one step (element stride
+// `stride`); positions outside [0, n) are skipped. `vec` promises stride 1 and alignment.
+template <typename T, typename V, int N>
+__device__ __forceinline__ void store_step(T* __restrict__ base, int p0, int n, int64_t stride,
+                                           bool vec, const V (&v)[N]) {
+  if (N > 1 && vec && p0 + N <= n) {
+    Pack<RawOf<T>, N> pk;
+#pragma unroll
+    for (int q = 0; q < N; ++q) pk.v[q] = acc_to_raw<T>(v[q]);
+    *reinterpret_cast<Pack<RawOf<T>, N>*>(base + p0) = pk;
+  } else {
+#pragma unroll
+    for (int q = 0; q < N; ++q) {
+      if (p0 + q < n) {
+        *reinterpret_cast<RawOf<T>*>(base + static_cast<int64_t>(p0 + q) * stride) =
+            acc_to_raw<T>(v[q]);
+      }
+    }
+  }
+}
+
 // Tap weights at positions p0 .. p0 + N - 1 from the gates `a`; taps whose neighbour falls
 // outside the line, and positions outside it, get 0. With NORMALIZE, `sig` receives the
 // masked sigmoids and `inv_sum` 1 / their sum (used again by the backward).
-template <bool NORMALIZE, int N>
-__device__ __forceinline__ void tap_weights(const float (&a)[3][N], int p0, int n,
-                                            float (&w)[3][N], float (&sig)[3][N],
-                                            float (&inv_sum)[N]) {
+template <typename T, bool NORMALIZE, int N>
+__device__ __forceinline__ void tap_weights(const Acc<T> (&a)[3][N], int p0, int n,
+                                            Acc<T> (&w)[3][N], Acc<T> (&sig)[3][N],
+                                            Acc<T> (&inv_sum)[N]) {
+  using A = Acc<T>;
 #pragma unroll
   for (int q = 0; q < N; ++q) {
     const int pos = p0 + q;
     const bool valid[3] = {pos >= 1 && pos < n, pos < n, pos + 1 < n};
     if (NORMALIZE) {
-      float total = 0.f;
+      A total = 0;
 #pragma unroll
       for (int k = 0; k < 3; ++k) {
-        sig[k][q] = valid[k] ? sigmoidf(a[k][q]) : 0.f;
+        sig[k][q] = valid[k] ? sigmoid<T>(a[k][q]) : A(0);
         total += sig[k][q];
       }
-      inv_sum[q] = pos < n ? 1.f / total : 0.f;
+      inv_sum[q] = pos < n ? A(1) / total : A(0);
 #pragma unroll
       for (int k = 0; k < 3; ++k) w[k][q] = sig[k][q] * inv_sum[q];
     } else {
 #pragma unroll
-      for (int k = 0; k < 3; ++k) w[k][q] = valid[k] ? a[k][q] : 0.f;
+      for (int k = 0; k < 3; ++k) w[k][q] = valid[k] ? a[k][q] : A(0);
     }
   }
 }
 
-// Per-step inputs of the forward scan.
-template <int N>
-struct FwdStep {
-  float x[N], lam[N], a[3][N], u[N];
+// Per-run inputs of the forward scan, element (q, r) at q * R + r.
+template <typename T, int N, int R>
+struct FwdRun {
+  RawBuf<T, N * R> x, lam, a[3], u;
 };
 
-template <typename T, bool MERGE, int N>
-__device__ __forceinline__ void load_fwd_step(FwdStep<N>& st, int64_t off, int p0, int n,
-                                              int64_t ps, bool vec, const T* xp, const T* gp,
-                                              const T* lp, const T* up, int64_t hw) {
-  load_run<T, N>(xp + off, p0, n, ps, vec, st.x);
-  load_run<T, N>(lp + off, p0, n, ps, vec, st.lam);
+template <typename T, bool MERGE, int N, int R>
+__device__ __forceinline__ void load_fwd_run(FwdRun<T, N, R>& run, const Line& line, int s0,
+                                             int p0, bool vec_v, bool vec_h, const T* xp,
+                                             const T* gp, const T* lp, const T* up, int64_t hw) {
+  load_block<T, N, R>(run.x, 0, xp, line, s0, p0, vec_v, vec_h);
+  load_block<T, N, R>(run.lam, 0, lp, line, s0, p0, vec_v, vec_h);
 #pragma unroll
-  for (int k = 0; k < 3; ++k) load_run<T, N>(gp + k * hw + off, p0, n, ps, vec, st.a[k]);
-  if (MERGE) load_run<T, N>(up + off, p0, n, ps, vec, st.u);
+  for (int k = 0; k < 3; ++k) load_block<T, N, R>(run.a[k], 0, gp + k * hw, line, s0, p0, vec_v, vec_h);
+  if (MERGE) load_block<T, N, R>(run.u, 0, up, line, s0, p0, vec_v, vec_h);
 }
 
-template <typename T, bool NORMALIZE, bool MERGE>
-__global__ void __launch_bounds__(kMaxThreads) propagate_forward_kernel(const FwdParams p) {
-  constexpr int N = kPositions;
+template <typename T, bool NORMALIZE, bool MERGE, bool LONG>
+__global__ void __launch_bounds__(LONG ? kMaxThreads : kShortThreads)
+    propagate_forward_kernel(const FwdParams p) {
+  using A = Acc<T>;
+  constexpr int N = kPositions, R = kFwdRun<T, LONG>;
   const Geometry& geo = p.geo;
   const int slice = blockIdx.x, di = blockIdx.y, b = blockIdx.z;
   const int tx = threadIdx.x, cy = threadIdx.y;
   const int tpl = geo.threads_per_line, cpc = geo.channels_per_cta;
   const int c = slice * cpc + cy;
   const int g = c / (geo.C / geo.G);
-  const Line line(geo, geo.dirs[di]);
+  const Line line(geo, direction_of(geo, di));
   const int64_t hw = static_cast<int64_t>(geo.H) * geo.W;
   const int64_t x_off = (static_cast<int64_t>(b) * geo.C + c) * hw;
   const int64_t dc_off = ((static_cast<int64_t>(b) * geo.D + di) * geo.C + c) * hw;
@@ -178,65 +307,81 @@ __global__ void __launch_bounds__(kMaxThreads) propagate_forward_kernel(const Fw
   const T* up = MERGE ? static_cast<const T*>(p.u) + dc_off : nullptr;
   const int p0 = tx * N, n = line.n_line;
   const int64_t ps = line.pos_stride;
-  const bool vec = geo.vec && line.vertical;
+  const bool vec_st = geo.vec && line.vertical;  // vector stores of one step
+  A* part = MERGE && geo.D > 1
+                ? static_cast<A*>(p.partial) + ((static_cast<int64_t>(di) * geo.B + b) * geo.C + c) * hw
+                : nullptr;
 
   // exchange[buffer][first or last position][cy][tx], double-buffered over steps.
-  extern __shared__ float exchange[];
+  extern __shared__ __align__(16) unsigned char smem[];
+  A* exchange = reinterpret_cast<A*>(smem);
   auto slot = [&](int buf, int which, int t) { return ((buf * 2 + which) * cpc + cy) * tpl + t; };
 
-  FwdStep<N> cur, nxt;
-  float h[N];
+  FwdRun<T, N, R> cur, nxt;
+  A h[N];
 #pragma unroll
-  for (int q = 0; q < N; ++q) h[q] = 0.f;
-  if (line.n_steps > 0) load_fwd_step<T, MERGE, N>(cur, line.step_offset(0), p0, n, ps, vec, xp, gp, lp, up, hw);
+  for (int q = 0; q < N; ++q) h[q] = 0;
+  if (line.n_steps > 0) {
+    load_fwd_run<T, MERGE, N, R>(cur, line, 0, p0, geo.vec, geo.vec_h, xp, gp, lp, up, hw);
+  }
 
-  for (int s = 0, phase = 0; s < line.n_steps; ++s) {
-    if (s + 1 < line.n_steps) {
-      load_fwd_step<T, MERGE, N>(nxt, line.step_offset(s + 1), p0, n, ps, vec, xp, gp, lp, up, hw);
+  int phase = 0;
+  for (int s0 = 0; s0 < line.n_steps; s0 += R) {
+    if (s0 + R < line.n_steps) {
+      load_fwd_run<T, MERGE, N, R>(nxt, line, s0 + R, p0, geo.vec, geo.vec_h, xp, gp, lp, up, hw);
     }
-    const bool restart = phase == 0;
-    float left = 0.f, right = 0.f;  // previous step's h at p0 - 1 and p0 + N
-    if (!restart) {
-      const int buf = (s + 1) & 1;
-      if (tx > 0) left = exchange[slot(buf, 1, tx - 1)];
-      if (tx + 1 < tpl) right = exchange[slot(buf, 0, tx + 1)];
-    }
-    float w[3][N], sig[3][N], inv_sum[N];
-    tap_weights<NORMALIZE, N>(cur.a, p0, n, w, sig, inv_sum);
-    float hn[N];
 #pragma unroll
-    for (int q = 0; q < N; ++q) {
-      float acc = cur.lam[q] * cur.x[q];
+    for (int r = 0; r < R; ++r) {
+      const int s = s0 + r;
+      if (s >= line.n_steps) break;  // uniform over the CTA
+      const bool restart = phase == 0;
+      A left = 0, right = 0;  // previous step's h at p0 - 1 and p0 + N
       if (!restart) {
-        const float hm = q == 0 ? left : h[q - 1];
-        const float hp = q == N - 1 ? right : h[q + 1];
-        acc += w[0][q] * hm + w[1][q] * h[q] + w[2][q] * hp;
+        const int buf = (s + 1) & 1;
+        if (tx > 0) left = exchange[slot(buf, 1, tx - 1)];
+        if (tx + 1 < tpl) right = exchange[slot(buf, 0, tx + 1)];
       }
-      hn[q] = acc;
-    }
+      A a[3][N], w[3][N], sig[3][N], inv_sum[N];
 #pragma unroll
-    for (int q = 0; q < N; ++q) h[q] = hn[q];
-    exchange[slot(s & 1, 0, tx)] = h[0];
-    exchange[slot(s & 1, 1, tx)] = h[N - 1];
+      for (int q = 0; q < N; ++q) {
+#pragma unroll
+        for (int k = 0; k < 3; ++k) a[k][q] = cur.a[k].get(q * R + r);
+      }
+      tap_weights<T, NORMALIZE, N>(a, p0, n, w, sig, inv_sum);
+      A hn[N];
+#pragma unroll
+      for (int q = 0; q < N; ++q) {
+        A acc = cur.lam.get(q * R + r) * cur.x.get(q * R + r);
+        if (!restart) {
+          const A hm = q == 0 ? left : h[q - 1];
+          const A hp = q == N - 1 ? right : h[q + 1];
+          acc += w[0][q] * hm + w[1][q] * h[q] + w[2][q] * hp;
+        }
+        hn[q] = acc;
+      }
+#pragma unroll
+      for (int q = 0; q < N; ++q) h[q] = hn[q];
+      exchange[slot(s & 1, 0, tx)] = h[0];
+      exchange[slot(s & 1, 1, tx)] = h[N - 1];
 
-    const int64_t off = line.step_offset(s);
-    if (!MERGE) {
-      store_run<T, N>(static_cast<T*>(p.out) + dc_off + off, p0, n, ps, vec, h);
-    } else {
-      if (p.hidden != nullptr) store_run<T, N>(static_cast<T*>(p.hidden) + dc_off + off, p0, n, ps, vec, h);
-      float contrib[N];
-#pragma unroll
-      for (int q = 0; q < N; ++q) contrib[q] = cur.u[q] * h[q];
-      if (geo.D == 1) {
-        store_run<T, N>(static_cast<T*>(p.out) + x_off + off, p0, n, ps, vec, contrib);
+      const int64_t off = line.step_offset(s);
+      if (!MERGE) {
+        store_step<T>(static_cast<T*>(p.out) + dc_off + off, p0, n, ps, vec_st, h);
       } else {
-        float* part = p.partial + ((static_cast<int64_t>(di) * geo.B + b) * geo.C + c) * hw;
-        store_run<float, N>(part + off, p0, n, ps, vec, contrib);
+        if (p.hidden != nullptr) store_step<T>(static_cast<T*>(p.hidden) + dc_off + off, p0, n, ps, vec_st, h);
+        A contrib[N];
+#pragma unroll
+        for (int q = 0; q < N; ++q) contrib[q] = cur.u.get(q * R + r) * h[q];
+        if (geo.D == 1) {
+          store_step<T>(static_cast<T*>(p.out) + x_off + off, p0, n, ps, vec_st, contrib);
+        } else {
+          store_step<A>(part + off, p0, n, ps, vec_st, contrib);
+        }
       }
+      __syncthreads();
+      phase = (geo.chunk > 0 && phase + 1 == geo.chunk) ? 0 : phase + 1;
     }
-    __syncthreads();
     cur = nxt;
-    phase = (geo.chunk > 0 && phase + 1 == geo.chunk) ? 0 : phase + 1;
   }
 
   if (MERGE && geo.D > 1) {
@@ -256,58 +401,53 @@ __global__ void __launch_bounds__(kMaxThreads) propagate_forward_kernel(const Fw
       const int64_t c0 = static_cast<int64_t>(slice) * cpc;
       const int64_t count = cpc * hw;
       const int64_t dir_stride = static_cast<int64_t>(geo.B) * geo.C * hw;
-      const float* part = p.partial + (static_cast<int64_t>(b) * geo.C + c0) * hw;
+      const A* parts = static_cast<const A*>(p.partial) + (static_cast<int64_t>(b) * geo.C + c0) * hw;
       T* out = static_cast<T*>(p.out) + (static_cast<int64_t>(b) * geo.C + c0) * hw;
       for (int64_t e = tid; e < count; e += nthreads) {
-        float acc = 0.f;
-        for (int d = 0; d < geo.D; ++d) acc += __ldcg(part + d * dir_stride + e);
-        out[e] = static_cast<T>(acc);
+        A acc = 0;
+        for (int d = 0; d < geo.D; ++d) acc += __ldcg(parts + d * dir_stride + e);
+        *reinterpret_cast<RawOf<T>*>(out + e) = acc_to_raw<T>(acc);
       }
     }
   }
 }
 
-// Per-step inputs of the backward (reverse) scan: everything at step s plus h at step s - 1
-// with one position of halo on each side.
-template <int N>
-struct BwdStep {
-  float go[N], u[N], a[3][N], lam[N], x[N], h_prev[N], h_left, h_right;
+// Per-run inputs of the backward (reverse) scan: everything at the run's steps, and h at
+// them with one position of halo on each side (slot q + 1 holds position p0 + q).
+template <typename T, int N, int R>
+struct BwdRun {
+  RawBuf<T, N * R> go, u, a[3], lam, x;
+  RawBuf<T, (N + 2) * R> h;
 };
 
-template <typename T, bool MERGE, int N>
-__device__ __forceinline__ void load_bwd_step(BwdStep<N>& st, const Line& line, int s, int p0,
-                                              bool vec, const T* gop, const T* xp, const T* gp,
-                                              const T* lp, const T* up, const T* hp, int64_t hw) {
-  const int n = line.n_line;
-  const int64_t ps = line.pos_stride, off = line.step_offset(s);
-  load_run<T, N>(gop + off, p0, n, ps, vec, st.go);
-  if (MERGE) load_run<T, N>(up + off, p0, n, ps, vec, st.u);
+template <typename T, bool MERGE, int N, int R>
+__device__ __forceinline__ void load_bwd_run(BwdRun<T, N, R>& run, const Line& line, int s0,
+                                             int p0, bool vec_v, bool vec_h, const T* gop,
+                                             const T* xp, const T* gp, const T* lp, const T* up,
+                                             const T* hp, int64_t hw) {
+  load_block<T, N, R>(run.go, 0, gop, line, s0, p0, vec_v, vec_h);
+  if (MERGE) load_block<T, N, R>(run.u, 0, up, line, s0, p0, vec_v, vec_h);
 #pragma unroll
-  for (int k = 0; k < 3; ++k) load_run<T, N>(gp + k * hw + off, p0, n, ps, vec, st.a[k]);
-  load_run<T, N>(lp + off, p0, n, ps, vec, st.lam);
-  load_run<T, N>(xp + off, p0, n, ps, vec, st.x);
-  if (s >= 1) {
-    const int64_t prev = line.step_offset(s - 1);
-    load_run<T, N>(hp + prev, p0, n, ps, vec, st.h_prev);
-    st.h_left = p0 >= 1 && p0 - 1 < n ? static_cast<float>(hp[prev + (p0 - 1) * ps]) : 0.f;
-    st.h_right = p0 + N < n ? static_cast<float>(hp[prev + (p0 + N) * ps]) : 0.f;
-  } else {
-#pragma unroll
-    for (int q = 0; q < N; ++q) st.h_prev[q] = 0.f;
-    st.h_left = st.h_right = 0.f;
-  }
+  for (int k = 0; k < 3; ++k) load_block<T, N, R>(run.a[k], 0, gp + k * hw, line, s0, p0, vec_v, vec_h);
+  load_block<T, N, R>(run.lam, 0, lp, line, s0, p0, vec_v, vec_h);
+  load_block<T, N, R>(run.x, 0, xp, line, s0, p0, vec_v, vec_h);
+  load_block<T, N, R>(run.h, 1, hp, line, s0, p0, vec_v, vec_h);
+  load_block<T, 1, R>(run.h, 0, hp, line, s0, p0 - 1, false, vec_h);
+  load_block<T, 1, R>(run.h, N + 1, hp, line, s0, p0 + N, false, vec_h);
 }
 
-template <typename T, bool NORMALIZE, bool MERGE>
-__global__ void __launch_bounds__(kMaxThreads) propagate_backward_kernel(const BwdParams p) {
-  constexpr int N = kPositions;
+template <typename T, bool NORMALIZE, bool MERGE, bool LONG>
+__global__ void __launch_bounds__(LONG ? kMaxThreads : kShortThreads)
+    propagate_backward_kernel(const BwdParams p) {
+  using A = Acc<T>;
+  constexpr int N = kPositions, R = kBwdRun<T, LONG>;
   const Geometry& geo = p.geo;
   const int slice = blockIdx.x, di = blockIdx.y, b = blockIdx.z;
   const int tx = threadIdx.x, cy = threadIdx.y;
   const int tpl = geo.threads_per_line, cpc = geo.channels_per_cta;
   const int c = slice * cpc + cy;
   const int g = c / (geo.C / geo.G);
-  const Line line(geo, geo.dirs[di]);
+  const Line line(geo, direction_of(geo, di));
   const int64_t hw = static_cast<int64_t>(geo.H) * geo.W;
   const int64_t x_off = (static_cast<int64_t>(b) * geo.C + c) * hw;
   const int64_t dc_off = ((static_cast<int64_t>(b) * geo.D + di) * geo.C + c) * hw;
@@ -320,140 +460,164 @@ __global__ void __launch_bounds__(kMaxThreads) propagate_backward_kernel(const B
   const T* hp = static_cast<const T*>(p.hidden) + dc_off;
   const int p0 = tx * N, n = line.n_line;
   const int64_t ps = line.pos_stride;
-  const bool vec = geo.vec && line.vertical;
+  const bool vec_st = geo.vec && line.vertical;
   const bool direct_gates = geo.G == geo.C;
 
   // exchange[buffer][0: w_{-1} dh at p0, 1: w_{+1} dh at p0 + N - 1][cy][tx]
-  extern __shared__ float exchange[];
+  extern __shared__ __align__(16) unsigned char smem[];
+  A* exchange = reinterpret_cast<A*>(smem);
   auto slot = [&](int buf, int which, int t) { return ((buf * 2 + which) * cpc + cy) * tpl + t; };
 
-  BwdStep<N> cur, nxt;
-  float h_cur[N];           // h at step s
-  float dh[N], wn[3][N];    // dh and tap weights of step s + 1
+  BwdRun<T, N, R> cur, nxt;
+  A dh[N], wn[3][N];  // dh and tap weights of step s + 1
 #pragma unroll
   for (int q = 0; q < N; ++q) {
-    dh[q] = 0.f;
+    dh[q] = 0;
 #pragma unroll
-    for (int k = 0; k < 3; ++k) wn[k][q] = 0.f;
+    for (int k = 0; k < 3; ++k) wn[k][q] = 0;
   }
   const int last = line.n_steps - 1;
   if (last >= 0) {
-    load_bwd_step<T, MERGE, N>(cur, line, last, p0, vec, gop, xp, gp, lp, up, hp, hw);
-    load_run<T, N>(hp + line.step_offset(last), p0, n, ps, vec, h_cur);
+    load_bwd_run<T, MERGE, N, R>(cur, line, (last / R) * R, p0, geo.vec, geo.vec_h, gop, xp, gp,
+                                 lp, up, hp, hw);
   }
 
-  for (int s = last; s >= 0; --s) {
-    if (s >= 1) load_bwd_step<T, MERGE, N>(nxt, line, s - 1, p0, vec, gop, xp, gp, lp, up, hp, hw);
-    // Step s + 1 feeds step s unless it restarted the hidden state (or does not exist).
-    const bool cut = s == last || (geo.chunk > 0 && (s + 1) % geo.chunk == 0);
-    const bool start = geo.chunk > 0 ? s % geo.chunk == 0 : s == 0;
-    float from_left = 0.f, from_right = 0.f;
-    if (!cut) {
-      const int buf = (s + 1) & 1;
-      if (tx > 0) from_left = exchange[slot(buf, 1, tx - 1)];
-      if (tx + 1 < tpl) from_right = exchange[slot(buf, 0, tx + 1)];
+  for (int s0 = last >= 0 ? (last / R) * R : -1; s0 >= 0; s0 -= R) {
+    if (s0 >= R) {
+      load_bwd_run<T, MERGE, N, R>(nxt, line, s0 - R, p0, geo.vec, geo.vec_h, gop, xp, gp, lp,
+                                   up, hp, hw);
     }
-    float d[N];
 #pragma unroll
-    for (int q = 0; q < N; ++q) {
-      float acc = MERGE ? cur.u[q] * cur.go[q] : cur.go[q];
+    for (int rr = 0; rr < R; ++rr) {
+      const int r = R - 1 - rr;
+      const int s = s0 + r;
+      if (s > last) continue;  // uniform over the CTA
+      // Step s + 1 feeds step s unless it restarted the hidden state (or does not exist).
+      const bool cut = s == last || (geo.chunk > 0 && (s + 1) % geo.chunk == 0);
+      const bool start = geo.chunk > 0 ? s % geo.chunk == 0 : s == 0;
+      A from_left = 0, from_right = 0;
       if (!cut) {
-        acc += wn[1][q] * dh[q];
-        acc += q == 0 ? from_left : wn[2][q - 1] * dh[q - 1];
-        acc += q == N - 1 ? from_right : wn[0][q + 1] * dh[q + 1];
+        const int buf = (s + 1) & 1;
+        if (tx > 0) from_left = exchange[slot(buf, 1, tx - 1)];
+        if (tx + 1 < tpl) from_right = exchange[slot(buf, 0, tx + 1)];
       }
-      d[q] = acc;
-    }
-
-    const int64_t off = line.step_offset(s);
-    float v[N];
+      A go[N], d[N];
 #pragma unroll
-    for (int q = 0; q < N; ++q) v[q] = cur.x[q] * d[q];
-    store_run<T, N>(static_cast<T*>(p.grad_lam) + dc_off + off, p0, n, ps, vec, v);
-#pragma unroll
-    for (int q = 0; q < N; ++q) v[q] = cur.lam[q] * d[q];
-    if (geo.D == 1) {
-      store_run<T, N>(static_cast<T*>(p.grad_x) + x_off + off, p0, n, ps, vec, v);
-    } else {
-      float* part = p.partial_x + ((static_cast<int64_t>(di) * geo.B + b) * geo.C + c) * hw;
-      store_run<float, N>(part + off, p0, n, ps, vec, v);
-    }
-    if (MERGE && p.grad_u != nullptr) {
-#pragma unroll
-      for (int q = 0; q < N; ++q) v[q] = h_cur[q] * cur.go[q];
-      store_run<T, N>(static_cast<T*>(p.grad_u) + dc_off + off, p0, n, ps, vec, v);
-    }
-
-    // Gate gradients: dL/dw_k = dh[p] * h_prev[p + k], then through the normalisation.
-    float w[3][N], sig[3][N], inv_sum[N], da[3][N];
-    tap_weights<NORMALIZE, N>(cur.a, p0, n, w, sig, inv_sum);
-#pragma unroll
-    for (int q = 0; q < N; ++q) {
-      const int pos = p0 + q;
-      const bool valid[3] = {pos >= 1 && pos < n, pos < n, pos + 1 < n};
-      float gw[3];
-      gw[0] = start ? 0.f : d[q] * (q == 0 ? cur.h_left : cur.h_prev[q - 1]);
-      gw[1] = start ? 0.f : d[q] * cur.h_prev[q];
-      gw[2] = start ? 0.f : d[q] * (q == N - 1 ? cur.h_right : cur.h_prev[q + 1]);
-      if (NORMALIZE) {
-        const float dot = w[0][q] * gw[0] + w[1][q] * gw[1] + w[2][q] * gw[2];
-#pragma unroll
-        for (int k = 0; k < 3; ++k) {
-          da[k][q] = valid[k] ? sig[k][q] * (1.f - sig[k][q]) * (gw[k] - dot) * inv_sum[q] : 0.f;
+      for (int q = 0; q < N; ++q) {
+        go[q] = cur.go.get(q * R + r);
+        A acc = MERGE ? cur.u.get(q * R + r) * go[q] : go[q];
+        if (!cut) {
+          acc += wn[1][q] * dh[q];
+          acc += q == 0 ? from_left : wn[2][q - 1] * dh[q - 1];
+          acc += q == N - 1 ? from_right : wn[0][q + 1] * dh[q + 1];
         }
-      } else {
-#pragma unroll
-        for (int k = 0; k < 3; ++k) da[k][q] = valid[k] ? gw[k] : 0.f;
+        d[q] = acc;
       }
-    }
-    if (direct_gates) {
-      T* out = static_cast<T*>(p.grad_gates) + bdg * 3 * hw;
+      // h at step s - 1 (positions p0 - 1 .. p0 + N), from this run or the next one.
+      A h_prev[N + 2];
 #pragma unroll
-      for (int k = 0; k < 3; ++k) store_run<T, N>(out + k * hw + off, p0, n, ps, vec, da[k]);
-    } else {
-      float* out = p.partial_gates + ((static_cast<int64_t>(b) * geo.D + di) * geo.C + c) * 3 * hw;
+      for (int q = 0; q < N + 2; ++q) {
+        if (r >= 1) {
+          h_prev[q] = cur.h.get(q * R + r - 1);
+        } else {
+          h_prev[q] = s >= 1 ? nxt.h.get(q * R + R - 1) : A(0);
+        }
+      }
+
+      const int64_t off = line.step_offset(s);
+      A v[N];
 #pragma unroll
-      for (int k = 0; k < 3; ++k) store_run<float, N>(out + k * hw + off, p0, n, ps, vec, da[k]);
-    }
+      for (int q = 0; q < N; ++q) v[q] = cur.x.get(q * R + r) * d[q];
+      store_step<T>(static_cast<T*>(p.grad_lam) + dc_off + off, p0, n, ps, vec_st, v);
+#pragma unroll
+      for (int q = 0; q < N; ++q) v[q] = cur.lam.get(q * R + r) * d[q];
+      if (geo.D == 1) {
+        store_step<T>(static_cast<T*>(p.grad_x) + x_off + off, p0, n, ps, vec_st, v);
+      } else {
+        A* part = static_cast<A*>(p.partial_x) + ((static_cast<int64_t>(di) * geo.B + b) * geo.C + c) * hw;
+        store_step<A>(part + off, p0, n, ps, vec_st, v);
+      }
+      if (MERGE && p.grad_u != nullptr) {
+#pragma unroll
+        for (int q = 0; q < N; ++q) v[q] = cur.h.get((q + 1) * R + r) * go[q];
+        store_step<T>(static_cast<T*>(p.grad_u) + dc_off + off, p0, n, ps, vec_st, v);
+      }
+
+      // Gate gradients: dL/dw_k = dh[p] * h_prev[p + k], then through the normalisation.
+      A a[3][N], w[3][N], sig[3][N], inv_sum[N], da[3][N];
+#pragma unroll
+      for (int q = 0; q < N; ++q) {
+#pragma unroll
+        for (int k = 0; k < 3; ++k) a[k][q] = cur.a[k].get(q * R + r);
+      }
+      tap_weights<T, NORMALIZE, N>(a, p0, n, w, sig, inv_sum);
+#pragma unroll
+      for (int q = 0; q < N; ++q) {
+        const int pos = p0 + q;
+        const bool valid[3] = {pos >= 1 && pos < n, pos < n, pos + 1 < n};
+        A gw[3];
+#pragma unroll
+        for (int k = 0; k < 3; ++k) gw[k] = start ? A(0) : d[q] * h_prev[q + k];
+        if (NORMALIZE) {
+          const A dot = w[0][q] * gw[0] + w[1][q] * gw[1] + w[2][q] * gw[2];
+#pragma unroll
+          for (int k = 0; k < 3; ++k) {
+            da[k][q] = valid[k] ? sig[k][q] * (A(1) - sig[k][q]) * (gw[k] - dot) * inv_sum[q] : A(0);
+          }
+        } else {
+#pragma unroll
+          for (int k = 0; k < 3; ++k) da[k][q] = valid[k] ? gw[k] : A(0);
+        }
+      }
+      if (direct_gates) {
+        T* out = static_cast<T*>(p.grad_gates) + bdg * 3 * hw;
+#pragma unroll
+        for (int k = 0; k < 3; ++k) store_step<T>(out + k * hw + off, p0, n, ps, vec_st, da[k]);
+      } else {
+        A* out = static_cast<A*>(p.partial_gates) + ((static_cast<int64_t>(b) * geo.D + di) * geo.C + c) * 3 * hw;
+#pragma unroll
+        for (int k = 0; k < 3; ++k) store_step<A>(out + k * hw + off, p0, n, ps, vec_st, da[k]);
+      }
 
 #pragma unroll
-    for (int q = 0; q < N; ++q) {
-      dh[q] = d[q];
-      h_cur[q] = cur.h_prev[q];
+      for (int q = 0; q < N; ++q) {
+        dh[q] = d[q];
 #pragma unroll
-      for (int k = 0; k < 3; ++k) wn[k][q] = w[k][q];
+        for (int k = 0; k < 3; ++k) wn[k][q] = w[k][q];
+      }
+      exchange[slot(s & 1, 0, tx)] = w[0][0] * d[0];
+      exchange[slot(s & 1, 1, tx)] = w[2][N - 1] * d[N - 1];
+      __syncthreads();
     }
-    exchange[slot(s & 1, 0, tx)] = w[0][0] * d[0];
-    exchange[slot(s & 1, 1, tx)] = w[2][N - 1] * d[N - 1];
-    __syncthreads();
     cur = nxt;
   }
 }
 
 // out[i] = sum over d of partial[d * n + i], in direction order.
 template <typename T>
-__global__ void sum_directions_kernel(const float* __restrict__ partial, T* __restrict__ out,
+__global__ void sum_directions_kernel(const Acc<T>* __restrict__ partial, T* __restrict__ out,
                                       int D, int64_t n) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    float acc = 0.f;
+    Acc<T> acc = 0;
     for (int d = 0; d < D; ++d) acc += partial[d * n + i];
-    out[i] = static_cast<T>(acc);
+    *reinterpret_cast<RawOf<T>*>(out + i) = acc_to_raw<T>(acc);
   }
 }
 
 // Gate gradients of channel-shared gates: out[(bdg, r)] = sum over the group's channels cc
 // of partial[((bdg * group + cc), r)], r indexing (3, H, W), in channel order.
 template <typename T>
-__global__ void sum_group_channels_kernel(const float* __restrict__ partial, T* __restrict__ out,
-                                          int group, int64_t plane, int64_t n) {
+__global__ void sum_group_channels_kernel(const Acc<T>* __restrict__ partial,
+                                          T* __restrict__ out, int group, int64_t plane,
+                                          int64_t n) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t bdg = i / plane, r = i % plane;
-    const float* src = partial + bdg * group * plane + r;
-    float acc = 0.f;
+    const Acc<T>* src = partial + bdg * group * plane + r;
+    Acc<T> acc = 0;
     for (int cc = 0; cc < group; ++cc) acc += src[cc * plane];
-    out[i] = static_cast<T>(acc);
+    *reinterpret_cast<RawOf<T>*>(out + i) = acc_to_raw<T>(acc);
   }
 }
 
@@ -467,10 +631,13 @@ void launch_forward_impl(const FwdParams& p, bool normalize, bool merge, cudaStr
   const Geometry& geo = p.geo;
   const dim3 block(geo.threads_per_line, geo.channels_per_cta);
   const dim3 grid(geo.C / geo.channels_per_cta, geo.D, geo.B);
-  const size_t smem = 4 * sizeof(float) * geo.threads_per_line * geo.channels_per_cta;
+  const size_t smem = 4 * sizeof(Acc<T>) * geo.threads_per_line * geo.channels_per_cta;
+  const bool long_lines = block.x * block.y > kShortThreads;
   GSPN2_BOOL_SWITCH(normalize, kNormalize, [&] {
     GSPN2_BOOL_SWITCH(merge, kMerge, [&] {
-      propagate_forward_kernel<T, kNormalize, kMerge><<<grid, block, smem, stream>>>(p);
+      GSPN2_BOOL_SWITCH(long_lines, kLong, [&] {
+        propagate_forward_kernel<T, kNormalize, kMerge, kLong><<<grid, block, smem, stream>>>(p);
+      });
     });
   });
 }
@@ -480,22 +647,26 @@ void launch_backward_impl(const BwdParams& p, bool normalize, bool merge, cudaSt
   const Geometry& geo = p.geo;
   const dim3 block(geo.threads_per_line, geo.channels_per_cta);
   const dim3 grid(geo.C / geo.channels_per_cta, geo.D, geo.B);
-  const size_t smem = 4 * sizeof(float) * geo.threads_per_line * geo.channels_per_cta;
+  const size_t smem = 4 * sizeof(Acc<T>) * geo.threads_per_line * geo.channels_per_cta;
+  const bool long_lines = block.x * block.y > kShortThreads;
   GSPN2_BOOL_SWITCH(normalize, kNormalize, [&] {
     GSPN2_BOOL_SWITCH(merge, kMerge, [&] {
-      propagate_backward_kernel<T, kNormalize, kMerge><<<grid, block, smem, stream>>>(p);
+      GSPN2_BOOL_SWITCH(long_lines, kLong, [&] {
+        propagate_backward_kernel<T, kNormalize, kMerge, kLong><<<grid, block, smem, stream>>>(p);
+      });
     });
   });
   const int64_t hw = static_cast<int64_t>(geo.H) * geo.W;
   if (geo.D > 1) {
     const int64_t n = static_cast<int64_t>(geo.B) * geo.C * hw;
     sum_directions_kernel<T><<<reduction_grid(n), 256, 0, stream>>>(
-        p.partial_x, static_cast<T*>(p.grad_x), geo.D, n);
+        static_cast<const Acc<T>*>(p.partial_x), static_cast<T*>(p.grad_x), geo.D, n);
   }
   if (geo.G != geo.C) {
     const int64_t n = static_cast<int64_t>(geo.B) * geo.D * geo.G * 3 * hw;
     sum_group_channels_kernel<T><<<reduction_grid(n), 256, 0, stream>>>(
-        p.partial_gates, static_cast<T*>(p.grad_gates), geo.C / geo.G, 3 * hw, n);
+        static_cast<const Acc<T>*>(p.partial_gates), static_cast<T*>(p.grad_gates),
+        geo.C / geo.G, 3 * hw, n);
   }
 }
 

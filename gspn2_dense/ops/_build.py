@@ -57,6 +57,32 @@ def nvcc_flags() -> List[str]:
     ]
 
 
+def runtime_libstdcxx() -> Optional[str]:
+    """Path of the libstdc++ shared library this process runs with (Linux; None elsewhere).
+
+    Extensions link against it by path. A g++ that finds no ``libstdc++.so`` next to itself
+    (seen on the GPU machines' image, g++ 13.3) silently links the static ``libstdc++.a``
+    into the extension instead; that second copy of the C++ runtime shares the process with
+    the shared one torch loaded, and the first error message formatted through
+    ``std::ostream`` (any failed TORCH_CHECK) crashes the interpreter.
+    """
+    try:
+        with open('/proc/self/maps') as maps:
+            for line in maps:
+                path = line.split()[-1]
+                if os.path.basename(path).startswith('libstdc++.so') and os.path.isfile(path):
+                    return path
+    except OSError:
+        pass
+    return None
+
+
+def ldflags(kind: str) -> List[str]:
+    flags = ['-fopenmp'] if kind == 'cpu' and os.name != 'nt' else []
+    libstdcxx = runtime_libstdcxx()
+    return flags + ([libstdcxx] if libstdcxx else [])
+
+
 def extension_sources(kind: str) -> List[str]:
     """Source files of extension ``kind`` ('cpu' or 'cuda'), relative to the repository root."""
     if kind == 'cpu':
@@ -206,7 +232,7 @@ def _build_jit(kind: str, verbose: bool = False):
                     extra_include_paths=[str(CSRC)],
                     extra_cflags=cxx_flags(),
                     extra_cuda_cflags=nvcc_flags() if kind == 'cuda' else None,
-                    extra_ldflags=['-fopenmp'] if kind == 'cpu' and os.name != 'nt' else None,
+                    extra_ldflags=ldflags(kind),
                     build_directory=str(build_dir),
                     with_cuda=kind == 'cuda',
                     verbose=verbose or bool(os.environ.get('GSPN2_VERBOSE_BUILD')),

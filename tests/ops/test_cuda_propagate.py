@@ -2,7 +2,8 @@
 
 tests/ops/test_propagate.py checks the public op on every device; this module adds what is
 specific to the fused CUDA kernel: any subset and order of directions in one launch, lines
-that span several threads and several channel packings, float16/bfloat16 against the error
+that span several threads and several channel packings, float64 (double accumulation),
+float16/bfloat16 against the error
 of the same computation done by PyTorch in that precision, bit-identical backward results,
 and the error messages of the C++ checks.
 """
@@ -52,7 +53,7 @@ def _rel(a, b):
 
 # Tolerance floor by dtype; low precision may also reach twice the error of PyTorch's own
 # computation in that precision (flash-attention's rule).
-FLOOR = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1.5e-2}
+FLOOR = {torch.float64: 1e-11, torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1.5e-2}
 
 CASES = [
     # B, C, G, H, W, directions, chunk
@@ -64,12 +65,14 @@ CASES = [
     (1, 2, 1, 6, 1, (2, 1), 2),
     (1, 2, 2, 40, 1030, (0, 3), 0),   # a line spread over many threads, scalar path
     (1, 4, 1, 260, 64, (2, 1), 7),    # vertical vector path, horizontal lines of 260
+    (1, 3, 1, 11, 36, (3, 2, 1), 5),  # horizontal vector runs, a partial vertical run
+    (1, 2, 2, 1100, 6, (2, 3), 0),    # lines of 1100: CTAs of 275 threads, one-step runs
 ]
 
 
 @pytest.mark.parametrize('case', CASES, ids=lambda c: f'{c[0]}x{c[1]}g{c[2]}_{c[3]}x{c[4]}_d{"".join(map(str, c[5]))}_k{c[6]}')
 @pytest.mark.parametrize('normalize,merge', [(True, True), (True, False), (False, True)])
-@pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32, torch.float16, torch.bfloat16])
 def test_matches_reference(ext, case, normalize, merge, dtype):
     B, C, G, H, W, dirs, chunk = case
     D = len(dirs)
@@ -132,8 +135,8 @@ def test_errors(ext):
     lam = torch.randn(1, 1, 2, 4, 4, device='cuda')
     with pytest.raises(RuntimeError, match='lam must be'):
         ext.forward(x, gates, lam[:, :, :1], None, [0], 0, True, False, False)
-    with pytest.raises(RuntimeError, match='float32, float16 or bfloat16'):
-        ext.forward(x.double(), gates.double(), lam.double(), None, [0], 0, True, False, False)
+    with pytest.raises(RuntimeError, match='gates must be'):
+        ext.forward(x, gates[..., :3], lam, None, [0], 0, True, False, False)
     with pytest.raises(RuntimeError, match='on a CUDA device'):
         ext.forward(x.cpu(), gates.cpu(), lam.cpu(), None, [0], 0, True, False, False)
     long = torch.randn(1, 1, 1, 4097, device='cuda')
