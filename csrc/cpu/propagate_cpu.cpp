@@ -207,15 +207,15 @@ void tap_weights(const scalar_t* a, int64_t H, int64_t W, bool vertical, bool no
 // Tap weights of every (b, d, g), each in the frame of its direction:
 // (B, D, G, kWeightPlanes, HW) in the accumulation type.
 template <typename scalar_t, typename acc_t>
-std::vector<acc_t> all_tap_weights(const scalar_t* gates, const PropagateShape& sh,
+std::unique_ptr<acc_t[]> all_tap_weights(const scalar_t* gates, const PropagateShape& sh,
                                    const std::vector<int64_t>& directions, bool normalize) {
   const int64_t H = sh.H, W = sh.W, HW = H * W, per_item = kWeightPlanes * HW;
-  std::vector<acc_t> w(sh.B * sh.D * sh.G * per_item);
+  std::unique_ptr<acc_t[]> w(new acc_t[sh.B * sh.D * sh.G * per_item]);  // all written below
   at::parallel_for(0, sh.B * sh.D * sh.G, grain(per_item), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> image;  // image-layout weights of a horizontal direction
     for (int64_t item = begin; item < end; ++item) {
       const bool vertical = is_vertical(directions[item / sh.G % sh.D]);
-      acc_t* frame = w.data() + item * per_item;
+      acc_t* frame = w.get() + item * per_item;
       if (vertical) {
         tap_weights(gates + item * 3 * HW, H, W, true, normalize, frame);
         continue;
@@ -350,7 +350,7 @@ std::tuple<torch::Tensor, torch::Tensor> propagate_forward(
         scalar_t* hidp = hidden.numel() ? hidden.data_ptr<scalar_t>() : nullptr;
         const int64_t nblk = channel_blocks(B, G, cg, D, HW, sizeof(acc_t));
         const int64_t per_blk = (cg + nblk - 1) / nblk;
-        const std::vector<acc_t> w =
+        const std::unique_ptr<acc_t[]> w =
             all_tap_weights<scalar_t, acc_t>(gates.data_ptr<scalar_t>(), sh, directions, normalize);
         at::parallel_for(0, B * G * nblk, grain(per_blk * D * HW), [&](int64_t begin,
                                                                       int64_t end) {
@@ -366,7 +366,7 @@ std::tuple<torch::Tensor, torch::Tensor> propagate_forward(
             for (int64_t di = 0; di < D; ++di) {
               const bool vertical = is_vertical(directions[di]);
               const Geometry geo = frame_geometry(directions[di], H, W);
-              const acc_t* wd = w.data() + ((b * D + di) * G + g) * kWeightPlanes * HW;
+              const acc_t* wd = w.get() + ((b * D + di) * G + g) * kWeightPlanes * HW;
               for (int64_t c = c0; c < c1; ++c) {
                 const int64_t plane = ((b * D + di) * C + c) * HW;
                 const scalar_t* __restrict xc = xp + (b * C + c) * HW;
@@ -448,7 +448,7 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> propagate
         scalar_t* gxp = grad_x.data_ptr<scalar_t>();
         scalar_t* glp = grad_lam.data_ptr<scalar_t>();
         scalar_t* gup = merge ? grad_u.data_ptr<scalar_t>() : nullptr;
-        const std::vector<acc_t> w = all_tap_weights<scalar_t, acc_t>(ap, sh, directions, normalize);
+        const std::unique_ptr<acc_t[]> w = all_tap_weights<scalar_t, acc_t>(ap, sh, directions, normalize);
 
         at::parallel_for(0, B * G * nblk, grain(per_blk * D * HW), [&](int64_t begin,
                                                                       int64_t end) {
@@ -468,7 +468,7 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> propagate
             for (int64_t di = 0; di < D; ++di) {
               const bool vertical = is_vertical(directions[di]);
               const Geometry geo = frame_geometry(directions[di], H, W);
-              const acc_t* wd = w.data() + ((b * D + di) * G + g) * kWeightPlanes * HW;
+              const acc_t* wd = w.get() + ((b * D + di) * G + g) * kWeightPlanes * HW;
               for (int64_t c = c0; c < c1; ++c) {
                 const int64_t plane = ((b * D + di) * C + c) * HW;
                 const scalar_t* __restrict goc = gop + (merge ? (b * C + c) * HW : plane);
@@ -553,7 +553,7 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> propagate
               // w_k = s_k / S: dL/da_k = s_k (1 - s_k) (g_k - sum_m w_m g_m) / S
               //                      = w_k (1 - w_k S) (g_k - sum_m w_m g_m); w_k = 0 on
               // the taps outside the line.
-              const acc_t* __restrict wi = w.data() + item * kWeightPlanes * HW;
+              const acc_t* __restrict wi = w.get() + item * kWeightPlanes * HW;
               const acc_t* __restrict total = wi + 3 * HW;
               for (int64_t f = 0; f < HW; ++f) {
                 const acc_t dot = wi[f] * gl[f] + wi[HW + f] * gc[f] + wi[2 * HW + f] * gr[f];
