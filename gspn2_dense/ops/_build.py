@@ -251,12 +251,13 @@ def setup_extensions() -> list:
     include = [str(CSRC)]
     modules = [
         CppExtension('gspn2_dense._C_cpu', extension_sources('cpu'), include_dirs=include,
-                     extra_compile_args=cxx_flags(), extra_link_args=['-fopenmp']),
+                     extra_compile_args=cxx_flags(), extra_link_args=ldflags('cpu')),
     ]
     if os.environ.get('GSPN2_BUILD_CUDA', '1') != '0' and resolve_cuda_home() is not None:
         _prepare_cuda_environment()
         os.environ.setdefault('TORCH_CUDA_ARCH_LIST', DEFAULT_CUDA_ARCH_LIST)
         modules.append(
             CUDAExtension('gspn2_dense._C_cuda', extension_sources('cuda'), include_dirs=include,
-                          extra_compile_args={'cxx': cxx_flags(), 'nvcc': nvcc_flags()}))
+                          extra_compile_args={'cxx': cxx_flags(), 'nvcc': nvcc_flags()},
+                          extra_link_args=ldflags('cuda')))
     return modules
