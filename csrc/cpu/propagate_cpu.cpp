@@ -448,7 +448,8 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> propagate
         scalar_t* gxp = grad_x.data_ptr<scalar_t>();
         scalar_t* glp = grad_lam.data_ptr<scalar_t>();
         scalar_t* gup = merge ? grad_u.data_ptr<scalar_t>() : nullptr;
-        const std::unique_ptr<acc_t[]> w = all_tap_weights<scalar_t, acc_t>(ap, sh, directions, normalize);
+        const std::unique_ptr<acc_t[]> w =
+            all_tap_weights<scalar_t, acc_t>(ap, sh, directions, normalize);
 
         at::parallel_for(0, B * G * nblk, grain(per_blk * D * HW), [&](int64_t begin,
                                                                       int64_t end) {

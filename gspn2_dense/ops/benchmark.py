@@ -161,6 +161,9 @@ def write_report(out: Path, shape: Dict, runs: Sequence[Dict], dtype: str, repea
         f'`{command}`: {shape_text}, {dtype}; median of {repeats} (kernel) / {ref_repeats} '
         f'(reference) runs after a warm-up; fwd+bwd = `torch.autograd.grad` for every input. '
         f'Speed-up = reference time / kernel time, in wall-clock and in process CPU time '
-        f'(all threads).\n\n' + '\n'.join(sections)
+        f'(all threads). On a machine shared with other jobs (see the load averages), '
+        f'multi-threaded timings mostly measure waits for descheduled threads at the end of '
+        f'each parallel region; the one-thread figures are the stable ones.\n\n'
+        + '\n'.join(sections)
         + f"\nMachine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, "
         f"Python {machine['python']}, commit {machine['git_commit']}, {machine['date']}.\n")

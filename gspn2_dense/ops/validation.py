@@ -26,7 +26,8 @@ def check_chunk(chunk: Optional[int]) -> int:
     if chunk is None:
         return 0
     if isinstance(chunk, bool) or not isinstance(chunk, int):
-        raise TypeError(f'chunk must be None or a positive int, got {type(chunk).__name__} {chunk!r}')
+        raise TypeError(
+            f'chunk must be None or a positive int, got {type(chunk).__name__} {chunk!r}')
     if chunk <= 0:
         raise ValueError(f'chunk must be None or a positive int, got {chunk}')
     return chunk

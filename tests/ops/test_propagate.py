@@ -181,7 +181,8 @@ def test_non_contiguous_inputs(device):
                                    requires_grad=False)
     views = [x.transpose(2, 3).contiguous().transpose(2, 3),
              gates.transpose(-1, -2).contiguous().transpose(-1, -2),
-             torch.cat([lam, lam], dim=2)[:, :, ::2], u.transpose(0, 1).contiguous().transpose(0, 1)]
+             torch.cat([lam, lam], dim=2)[:, :, ::2],
+             u.transpose(0, 1).contiguous().transpose(0, 1)]
     assert not any(t.is_contiguous() for t in views)
     dense = [v.contiguous() for v in views]
     # The expanded gradient of .sum() is non-contiguous as well.
@@ -289,7 +290,8 @@ def _bad_propagate_inputs():
         'groups': (dict(gates=torch.cat([gates, gates[:, :, :1]], 2)), ValueError,
                    r'G = 3 groups, which must be >= 1 and divide the channels C = 4'),
         'lam C': (dict(lam=lam[:, :, :3]), ValueError,
-                  r'lam must be \(B, 4, C, H, W\) = \(2, 4, 4, 3, 5\).*got shape \(2, 4, 3, 3, 5\)'),
+                  r'lam must be \(B, 4, C, H, W\) = \(2, 4, 4, 3, 5\).*'
+                  r'got shape \(2, 4, 3, 3, 5\)'),
         'lam W': (dict(lam=lam[..., :4]), ValueError, r'lam must be .*got shape \(2, 4, 4, 3, 4\)'),
         'u shape': (dict(u=u[:, :3]), ValueError, r'u must be .*got shape \(2, 3, 4, 3, 5\)'),
         'u missing': (dict(u=None), ValueError, r'u must be a \(B, 4, C, H, W\) tensor when '
