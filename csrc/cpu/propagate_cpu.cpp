@@ -476,8 +476,12 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> propagate
                 const scalar_t* __restrict uc = merge ? up + plane : nullptr;
                 const scalar_t* __restrict hc = hp + plane;
                 if (merge) {
+                  // The direct gradient u * dL/dy, and on the way dL/du = dL/dy * h.
+                  scalar_t* __restrict guc = gup + plane;
                   to_frame(vertical, H, W, direct.data(), e_image.data(), [&](int64_t o) {
-                    return static_cast<acc_t>(uc[o]) * static_cast<acc_t>(goc[o]);
+                    const acc_t go = static_cast<acc_t>(goc[o]);
+                    guc[o] = static_cast<scalar_t>(go * static_cast<acc_t>(hc[o]));
+                    return static_cast<acc_t>(uc[o]) * go;
                   });
                 } else {
                   to_frame(vertical, H, W, direct.data(), e_image.data(),
@@ -500,7 +504,7 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> propagate
                   transpose(e_frame.data(), W, H, e_image.data());
                   e = e_image.data();
                 }
-                // dL/dlam = e * x, dL/dx += e * lam, dL/du = dL/dy * h.
+                // dL/dlam = e * x, dL/dx += e * lam.
                 const scalar_t* __restrict xc = xp + (b * C + c) * HW;
                 const scalar_t* __restrict lc = lp + plane;
                 scalar_t* __restrict glc = glp + plane;
@@ -508,13 +512,6 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> propagate
                 for (int64_t o = 0; o < HW; ++o) {
                   glc[o] = static_cast<scalar_t>(e[o] * static_cast<acc_t>(xc[o]));
                   gxc[o] += e[o] * static_cast<acc_t>(lc[o]);
-                }
-                if (merge) {
-                  scalar_t* __restrict guc = gup + plane;
-                  for (int64_t o = 0; o < HW; ++o) {
-                    guc[o] = static_cast<scalar_t>(static_cast<acc_t>(goc[o]) *
-                                                   static_cast<acc_t>(hc[o]));
-                  }
                 }
               }
             }
