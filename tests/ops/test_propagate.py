@@ -11,16 +11,11 @@ DEVICES = ['cpu'] + [
                                                   reason='needs a CUDA device'))]
 
 
-def dtypes_for(device):
-    low = [torch.bfloat16] + ([torch.float16] if device == 'cuda' else [])
-    return [torch.float64, torch.float32] + low
-
-
-DEVICE_DTYPES = [(device, dtype) for device in ('cpu', 'cuda') for dtype in dtypes_for(device)]
+DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
 DEVICE_DTYPES = [
     pytest.param(d, t, id=f'{d}-{str(t).replace("torch.", "")}', marks=pytest.mark.skipif(
         d == 'cuda' and not torch.cuda.is_available(), reason='needs a CUDA device'))
-    for d, t in DEVICE_DTYPES]
+    for d in ('cpu', 'cuda') for t in DTYPES]
 
 # (B, C, G, H, W): odd sizes, lines of length 1, an empty batch, G = 1, an intermediate
 # divisor and G = C.
