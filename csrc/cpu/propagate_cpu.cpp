@@ -27,6 +27,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <type_traits>
 
@@ -145,8 +146,17 @@ inline float exp_vectorisable(float v) {
   return v == v ? result : v;
 }
 
-inline float sigmoid(float v) { return 1.f / (1.f + exp_vectorisable(-v)); }
-inline double sigmoid(double v) { return 1.0 / (1.0 + std::exp(-v)); }
+inline float exp_of(float v) { return exp_vectorisable(v); }
+inline double exp_of(double v) { return std::exp(v > 700.0 ? 700.0 : v); }  // finite; NaN stays
+
+// sigmoid(v) * exp(-shift) = exp(v - shift) / (1 + exp(v)) for shift <= 0 (shift = 0: plain
+// sigmoid), given exp_shift = exp(shift); 0 for v = -inf.
+template <typename acc_t>
+inline acc_t scaled_sigmoid(acc_t v, acc_t shift, acc_t exp_shift) {
+  const acc_t numerator = exp_of(v - shift);
+  const acc_t t = numerator / (acc_t(1) + numerator * exp_shift);
+  return v == -std::numeric_limits<acc_t>::infinity() ? acc_t(0) : t;
+}
 
 // Planes of the tap-weight scratch of one (b, d, g), in the frame of d: w_{-1}, w_0, w_{+1}
 // and the normaliser S = sum of the valid sigmoids (which the backward needs).
@@ -155,38 +165,56 @@ constexpr int64_t kWeightPlanes = 4;
 // Normalised (or given) tap weights of one (b, d, g) from its gates a (3, H, W), in image
 // layout: w (kWeightPlanes, H, W), invalid taps 0. Simple loops over whole planes, so that they
 // vectorise.
+//
+// Normalising: w_k = s_k / S with s_k = sigmoid(a_k) and S the sum over the valid taps. When
+// even the largest valid logit m is negative, every s_k is computed scaled by exp(-m), as
+// exp(a_k - m) / (1 + exp(a_k)), so that logits far below zero (where sigmoid underflows)
+// still give the right ratios; the stored normaliser is the unscaled S (it may underflow to
+// 0, which is then its correct value to working precision).
 template <bool kNormalize, typename scalar_t, typename acc_t>
 void tap_weights(const scalar_t* __restrict a, int64_t H, int64_t W, bool vertical,
                  acc_t* __restrict w) {
   const int64_t HW = H * W;
-  for (int64_t o = 0; o < 3 * HW; ++o) {
-    const acc_t v = static_cast<acc_t>(a[o]);
-    w[o] = kNormalize ? sigmoid(v) : v;
-  }
-  // Taps whose neighbour lies outside the line: the first tap at the start of each line, the
-  // last at its end (lines are rows for the vertical directions, columns otherwise).
+  for (int64_t o = 0; o < 3 * HW; ++o) w[o] = static_cast<acc_t>(a[o]);
+  // Taps whose neighbour lies outside the line (the first tap at the start of each line, the
+  // last at its end; lines are rows for the vertical directions, columns otherwise) get the
+  // logit -inf (normalising) or the weight 0.
+  const acc_t off = kNormalize ? -std::numeric_limits<acc_t>::infinity() : acc_t(0);
   acc_t* __restrict wl = w;
   acc_t* __restrict wc = w + HW;
   acc_t* __restrict wr = w + 2 * HW;
   acc_t* __restrict total = w + 3 * HW;
   if (vertical) {
     for (int64_t i = 0; i < H; ++i) {
-      wl[i * W] = acc_t(0);
-      wr[i * W + W - 1] = acc_t(0);
+      wl[i * W] = off;
+      wr[i * W + W - 1] = off;
     }
   } else {
     for (int64_t j = 0; j < W; ++j) {
-      wl[j] = acc_t(0);
-      wr[(H - 1) * W + j] = acc_t(0);
+      wl[j] = off;
+      wr[(H - 1) * W + j] = off;
     }
   }
+  if (!kNormalize) {
+    std::fill(total, total + HW, acc_t(1));
+    return;
+  }
   for (int64_t o = 0; o < HW; ++o) {
-    const acc_t t = kNormalize ? wl[o] + wc[o] + wr[o] : acc_t(1);
+    const acc_t al = wl[o], ac = wc[o], ar = wr[o];
+    acc_t m = ac;
+    m = al > m ? al : m;
+    m = ar > m ? ar : m;
+    const acc_t shift = m < acc_t(0) ? m : acc_t(0);
+    const acc_t exp_shift = exp_of(shift);
+    const acc_t tl = scaled_sigmoid(al, shift, exp_shift);
+    const acc_t tc = scaled_sigmoid(ac, shift, exp_shift);
+    const acc_t tr = scaled_sigmoid(ar, shift, exp_shift);
+    const acc_t t = tl + tc + tr;
     const acc_t inv = acc_t(1) / t;
-    wl[o] *= inv;
-    wc[o] *= inv;
-    wr[o] *= inv;
-    total[o] = t;
+    wl[o] = tl * inv;
+    wc[o] = tc * inv;
+    wr[o] = tr * inv;
+    total[o] = t * exp_shift;
   }
 }
 

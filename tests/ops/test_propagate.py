@@ -132,6 +132,20 @@ def test_propagate_unnormalised_weights(device):
 
 
 @pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('scale', [30.0, 200.0])
+def test_saturated_gate_logits(scale, device):
+    """Logits far in the sigmoid's tails (the kernels' exp clamps there) still match."""
+    x, gates, lam, u = make_inputs(1, 4, 1, 5, 6, dtype=torch.float32, device=device, seed=6,
+                                   requires_grad=False)
+    gates = (gates * scale).requires_grad_()
+    inputs = [x.requires_grad_(), gates, lam.requires_grad_(), u.requires_grad_()]
+    got = value_and_grads(gspn_propagate, inputs)
+    want = value_and_grads(gspn_propagate_ref, fp64(inputs))
+    assert_close_to_reference(got, want, want, torch.float32,
+                              ['y', 'grad_x', 'grad_gates', 'grad_lam', 'grad_u'])
+
+
+@pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('merge,normalize,chunk', [(True, True, None), (True, False, 2),
                                                    (False, True, 3)])
 def test_propagate_gradcheck(merge, normalize, chunk, device):
