@@ -7,7 +7,6 @@ folder next to the chance rate, and converts its image tower into a backbone che
 dense-probe demo. The number of steps is fitted to the time budget from a measured step time.
 """
 import json
-import logging
 import os
 import time
 from typing import Optional
@@ -95,5 +94,4 @@ def run_clip_demo(work_dir: str, minutes: float = 3.0, steps: Optional[int] = No
     convert_clip_to_backbone(checkpoint, backbone)
     log(f'[clip demo] image tower written to {backbone} '
         f'({time.perf_counter() - started:.0f} s in all)')
-    logging.getLogger(__name__).info('CLIP demo finished: %s', backbone)
     return backbone
