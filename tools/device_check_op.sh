@@ -4,7 +4,8 @@
 # Logs go to $OUT (default ./device_out). Stages: STAGES="build test sanitize bench" (default
 # all); also "errors" (bad input given to both extensions in fresh processes; a native
 # backtrace through cuda-gdb if one crashes) and "ncu" (NCU_CASES, ";"-separated benchmark
-# case names, profiled by Nsight Compute).
+# case names, profiled by Nsight Compute) and "sass" (resource usage and gzipped SASS of the
+# built extension).
 set -uo pipefail
 OUT=${OUT:-./device_out}
 STAGES=${STAGES:-"build test sanitize bench"}
@@ -77,8 +78,12 @@ from gspn2_dense.ops._build import load_extension
 ext = load_extension('cuda')
 torch.manual_seed(0)
 for dtype in (torch.float32, torch.bfloat16):
-    for dirs, G, chunk, merge in (([0, 1, 2, 3], 1, 0, True), ([3, 1], 2, 3, False), ([2], 4, 0, True)):
-        B, C, H, W = 2, 4, 19, 22
+    for dirs, G, chunk, merge, H, W in (([0, 1, 2, 3], 1, 0, True, 19, 22),  # warp mode
+                                        ([3, 1], 2, 3, False, 19, 22),
+                                        ([2], 4, 0, True, 19, 22),
+                                        ([0, 1, 2, 3], 1, 0, True, 19, 150),  # CTA mode
+                                        ([2, 0], 2, 3, False, 1100, 5)):  # long mode
+        B, C = 2, 4
         D = len(dirs)
         x = torch.randn(B, C, H, W, device='cuda', dtype=dtype)
         gates = torch.randn(B, D, G, 3, H, W, device='cuda', dtype=dtype)
@@ -96,6 +101,14 @@ PY
     rc=$?; [ $rc -eq 0 ] || status=1
     echo "$tool exit $rc: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|workload done' "$OUT/sanitizer_$tool.log" | tr '\n' ' ')"
   done
+fi
+
+if has sass; then
+  echo "== sass"
+  so=$(ls "$GSPN2_EXT_DIR"/gspn2_dense_cuda*/*.so | head -1)
+  cuobjdump --dump-resource-usage "$so" > "$OUT/resources.txt" 2>&1
+  cuobjdump -sass "$so" | gzip > "$OUT/sass.txt.gz"
+  grep -c Function "$OUT/resources.txt"
 fi
 
 if has bench; then

@@ -29,11 +29,11 @@ static_assert(kTopDownId == kTopDown && kBottomUpId == kBottomUp &&
                                          AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__)       \
                                              AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
 
-// Steps per run of the kernels' loads (kFwdRun / kBwdRun of propagate_kernels.cuh); the
-// horizontal vector runs need W to be a multiple of it.
-int64_t steps_per_run(int64_t elem_size, bool backward, int64_t threads) {
-  if (threads > kShortThreads || elem_size == 8) return 1;
-  return (backward ? 4 : 8) / elem_size;
+// Steps per run of the kernels' loads (kRun of propagate_kernels.cuh); the horizontal vector
+// runs need W to be a multiple of it.
+int64_t steps_per_run(int64_t elem_size, bool backward, int mode) {
+  if (mode == kLongMode || elem_size == 8) return 1;
+  return std::max<int64_t>(1, run_bytes(mode, backward) / elem_size);
 }
 
 // Accumulation dtype of the float buffers the kernels keep between passes.
@@ -64,7 +64,7 @@ Geometry make_geometry(const PropagateShape& shape, const std::vector<int64_t>& 
     const bool vertical = directions[d] == kTopDown || directions[d] == kBottomUp;
     longest_line = std::max(longest_line, vertical ? shape.W : shape.H);
   }
-  const int64_t tpl = (longest_line + kPositions - 1) / kPositions;
+  int64_t tpl = (longest_line + kPositions - 1) / kPositions;
   TORCH_CHECK(tpl <= kMaxThreads, "the CUDA kernel handles lines of at most ",
               kPositions * kMaxThreads, " positions, got a line of ", longest_line,
               " (H = ", shape.H, ", W = ", shape.W, ")");
@@ -72,9 +72,18 @@ Geometry make_geometry(const PropagateShape& shape, const std::vector<int64_t>& 
               shape.B);
   TORCH_CHECK(shape.B * shape.C * shape.H * shape.W < (int64_t(1) << 40),
               "tensor too large for the CUDA kernel");
+  // Lines that fit in one warp run in the warp mode, their threads padded to a power of two
+  // so that no line straddles two warps.
+  geo.mode = tpl <= 32 ? kWarpMode : (tpl <= kShortThreads ? kCtaMode : kLongMode);
+  if (geo.mode == kWarpMode) {
+    int64_t pow2 = 1;
+    while (pow2 < tpl) pow2 *= 2;
+    tpl = pow2;
+  }
   int64_t cpc = 1;
   for (int64_t k = 1; k <= shape.C; ++k) {
-    if (shape.C % k == 0 && k * tpl <= std::max<int64_t>(kTargetThreads, tpl)) cpc = k;
+    const int64_t target = geo.mode == kWarpMode ? kWarpThreads : kTargetThreads;
+    if (shape.C % k == 0 && k * tpl <= std::max<int64_t>(target, tpl)) cpc = k;
   }
   geo.chunk = static_cast<int>(std::min<int64_t>(chunk, std::max(shape.H, shape.W) + 1));
   geo.threads_per_line = static_cast<int>(tpl);
@@ -82,7 +91,7 @@ Geometry make_geometry(const PropagateShape& shape, const std::vector<int64_t>& 
   bool all_aligned = true;
   for (const void* ptr : ptrs) all_aligned = all_aligned && (ptr == nullptr || aligned(ptr, 16));
   geo.vec = all_aligned && shape.W % kPositions == 0 && elem_size * kPositions <= 16;
-  geo.vec_h = all_aligned && shape.W % steps_per_run(elem_size, backward, tpl * cpc) == 0;
+  geo.vec_h = all_aligned && shape.W % steps_per_run(elem_size, backward, geo.mode) == 0;
   return geo;
 }
 

@@ -24,7 +24,19 @@ namespace cuda {
 
 constexpr int kPositions = 4;     // consecutive line positions per thread
 constexpr int kMaxThreads = 512;  // per CTA, so lines may hold up to kPositions * 512 positions
+constexpr int kWarpThreads = 128;  // per CTA in the warp mode
 constexpr int kShortThreads = 256;  // CTAs up to this size get the longer runs (propagate_kernels.cuh)
+
+// Kernel modes (Geometry::mode). Warp: a line fits in one warp (threads_per_line a power of
+// two <= 32): neighbours through shuffles, no shared memory, no barrier per step. CTA: a line
+// spans up to kShortThreads threads, shared-memory exchange and one barrier per step. Long:
+// up to kMaxThreads threads, one-step runs.
+constexpr int kWarpMode = 0, kCtaMode = 1, kLongMode = 2;
+
+// Bytes of each input per position in one double-buffered run of steps (propagate_kernels.cuh).
+constexpr int run_bytes(int mode, bool backward) {
+  return mode == kLongMode ? 0 : (backward || mode == kWarpMode ? 4 : 8);
+}
 
 // Direction ids, the values of gspn2::Direction (gspn2_common.h; bindings.cpp checks they
 // agree), repeated here so that the .cu files need not include the torch headers.
@@ -36,6 +48,7 @@ struct Geometry {
   int chunk;             // restart period in steps, 0 = global scan
   int threads_per_line;  // blockDim.x
   int channels_per_cta;  // blockDim.y, divides C
+  int mode;              // kWarpMode, kCtaMode or kLongMode
   bool vec;              // aligned, W % kPositions == 0: vector accesses along rows
   bool vec_h;            // aligned, W % (steps per run) == 0: vector runs along rows
 };

@@ -38,19 +38,45 @@ namespace cuda {
     }                                     \
   }()
 
+// Runs `...` with NAME = mode as a constexpr int (kWarpMode, kCtaMode, kLongMode).
+#define GSPN2_MODE_SWITCH(mode, NAME, ...)  \
+  [&] {                                     \
+    if (mode == kWarpMode) {                \
+      constexpr int NAME = kWarpMode;       \
+      return __VA_ARGS__();                 \
+    } else if (mode == kCtaMode) {          \
+      constexpr int NAME = kCtaMode;        \
+      return __VA_ARGS__();                 \
+    } else {                                \
+      constexpr int NAME = kLongMode;       \
+      return __VA_ARGS__();                 \
+    }                                       \
+  }()
+
 // Accumulation type of a storage type.
 template <typename T>
 using Acc = std::conditional_t<std::is_same<T, double>::value, double, float>;
 
-// Steps per run (steps_per_run in bindings.cpp must agree). Lines of up to
-// kPositions * kShortThreads positions run in CTAs of at most kShortThreads threads, whose
-// 255-register budget holds two buffers of 8-byte runs (forward) or 4-byte runs (backward,
-// 7 inputs and h with halo); longer lines need up to kMaxThreads threads and the
-// 128-register cap, under which runs longer than one step spilled (ptxas: 150-300 bytes).
-template <typename T, bool LONG>
-constexpr int kFwdRun = LONG || sizeof(T) == 8 ? 1 : 8 / static_cast<int>(sizeof(T));
-template <typename T, bool LONG>
-constexpr int kBwdRun = LONG || sizeof(T) == 8 ? 1 : 4 / static_cast<int>(sizeof(T));
+// Steps per run (steps_per_run in bindings.cpp must agree): run_bytes(mode, backward) bytes
+// of each input per position. CTA mode: up to 256 threads under the 255-register budget,
+// which holds two buffers of 8-byte runs (forward) or 4-byte runs (backward, 7 inputs and h
+// with halo). Warp mode: the 168-register cap of kWarpMinBlocks, 4-byte runs (8-byte forward
+// runs spilled 430-700 bytes under a 128-register cap). Long mode: up to kMaxThreads threads and the 128-register
+// cap, one step (longer runs spilled 150-300 bytes).
+template <typename T, int MODE, bool BACKWARD>
+constexpr int kRun = MODE == kLongMode || sizeof(T) == 8
+                         ? 1
+                         : run_bytes(MODE, BACKWARD) / static_cast<int>(sizeof(T));
+
+// Register cap of the warp mode: at most 65536 / (kWarpThreads * kWarpMinBlocks) registers
+// per thread (168), so that several CTAs share an SM (no barrier ties their warps together).
+constexpr int kWarpMinBlocks = 3;
+
+// Mask of the lanes present in the calling thread's warp of a CTA of `threads` threads.
+__device__ __forceinline__ unsigned warp_lanes(int tid, int threads) {
+  const int live = threads - (tid & ~31);
+  return live >= 32 ? 0xffffffffu : (1u << live) - 1;
+}
 
 template <typename T, int K>
 struct alignas(sizeof(T) * K) Pack {
@@ -89,19 +115,33 @@ __device__ __forceinline__ RawOf<T> load_raw(const T* ptr) {
   return *reinterpret_cast<const RawOf<T>*>(ptr);
 }
 
-// E elements of T kept as raw bits in 32-bit words (two 16-bit elements share a word), so
-// that a run of bfloat16 inputs costs half the registers of its float32 values. Indices are
-// compile-time constants after unrolling.
-template <typename T, int E>
-struct RawBuf {
-  static constexpr int kWords = (E * static_cast<int>(sizeof(T)) + 3) / 4;
+// NQ positions x R steps of T kept as raw bits in 32-bit words; element (q, r) is at
+// q * R + r once canonical. Two 16-bit elements share a word (unless WIDE), so that a run of
+// bfloat16 inputs costs half the registers of its float32 values. 16-bit vector loads copy
+// whole words in the order of memory (vertical: element (q, r) at r * NQ + q; horizontal:
+// q * R + r, steps reversed on right-to-left scans) and canonical() reorders the words once
+// the run is about to be used: an instruction that merged a loaded 16-bit value into its
+// word at load time made the warp wait for memory there, so the prefetch did nothing.
+// Wider types are stored in canonical order at load time (renaming registers costs
+// nothing). Indices are compile-time constants after unrolling.
+template <typename T, int NQ, int R, bool WIDE = false>
+struct RunBuf {
+  static constexpr int E = NQ * R;
+  static constexpr bool kPacked16 = sizeof(T) == 2 && !WIDE;
+  static constexpr int kWords =
+      sizeof(T) == 8 ? 2 * E : (kPacked16 ? (E + 1) / 2 : E);
   uint32_t w[kWords];
 
+  // Index at which a load stores element (q, r).
+  __device__ __forceinline__ static int stored(bool vertical, bool hrev, int q, int r) {
+    if (!kPacked16) return q * R + r;
+    return vertical ? r * NQ + q : q * R + (hrev ? R - 1 - r : r);
+  }
   __device__ __forceinline__ void set(int e, RawOf<T> r) {
     if constexpr (sizeof(T) == 8) {
       w[2 * e] = static_cast<uint32_t>(r);
       w[2 * e + 1] = static_cast<uint32_t>(r >> 32);
-    } else if constexpr (sizeof(T) == 4) {
+    } else if constexpr (!kPacked16) {
       w[e] = r;
     } else {
       const int sh = (e & 1) * 16;
@@ -111,14 +151,68 @@ struct RawBuf {
   __device__ __forceinline__ RawOf<T> raw(int e) const {
     if constexpr (sizeof(T) == 8) {
       return static_cast<uint64_t>(w[2 * e]) | (static_cast<uint64_t>(w[2 * e + 1]) << 32);
-    } else if constexpr (sizeof(T) == 4) {
-      return w[e];
+    } else if constexpr (!kPacked16) {
+      return static_cast<RawOf<T>>(w[e]);
     } else {
       return static_cast<uint16_t>(w[e >> 1] >> ((e & 1) * 16));
     }
   }
-  __device__ __forceinline__ Acc<T> get(int e) const { return raw_to_acc<T>(raw(e)); }
+  // K consecutive elements from memory, unchanged, at element e0 (word-aligned).
+  template <int K>
+  __device__ __forceinline__ void copy_words(int e0, const T* ptr) {
+    constexpr int NW = K * static_cast<int>(sizeof(T)) / 4;
+    const Pack<uint32_t, NW> pk = *reinterpret_cast<const Pack<uint32_t, NW>*>(ptr);
+#pragma unroll
+    for (int i = 0; i < NW; ++i) w[e0 * static_cast<int>(sizeof(T)) / 4 + i] = pk.v[i];
+  }
+  // Reorders the words of a 16-bit run stored in memory order to q * R + r.
+  // (Both layouts are spelled out with constant arguments: a run-time index would move the
+  // words to local memory.)
+  __device__ __forceinline__ void canonical(bool vertical, bool hrev) {
+    if constexpr (kPacked16 && R > 1) {
+      if (vertical) {
+        if (NQ > 1) reorder<true, false>();
+      } else if (hrev) {
+        reorder<false, true>();
+      }
+    }
+  }
+  template <bool V, bool HREV>
+  __device__ __forceinline__ void reorder() {
+    RunBuf t;
+#pragma unroll
+    for (int i = 0; i < kWords; ++i) t.w[i] = 0;
+#pragma unroll
+    for (int q = 0; q < NQ; ++q) {
+#pragma unroll
+      for (int r = 0; r < R; ++r) t.set(q * R + r, raw(stored(V, HREV, q, r)));
+    }
+    *this = t;
+  }
+  __device__ __forceinline__ Acc<T> get(int q, int r) const { return raw_to_acc<T>(raw(q * R + r)); }
+  // Element (q, r) of a run not yet made canonical.
+  __device__ __forceinline__ Acc<T> get_stored(bool vertical, bool hrev, int q, int r) const {
+    if constexpr (!kPacked16) {
+      return get(q, r);
+    } else {
+      const RawOf<T> v = raw(stored(true, false, q, r));
+      const RawOf<T> hf = raw(stored(false, false, q, r));
+      const RawOf<T> hr = raw(stored(false, true, q, r));
+      return raw_to_acc<T>(vertical ? v : (hrev ? hr : hf));
+    }
+  }
 };
+
+// Four consecutive accumulation-type values through L2 (written by other CTAs of the launch).
+__device__ __forceinline__ void load_cg4(const float* ptr, float (&v)[4]) {
+  const float4 q = __ldcg(reinterpret_cast<const float4*>(ptr));
+  v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
+}
+__device__ __forceinline__ void load_cg4(const double* ptr, double (&v)[4]) {
+  const double2 a = __ldcg(reinterpret_cast<const double2*>(ptr));
+  const double2 b = __ldcg(reinterpret_cast<const double2*>(ptr) + 1);
+  v[0] = a.x, v[1] = a.y, v[2] = b.x, v[3] = b.y;
+}
 
 template <typename T>
 __device__ __forceinline__ Acc<T> sigmoid(Acc<T> a) {
@@ -161,57 +255,71 @@ __device__ __forceinline__ int direction_of(const Geometry& geo, int di) {
   return dir;
 }
 
-// Reads the run of steps s0 .. s0 + R - 1 at positions p0 + q, q in [Q0, Q0 + NQ), of one
-// (H, W) plane into buf[(q - Q0 + QOFF) * R + r]; positions outside [0, n_line) and steps
+// Reads the run of steps s0 .. s0 + R - 1 at positions p0 .. p0 + NQ - 1 of one (H, W) plane
+// into buf (in its stored order, see RunBuf); positions outside [0, n_line) and steps
 // outside [0, n_steps) read as 0. vec_v / vec_h promise aligned vector runs on vertical /
 // horizontal directions.
-template <typename T, int N, int R, int E>
-__device__ __forceinline__ void load_block(RawBuf<T, E>& buf, int slot0, const T* __restrict__ plane,
+template <typename T, int NQ, int R, bool WIDE>
+__device__ __forceinline__ void load_block(RunBuf<T, NQ, R, WIDE>& buf, const T* __restrict__ plane,
                                            const Line& line, int s0, int p0, bool vec_v,
                                            bool vec_h) {
+  using Buf = RunBuf<T, NQ, R, WIDE>;
   const int n = line.n_line;
+  const bool hrev = !line.vertical && line.reverse;
   if (line.vertical) {
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       const int s = s0 + r;
       const bool step_ok = s < line.n_steps;
       const T* row = plane + (step_ok ? line.step_offset(s) : 0);
-      if (N > 1 && vec_v && step_ok && p0 >= 0 && p0 + N <= n) {
-        const Pack<RawOf<T>, N> pk = *reinterpret_cast<const Pack<RawOf<T>, N>*>(row + p0);
+      if (NQ > 1 && vec_v && step_ok && p0 >= 0 && p0 + NQ <= n) {
+        if constexpr (Buf::kPacked16 && NQ % 2 == 0) {
+          buf.template copy_words<NQ>(r * NQ, row + p0);
+        } else {
+          const Pack<RawOf<T>, NQ> pk = *reinterpret_cast<const Pack<RawOf<T>, NQ>*>(row + p0);
 #pragma unroll
-        for (int q = 0; q < N; ++q) buf.set((slot0 + q) * R + r, pk.v[q]);
+          for (int q = 0; q < NQ; ++q) buf.set(Buf::stored(true, false, q, r), pk.v[q]);
+        }
       } else {
 #pragma unroll
-        for (int q = 0; q < N; ++q) {
+        for (int q = 0; q < NQ; ++q) {
           const int pos = p0 + q;
-          buf.set((slot0 + q) * R + r,
+          buf.set(Buf::stored(true, false, q, r),
                   step_ok && pos >= 0 && pos < n ? load_raw(row + pos) : RawOf<T>(0));
         }
       }
     }
   } else {
 #pragma unroll
-    for (int q = 0; q < N; ++q) {
+    for (int q = 0; q < NQ; ++q) {
       const int pos = p0 + q;
       const bool pos_ok = pos >= 0 && pos < n;
       const T* row = plane + static_cast<int64_t>(pos_ok ? pos : 0) * line.W;
-      if (R > 1 && vec_h && pos_ok && s0 + R <= line.n_steps) {
+      if (R > 1 && !WIDE && vec_h && pos_ok && s0 + R <= line.n_steps) {
         const int c0 = line.reverse ? line.W - s0 - R : s0;
-        const Pack<RawOf<T>, R> pk = *reinterpret_cast<const Pack<RawOf<T>, R>*>(row + c0);
-        if (line.reverse) {
-#pragma unroll
-          for (int r = 0; r < R; ++r) buf.set((slot0 + q) * R + r, pk.v[R - 1 - r]);
+        if constexpr (Buf::kPacked16 && R % 2 == 0) {
+          buf.template copy_words<R>(q * R, row + c0);
         } else {
+          const Pack<RawOf<T>, R> pk = *reinterpret_cast<const Pack<RawOf<T>, R>*>(row + c0);
+          if (line.reverse) {
 #pragma unroll
-          for (int r = 0; r < R; ++r) buf.set((slot0 + q) * R + r, pk.v[r]);
+            for (int r = 0; r < R; ++r) buf.set(q * R + r, pk.v[R - 1 - r]);
+          } else {
+#pragma unroll
+            for (int r = 0; r < R; ++r) buf.set(q * R + r, pk.v[r]);
+          }
         }
       } else {
 #pragma unroll
         for (int r = 0; r < R; ++r) {
           const int s = s0 + r;
-          buf.set((slot0 + q) * R + r, pos_ok && s < line.n_steps
-                                           ? load_raw(row + line.step_offset(s))
-                                           : RawOf<T>(0));
+          const RawOf<T> v =
+              pos_ok && s < line.n_steps ? load_raw(row + line.step_offset(s)) : RawOf<T>(0);
+          if (hrev) {
+            buf.set(Buf::stored(false, true, q, r), v);
+          } else {
+            buf.set(Buf::stored(false, false, q, r), v);
+          }
         }
       }
     }
@@ -271,25 +379,38 @@ __device__ __forceinline__ void tap_weights(const Acc<T> (&a)[3][N], int p0, int
 // Per-run inputs of the forward scan, element (q, r) at q * R + r.
 template <typename T, int N, int R>
 struct FwdRun {
-  RawBuf<T, N * R> x, lam, a[3], u;
+  RunBuf<T, N, R> x, lam, a[3], u;
+
+  __device__ __forceinline__ void canonical(const Line& line) {
+    const bool hrev = !line.vertical && line.reverse;
+    x.canonical(line.vertical, hrev);
+    lam.canonical(line.vertical, hrev);
+#pragma unroll
+    for (int k = 0; k < 3; ++k) a[k].canonical(line.vertical, hrev);
+    u.canonical(line.vertical, hrev);
+  }
 };
 
 template <typename T, bool MERGE, int N, int R>
 __device__ __forceinline__ void load_fwd_run(FwdRun<T, N, R>& run, const Line& line, int s0,
                                              int p0, bool vec_v, bool vec_h, const T* xp,
                                              const T* gp, const T* lp, const T* up, int64_t hw) {
-  load_block<T, N, R>(run.x, 0, xp, line, s0, p0, vec_v, vec_h);
-  load_block<T, N, R>(run.lam, 0, lp, line, s0, p0, vec_v, vec_h);
+  load_block(run.x, xp, line, s0, p0, vec_v, vec_h);
+  load_block(run.lam, lp, line, s0, p0, vec_v, vec_h);
 #pragma unroll
-  for (int k = 0; k < 3; ++k) load_block<T, N, R>(run.a[k], 0, gp + k * hw, line, s0, p0, vec_v, vec_h);
-  if (MERGE) load_block<T, N, R>(run.u, 0, up, line, s0, p0, vec_v, vec_h);
+  for (int k = 0; k < 3; ++k) load_block(run.a[k], gp + k * hw, line, s0, p0, vec_v, vec_h);
+  if (MERGE) load_block(run.u, up, line, s0, p0, vec_v, vec_h);
 }
 
-template <typename T, bool NORMALIZE, bool MERGE, bool LONG>
-__global__ void __launch_bounds__(LONG ? kMaxThreads : kShortThreads)
+template <typename T, bool NORMALIZE, bool MERGE, int MODE>
+__global__ void __launch_bounds__(MODE == kLongMode  ? kMaxThreads
+                                  : MODE == kCtaMode ? kShortThreads
+                                                     : kWarpThreads,
+                                  MODE == kWarpMode ? kWarpMinBlocks : 1)
     propagate_forward_kernel(const FwdParams p) {
   using A = Acc<T>;
-  constexpr int N = kPositions, R = kFwdRun<T, LONG>;
+  constexpr bool WARP = MODE == kWarpMode;
+  constexpr int N = kPositions, R = kRun<T, MODE, false>;
   const Geometry& geo = p.geo;
   const int slice = blockIdx.x, di = blockIdx.y, b = blockIdx.z;
   const int tx = threadIdx.x, cy = threadIdx.y;
@@ -312,10 +433,12 @@ __global__ void __launch_bounds__(LONG ? kMaxThreads : kShortThreads)
                 ? static_cast<A*>(p.partial) + ((static_cast<int64_t>(di) * geo.B + b) * geo.C + c) * hw
                 : nullptr;
 
-  // exchange[buffer][first or last position][cy][tx], double-buffered over steps.
+  // exchange[buffer][first or last position][cy][tx], double-buffered over steps (CTA modes;
+  // the warp mode shuffles instead).
   extern __shared__ __align__(16) unsigned char smem[];
   A* exchange = reinterpret_cast<A*>(smem);
   auto slot = [&](int buf, int which, int t) { return ((buf * 2 + which) * cpc + cy) * tpl + t; };
+  const unsigned lanes = warp_lanes(cy * tpl + tx, tpl * cpc);
 
   FwdRun<T, N, R> cur, nxt;
   A h[N];
@@ -330,13 +453,21 @@ __global__ void __launch_bounds__(LONG ? kMaxThreads : kShortThreads)
     if (s0 + R < line.n_steps) {
       load_fwd_run<T, MERGE, N, R>(nxt, line, s0 + R, p0, geo.vec, geo.vec_h, xp, gp, lp, up, hw);
     }
+    cur.canonical(line);
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       const int s = s0 + r;
       if (s >= line.n_steps) break;  // uniform over the CTA
       const bool restart = phase == 0;
       A left = 0, right = 0;  // previous step's h at p0 - 1 and p0 + N
-      if (!restart) {
+      if constexpr (WARP) {
+        const A from_left = __shfl_up_sync(lanes, h[N - 1], 1, tpl);
+        const A from_right = __shfl_down_sync(lanes, h[0], 1, tpl);
+        if (!restart) {
+          if (tx > 0) left = from_left;
+          if (tx + 1 < tpl) right = from_right;
+        }
+      } else if (!restart) {
         const int buf = (s + 1) & 1;
         if (tx > 0) left = exchange[slot(buf, 1, tx - 1)];
         if (tx + 1 < tpl) right = exchange[slot(buf, 0, tx + 1)];
@@ -345,13 +476,13 @@ __global__ void __launch_bounds__(LONG ? kMaxThreads : kShortThreads)
 #pragma unroll
       for (int q = 0; q < N; ++q) {
 #pragma unroll
-        for (int k = 0; k < 3; ++k) a[k][q] = cur.a[k].get(q * R + r);
+        for (int k = 0; k < 3; ++k) a[k][q] = cur.a[k].get(q, r);
       }
       tap_weights<T, NORMALIZE, N>(a, p0, n, w, sig, inv_sum);
       A hn[N];
 #pragma unroll
       for (int q = 0; q < N; ++q) {
-        A acc = cur.lam.get(q * R + r) * cur.x.get(q * R + r);
+        A acc = cur.lam.get(q, r) * cur.x.get(q, r);
         if (!restart) {
           const A hm = q == 0 ? left : h[q - 1];
           const A hp = q == N - 1 ? right : h[q + 1];
@@ -361,8 +492,10 @@ __global__ void __launch_bounds__(LONG ? kMaxThreads : kShortThreads)
       }
 #pragma unroll
       for (int q = 0; q < N; ++q) h[q] = hn[q];
-      exchange[slot(s & 1, 0, tx)] = h[0];
-      exchange[slot(s & 1, 1, tx)] = h[N - 1];
+      if constexpr (!WARP) {
+        exchange[slot(s & 1, 0, tx)] = h[0];
+        exchange[slot(s & 1, 1, tx)] = h[N - 1];
+      }
 
       const int64_t off = line.step_offset(s);
       if (!MERGE) {
@@ -371,14 +504,14 @@ __global__ void __launch_bounds__(LONG ? kMaxThreads : kShortThreads)
         if (p.hidden != nullptr) store_step<T>(static_cast<T*>(p.hidden) + dc_off + off, p0, n, ps, vec_st, h);
         A contrib[N];
 #pragma unroll
-        for (int q = 0; q < N; ++q) contrib[q] = cur.u.get(q * R + r) * h[q];
+        for (int q = 0; q < N; ++q) contrib[q] = cur.u.get(q, r) * h[q];
         if (geo.D == 1) {
           store_step<T>(static_cast<T*>(p.out) + x_off + off, p0, n, ps, vec_st, contrib);
         } else {
           store_step<A>(part + off, p0, n, ps, vec_st, contrib);
         }
       }
-      __syncthreads();
+      if constexpr (!WARP) __syncthreads();
       phase = (geo.chunk > 0 && phase + 1 == geo.chunk) ? 0 : phase + 1;
     }
     cur = nxt;
@@ -403,7 +536,38 @@ __global__ void __launch_bounds__(LONG ? kMaxThreads : kShortThreads)
       const int64_t dir_stride = static_cast<int64_t>(geo.B) * geo.C * hw;
       const A* parts = static_cast<const A*>(p.partial) + (static_cast<int64_t>(b) * geo.C + c0) * hw;
       T* out = static_cast<T*>(p.out) + (static_cast<int64_t>(b) * geo.C + c0) * hw;
-      for (int64_t e = tid; e < count; e += nthreads) {
+      // One CTA sums cpc whole planes: 4 consecutive elements per thread and two of those
+      // per iteration, so that 2 * D vector loads are in flight (a scalar loop of dependent
+      // iterations made this tail the longest part of small-image forwards).
+      const int64_t vec_end = hw % 4 == 0 ? count : 0;
+      for (int64_t e0 = static_cast<int64_t>(tid) * 4; e0 < vec_end; e0 += 8 * nthreads) {
+        A v[2][4][4];
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const int64_t e = e0 + static_cast<int64_t>(half) * 4 * nthreads;
+#pragma unroll
+          for (int d = 0; d < 4; ++d) {
+            if (d < geo.D && e < vec_end) load_cg4(parts + d * dir_stride + e, v[half][d]);
+          }
+        }
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const int64_t e = e0 + static_cast<int64_t>(half) * 4 * nthreads;
+          if (e >= vec_end) break;
+          Pack<RawOf<T>, 4> pk;
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            A acc = v[half][0][i];
+#pragma unroll
+            for (int d = 1; d < 4; ++d) {
+              if (d < geo.D) acc += v[half][d][i];
+            }
+            pk.v[i] = acc_to_raw<T>(acc);
+          }
+          *reinterpret_cast<Pack<RawOf<T>, 4>*>(out + e) = pk;
+        }
+      }
+      for (int64_t e = vec_end + tid; e < count; e += nthreads) {
         A acc = 0;
         for (int d = 0; d < geo.D; ++d) acc += __ldcg(parts + d * dir_stride + e);
         *reinterpret_cast<RawOf<T>*>(out + e) = acc_to_raw<T>(acc);
@@ -413,11 +577,23 @@ __global__ void __launch_bounds__(LONG ? kMaxThreads : kShortThreads)
 }
 
 // Per-run inputs of the backward (reverse) scan: everything at the run's steps, and h at
-// them with one position of halo on each side (slot q + 1 holds position p0 + q).
+// them with one position of halo on each side (hl: p0 - 1, hr: p0 + N; one word each, so
+// that their scalar loads need no merge).
 template <typename T, int N, int R>
 struct BwdRun {
-  RawBuf<T, N * R> go, u, a[3], lam, x;
-  RawBuf<T, (N + 2) * R> h;
+  RunBuf<T, N, R> go, u, a[3], lam, x, h;
+  RunBuf<T, 1, R, true> hl, hr;
+
+  __device__ __forceinline__ void canonical(const Line& line) {
+    const bool hrev = !line.vertical && line.reverse;
+    go.canonical(line.vertical, hrev);
+    u.canonical(line.vertical, hrev);
+#pragma unroll
+    for (int k = 0; k < 3; ++k) a[k].canonical(line.vertical, hrev);
+    lam.canonical(line.vertical, hrev);
+    x.canonical(line.vertical, hrev);
+    h.canonical(line.vertical, hrev);
+  }
 };
 
 template <typename T, bool MERGE, int N, int R>
@@ -425,22 +601,26 @@ __device__ __forceinline__ void load_bwd_run(BwdRun<T, N, R>& run, const Line& l
                                              int p0, bool vec_v, bool vec_h, const T* gop,
                                              const T* xp, const T* gp, const T* lp, const T* up,
                                              const T* hp, int64_t hw) {
-  load_block<T, N, R>(run.go, 0, gop, line, s0, p0, vec_v, vec_h);
-  if (MERGE) load_block<T, N, R>(run.u, 0, up, line, s0, p0, vec_v, vec_h);
+  load_block(run.go, gop, line, s0, p0, vec_v, vec_h);
+  if (MERGE) load_block(run.u, up, line, s0, p0, vec_v, vec_h);
 #pragma unroll
-  for (int k = 0; k < 3; ++k) load_block<T, N, R>(run.a[k], 0, gp + k * hw, line, s0, p0, vec_v, vec_h);
-  load_block<T, N, R>(run.lam, 0, lp, line, s0, p0, vec_v, vec_h);
-  load_block<T, N, R>(run.x, 0, xp, line, s0, p0, vec_v, vec_h);
-  load_block<T, N, R>(run.h, 1, hp, line, s0, p0, vec_v, vec_h);
-  load_block<T, 1, R>(run.h, 0, hp, line, s0, p0 - 1, false, vec_h);
-  load_block<T, 1, R>(run.h, N + 1, hp, line, s0, p0 + N, false, vec_h);
+  for (int k = 0; k < 3; ++k) load_block(run.a[k], gp + k * hw, line, s0, p0, vec_v, vec_h);
+  load_block(run.lam, lp, line, s0, p0, vec_v, vec_h);
+  load_block(run.x, xp, line, s0, p0, vec_v, vec_h);
+  load_block(run.h, hp, line, s0, p0, vec_v, vec_h);
+  load_block(run.hl, hp, line, s0, p0 - 1, false, vec_h);
+  load_block(run.hr, hp, line, s0, p0 + N, false, vec_h);
 }
 
-template <typename T, bool NORMALIZE, bool MERGE, bool LONG>
-__global__ void __launch_bounds__(LONG ? kMaxThreads : kShortThreads)
+template <typename T, bool NORMALIZE, bool MERGE, int MODE>
+__global__ void __launch_bounds__(MODE == kLongMode  ? kMaxThreads
+                                  : MODE == kCtaMode ? kShortThreads
+                                                     : kWarpThreads,
+                                  MODE == kWarpMode ? kWarpMinBlocks : 1)
     propagate_backward_kernel(const BwdParams p) {
   using A = Acc<T>;
-  constexpr int N = kPositions, R = kBwdRun<T, LONG>;
+  constexpr bool WARP = MODE == kWarpMode;
+  constexpr int N = kPositions, R = kRun<T, MODE, true>;
   const Geometry& geo = p.geo;
   const int slice = blockIdx.x, di = blockIdx.y, b = blockIdx.z;
   const int tx = threadIdx.x, cy = threadIdx.y;
@@ -467,6 +647,9 @@ __global__ void __launch_bounds__(LONG ? kMaxThreads : kShortThreads)
   extern __shared__ __align__(16) unsigned char smem[];
   A* exchange = reinterpret_cast<A*>(smem);
   auto slot = [&](int buf, int which, int t) { return ((buf * 2 + which) * cpc + cy) * tpl + t; };
+  const unsigned lanes = warp_lanes(cy * tpl + tx, tpl * cpc);
+  const bool hrev = !line.vertical && line.reverse;
+  A to_left = 0, to_right = 0;  // warp mode: w_{-1} dh at p0 and w_{+1} dh at p0 + N - 1 of step s + 1
 
   BwdRun<T, N, R> cur, nxt;
   A dh[N], wn[3][N];  // dh and tap weights of step s + 1
@@ -487,6 +670,7 @@ __global__ void __launch_bounds__(LONG ? kMaxThreads : kShortThreads)
       load_bwd_run<T, MERGE, N, R>(nxt, line, s0 - R, p0, geo.vec, geo.vec_h, gop, xp, gp, lp,
                                    up, hp, hw);
     }
+    cur.canonical(line);
 #pragma unroll
     for (int rr = 0; rr < R; ++rr) {
       const int r = R - 1 - rr;
@@ -496,7 +680,14 @@ __global__ void __launch_bounds__(LONG ? kMaxThreads : kShortThreads)
       const bool cut = s == last || (geo.chunk > 0 && (s + 1) % geo.chunk == 0);
       const bool start = geo.chunk > 0 ? s % geo.chunk == 0 : s == 0;
       A from_left = 0, from_right = 0;
-      if (!cut) {
+      if constexpr (WARP) {
+        const A fl = __shfl_up_sync(lanes, to_right, 1, tpl);
+        const A fr = __shfl_down_sync(lanes, to_left, 1, tpl);
+        if (!cut) {
+          if (tx > 0) from_left = fl;
+          if (tx + 1 < tpl) from_right = fr;
+        }
+      } else if (!cut) {
         const int buf = (s + 1) & 1;
         if (tx > 0) from_left = exchange[slot(buf, 1, tx - 1)];
         if (tx + 1 < tpl) from_right = exchange[slot(buf, 0, tx + 1)];
@@ -504,8 +695,8 @@ __global__ void __launch_bounds__(LONG ? kMaxThreads : kShortThreads)
       A go[N], d[N];
 #pragma unroll
       for (int q = 0; q < N; ++q) {
-        go[q] = cur.go.get(q * R + r);
-        A acc = MERGE ? cur.u.get(q * R + r) * go[q] : go[q];
+        go[q] = cur.go.get(q, r);
+        A acc = MERGE ? cur.u.get(q, r) * go[q] : go[q];
         if (!cut) {
           acc += wn[1][q] * dh[q];
           acc += q == 0 ? from_left : wn[2][q - 1] * dh[q - 1];
@@ -518,19 +709,25 @@ __global__ void __launch_bounds__(LONG ? kMaxThreads : kShortThreads)
 #pragma unroll
       for (int q = 0; q < N + 2; ++q) {
         if (r >= 1) {
-          h_prev[q] = cur.h.get(q * R + r - 1);
+          h_prev[q] = q == 0       ? cur.hl.get(0, r - 1)
+                      : q == N + 1 ? cur.hr.get(0, r - 1)
+                                   : cur.h.get(q - 1, r - 1);
+        } else if (s >= 1) {
+          h_prev[q] = q == 0       ? nxt.hl.get(0, R - 1)
+                      : q == N + 1 ? nxt.hr.get(0, R - 1)
+                                   : nxt.h.get_stored(line.vertical, hrev, q - 1, R - 1);
         } else {
-          h_prev[q] = s >= 1 ? nxt.h.get(q * R + R - 1) : A(0);
+          h_prev[q] = 0;
         }
       }
 
       const int64_t off = line.step_offset(s);
       A v[N];
 #pragma unroll
-      for (int q = 0; q < N; ++q) v[q] = cur.x.get(q * R + r) * d[q];
+      for (int q = 0; q < N; ++q) v[q] = cur.x.get(q, r) * d[q];
       store_step<T>(static_cast<T*>(p.grad_lam) + dc_off + off, p0, n, ps, vec_st, v);
 #pragma unroll
-      for (int q = 0; q < N; ++q) v[q] = cur.lam.get(q * R + r) * d[q];
+      for (int q = 0; q < N; ++q) v[q] = cur.lam.get(q, r) * d[q];
       if (geo.D == 1) {
         store_step<T>(static_cast<T*>(p.grad_x) + x_off + off, p0, n, ps, vec_st, v);
       } else {
@@ -539,7 +736,7 @@ __global__ void __launch_bounds__(LONG ? kMaxThreads : kShortThreads)
       }
       if (MERGE && p.grad_u != nullptr) {
 #pragma unroll
-        for (int q = 0; q < N; ++q) v[q] = cur.h.get((q + 1) * R + r) * go[q];
+        for (int q = 0; q < N; ++q) v[q] = cur.h.get(q, r) * go[q];
         store_step<T>(static_cast<T*>(p.grad_u) + dc_off + off, p0, n, ps, vec_st, v);
       }
 
@@ -548,7 +745,7 @@ __global__ void __launch_bounds__(LONG ? kMaxThreads : kShortThreads)
 #pragma unroll
       for (int q = 0; q < N; ++q) {
 #pragma unroll
-        for (int k = 0; k < 3; ++k) a[k][q] = cur.a[k].get(q * R + r);
+        for (int k = 0; k < 3; ++k) a[k][q] = cur.a[k].get(q, r);
       }
       tap_weights<T, NORMALIZE, N>(a, p0, n, w, sig, inv_sum);
 #pragma unroll
@@ -585,9 +782,14 @@ __global__ void __launch_bounds__(LONG ? kMaxThreads : kShortThreads)
 #pragma unroll
         for (int k = 0; k < 3; ++k) wn[k][q] = w[k][q];
       }
-      exchange[slot(s & 1, 0, tx)] = w[0][0] * d[0];
-      exchange[slot(s & 1, 1, tx)] = w[2][N - 1] * d[N - 1];
-      __syncthreads();
+      if constexpr (WARP) {
+        to_left = w[0][0] * d[0];
+        to_right = w[2][N - 1] * d[N - 1];
+      } else {
+        exchange[slot(s & 1, 0, tx)] = w[0][0] * d[0];
+        exchange[slot(s & 1, 1, tx)] = w[2][N - 1] * d[N - 1];
+        __syncthreads();
+      }
     }
     cur = nxt;
   }
@@ -632,11 +834,11 @@ void launch_forward_impl(const FwdParams& p, bool normalize, bool merge, cudaStr
   const dim3 block(geo.threads_per_line, geo.channels_per_cta);
   const dim3 grid(geo.C / geo.channels_per_cta, geo.D, geo.B);
   const size_t smem = 4 * sizeof(Acc<T>) * geo.threads_per_line * geo.channels_per_cta;
-  const bool long_lines = block.x * block.y > kShortThreads;
   GSPN2_BOOL_SWITCH(normalize, kNormalize, [&] {
     GSPN2_BOOL_SWITCH(merge, kMerge, [&] {
-      GSPN2_BOOL_SWITCH(long_lines, kLong, [&] {
-        propagate_forward_kernel<T, kNormalize, kMerge, kLong><<<grid, block, smem, stream>>>(p);
+      GSPN2_MODE_SWITCH(geo.mode, kMode, [&] {
+        propagate_forward_kernel<T, kNormalize, kMerge, kMode>
+            <<<grid, block, kMode == kWarpMode ? 0 : smem, stream>>>(p);
       });
     });
   });
@@ -648,11 +850,11 @@ void launch_backward_impl(const BwdParams& p, bool normalize, bool merge, cudaSt
   const dim3 block(geo.threads_per_line, geo.channels_per_cta);
   const dim3 grid(geo.C / geo.channels_per_cta, geo.D, geo.B);
   const size_t smem = 4 * sizeof(Acc<T>) * geo.threads_per_line * geo.channels_per_cta;
-  const bool long_lines = block.x * block.y > kShortThreads;
   GSPN2_BOOL_SWITCH(normalize, kNormalize, [&] {
     GSPN2_BOOL_SWITCH(merge, kMerge, [&] {
-      GSPN2_BOOL_SWITCH(long_lines, kLong, [&] {
-        propagate_backward_kernel<T, kNormalize, kMerge, kLong><<<grid, block, smem, stream>>>(p);
+      GSPN2_MODE_SWITCH(geo.mode, kMode, [&] {
+        propagate_backward_kernel<T, kNormalize, kMerge, kMode>
+            <<<grid, block, kMode == kWarpMode ? 0 : smem, stream>>>(p);
       });
     });
   });

@@ -67,6 +67,15 @@ CASES = [
     (1, 4, 1, 260, 64, (2, 1), 7),    # vertical vector path, horizontal lines of 260
     (1, 3, 1, 11, 36, (3, 2, 1), 5),  # horizontal vector runs, a partial vertical run
     (1, 2, 2, 1100, 6, (2, 3), 0),    # lines of 1100: CTAs of 275 threads, one-step runs
+    # warp mode (lines of at most 128): 4 directions merged, G = 1, backbone line lengths
+    (2, 24, 1, 56, 56, (0, 1, 2, 3), 0),  # 16 lanes per line, 8 channels per CTA
+    (1, 48, 1, 28, 28, (0, 1, 2, 3), 2),  # 8 lanes per line, chunk 2
+    (1, 4, 2, 7, 7, (3, 2, 1, 0), 3),     # 2 lanes per line, odd chunk
+    (1, 2, 1, 20, 128, (0, 1, 2, 3), 0),  # the longest warp-mode line (32 lanes)
+    # CTA mode (129 .. 1024)
+    (1, 2, 1, 129, 10, (2, 3), 0),        # the shortest CTA-mode line
+    (1, 3, 3, 14, 200, (0, 1), 5),
+    (1, 4, 2, 300, 12, (2, 3, 0), 0),
 ]
 
 
