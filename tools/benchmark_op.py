@@ -28,6 +28,9 @@ CASES = [
     ('paper bf16 1dir', 16, 8, 1024, 1024, [0], None, torch.bfloat16, (None, None)),
     ('4dir G1 bf16 56^2', 128, 24, 56, 56, DIRS4, 1, torch.bfloat16, (None, None)),
     ('4dir G1 bf16 28^2', 128, 48, 28, 28, DIRS4, 1, torch.bfloat16, (None, None)),
+    ('4dir G1 bf16 14^2', 128, 96, 14, 14, DIRS4, 1, torch.bfloat16, (None, None)),
+    ('4dir G1 bf16 7^2', 128, 192, 7, 7, DIRS4, 1, torch.bfloat16, (None, None)),
+    ('4dir G1 fp32 28^2', 128, 48, 28, 28, DIRS4, 1, torch.float32, (None, None)),
     ('4dir G1 bf16 1024^2', 4, 32, 1024, 1024, DIRS4, 1, torch.bfloat16, (0.85, 0.70)),
     ('4dir G1 bf16 2048^2', 1, 32, 2048, 2048, DIRS4, 1, torch.bfloat16, (0.85, 0.70)),
     ('small batch fp32 1dir', 1, 8, 1024, 1024, [0], None, torch.float32, (None, None)),
@@ -83,6 +86,10 @@ def run_case(ext, name, B, C, H, W, dirs, G, dtype, targets, bandwidth, l2_bytes
     fwd = lambda i: ext.forward(sets[i]['x'], sets[i]['gates'], sets[i]['lam'], u_of(sets[i]),  # noqa: E731
                                 dirs, 0, True, merge, False)
     fwd_ms = time_ms(fwd, n_sets, reps, warmup)
+    # the same forward with the plane mode forbidden (the line modes), for comparison
+    previous = ext.set_plane_mode(0)  # 0: off (propagate.h policies)
+    fwd_line_ms = time_ms(fwd, n_sets, reps, warmup)
+    ext.set_plane_mode(previous)
     saved = []
     for s in sets:
         out, hidden = ext.forward(s['x'], s['gates'], s['lam'], u_of(s), dirs, 0, True, merge, True)
@@ -104,7 +111,8 @@ def run_case(ext, name, B, C, H, W, dirs, G, dtype, targets, bandwidth, l2_bytes
     del out, hidden, grads, saved, sets
     fwd_floor, bwd_floor = fwd_bytes / bandwidth * 1e3, bwd_bytes / bandwidth * 1e3
     return dict(name=name, B=B, C=C, H=H, W=W, directions=dirs, G=G, dtype=str(dtype)[6:],
-                fwd_ms=fwd_ms, bwd_ms=bwd_ms, fwd_floor_ms=fwd_floor, bwd_floor_ms=bwd_floor,
+                fwd_ms=fwd_ms, fwd_line_modes_ms=fwd_line_ms, bwd_ms=bwd_ms,
+                fwd_floor_ms=fwd_floor, bwd_floor_ms=bwd_floor,
                 fwd_eff=fwd_floor / fwd_ms, bwd_eff=bwd_floor / bwd_ms,
                 fwd_target=targets[0], bwd_target=targets[1], peak_fwd_bwd_gib=peak / 2**30,
                 n_input_sets=n_sets)
@@ -152,15 +160,16 @@ def markdown(result):
              f"torch {result['torch']}, CUDA {result['cuda']}, {result['date']}, "
              f"commit {result['commit']}; copy bandwidth {result['bandwidth_tbs']:.2f} TB/s "
              f"(bytes read + written of a {result['copy_gib']} GiB D2D copy).", '',
-             '| case | B | C | HxW | dirs | G | dtype | fwd ms | floor | eff | target | bwd ms | '
-             'floor | eff | target | peak fwd+bwd GiB |',
-             '|' + '---|' * 16]
+             '| case | B | C | HxW | dirs | G | dtype | fwd ms | floor | eff | target | '
+             'fwd ms, line modes | bwd ms | floor | eff | target | peak fwd+bwd GiB |',
+             '|' + '---|' * 17]
     for r in result['cases']:
         t = lambda v: '' if v is None else f'{v:.0%}'  # noqa: E731
         lines.append(
             f"| {r['name']} | {r['B']} | {r['C']} | {r['H']}x{r['W']} | {len(r['directions'])} "
             f"| {r['G']} | {r['dtype']} | {r['fwd_ms']:.3f} | {r['fwd_floor_ms']:.3f} | "
-            f"{r['fwd_eff']:.0%} | {t(r['fwd_target'])} | {r['bwd_ms']:.3f} | "
+            f"{r['fwd_eff']:.0%} | {t(r['fwd_target'])} | {r.get('fwd_line_modes_ms', 0):.3f} | "
+            f"{r['bwd_ms']:.3f} | "
             f"{r['bwd_floor_ms']:.3f} | {r['bwd_eff']:.0%} | {t(r['bwd_target'])} | "
             f"{r['peak_fwd_bwd_gib']:.2f} |")
     if result.get('reference_loop_ms'):
@@ -223,6 +232,7 @@ def main():
     parser.add_argument('--sdpa-sizes', default='64,128,256,512,1024,2048')
     parser.add_argument('--reps', type=int, default=20, help='timed runs per figure (median)')
     parser.add_argument('--warmup', type=int, default=3)
+    parser.add_argument('--commit', default='', help='commit of the tree (.git may be absent)')
     args = parser.parse_args()
     if args.plot:
         plot(args.plot)
@@ -231,9 +241,10 @@ def main():
     ext = load_extension('cuda')
     props = torch.cuda.get_device_properties(0)
     bandwidth = copy_bandwidth(reps=max(2, min(10, args.reps)))
+    commit = args.commit
     try:
-        commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True,
-                                text=True, check=True).stdout.strip()
+        commit = commit or subprocess.run(['git', 'rev-parse', '--short', 'HEAD'],
+                                          capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = 'unknown'
     result = dict(device=props.name, torch=torch.__version__, cuda=torch.version.cuda,

@@ -77,19 +77,27 @@ import torch
 from gspn2_dense.ops._build import load_extension
 ext = load_extension('cuda')
 torch.manual_seed(0)
-for dtype in (torch.float32, torch.bfloat16):
-    for dirs, G, chunk, merge, H, W in (([0, 1, 2, 3], 1, 0, True, 19, 22),  # warp mode
-                                        ([3, 1], 2, 3, False, 19, 22),
-                                        ([2], 4, 0, True, 19, 22),
-                                        ([0, 1, 2, 3], 1, 0, True, 19, 150),  # CTA mode
-                                        ([2, 0], 2, 3, False, 1100, 5)):  # long mode
+for plane, dtype in ((False, torch.float32), (False, torch.bfloat16), (True, torch.float32),
+                     (True, torch.bfloat16), (True, torch.float64)):
+    ext.set_plane_mode(2 if plane else 0)  # force the plane mode, or the line modes
+    cases = ((([0, 1, 2, 3], 1, 2, True, 56, 56),  # plane mode (16-bit), NP = 2, chunked
+              ([0, 1, 2, 3], 1, 0, True, 13, 17),  # odd plane
+              ([3, 1], 2, 3, False, 28, 28),
+              ([2], 4, 0, True, 7, 7)) if plane else
+             (([0, 1, 2, 3], 1, 0, True, 19, 22),  # warp mode
+              ([3, 1], 2, 3, False, 19, 22),
+              ([2], 4, 0, True, 19, 22),
+              ([0, 1, 2, 3], 1, 0, True, 19, 150),  # CTA mode
+              ([2, 0], 2, 3, False, 1100, 5)))  # long mode
+    for dirs, G, chunk, merge, H, W in cases:
         B, C = 2, 4
         D = len(dirs)
         x = torch.randn(B, C, H, W, device='cuda', dtype=dtype)
         gates = torch.randn(B, D, G, 3, H, W, device='cuda', dtype=dtype)
         lam = torch.rand(B, D, C, H, W, device='cuda', dtype=dtype)
         u = torch.randn(B, D, C, H, W, device='cuda', dtype=dtype)
-        out, hidden = ext.forward(x, gates, lam, u, dirs, chunk, True, merge, True)
+        for save in (False, True):
+            out, hidden = ext.forward(x, gates, lam, u, dirs, chunk, True, merge, save)
         grads = ext.backward(torch.randn_like(out), x, gates, lam, u, hidden if merge else out,
                              dirs, chunk, True, merge)
 torch.cuda.synchronize()

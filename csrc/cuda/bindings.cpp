@@ -47,6 +47,18 @@ bool aligned(const void* ptr, int64_t bytes) {
   return reinterpret_cast<uintptr_t>(ptr) % static_cast<uintptr_t>(bytes) == 0;
 }
 
+// When the forward takes the plane mode (propagate.h): kPlaneAuto (default), kPlaneOff (the
+// line modes everywhere) or kPlaneForce (wherever the plane fits, whatever its lines; tests).
+int plane_policy = kPlaneAuto;
+
+int64_t set_plane_mode(int64_t policy) {
+  TORCH_CHECK(policy == kPlaneOff || policy == kPlaneAuto || policy == kPlaneForce,
+              "plane-mode policy must be 0 (off), 1 (auto) or 2 (force), got ", policy);
+  const int previous = plane_policy;
+  plane_policy = static_cast<int>(policy);
+  return previous;
+}
+
 // Fills the launch geometry shared by forward and backward.
 Geometry make_geometry(const PropagateShape& shape, const std::vector<int64_t>& directions,
                        int64_t chunk, int64_t elem_size, bool backward,
@@ -92,6 +104,27 @@ Geometry make_geometry(const PropagateShape& shape, const std::vector<int64_t>& 
   for (const void* ptr : ptrs) all_aligned = all_aligned && (ptr == nullptr || aligned(ptr, 16));
   geo.vec = all_aligned && shape.W % kPositions == 0 && elem_size * kPositions <= 16;
   geo.vec_h = all_aligned && shape.W % steps_per_run(elem_size, backward, geo.mode) == 0;
+  // Plane mode: forward, short lines, the staged plane within the shared-memory budget.
+  const int64_t min_line =
+      plane_policy == kPlaneForce ? 0 : (elem_size == 4 ? kPlaneMinLine32 : kPlaneMinLine);
+  if (!backward && plane_policy != kPlaneOff && longest_line >= min_line &&
+      longest_line <= kPlaneMaxLine && shape.C <= (int64_t(1) << 31) - 1) {
+    // The most channels of one gate group per CTA whose staged planes fit the budget (more
+    // warps per SM, the group's gates staged once for them).
+    int64_t cpc_plane = 0;
+    for (int64_t k = 1; k <= kPlaneMaxChannels; k *= 2) {
+      if ((shape.C / shape.G) % k == 0 &&
+          plane_smem_bytes(shape.H, shape.W, shape.D, elem_size, k) <= kPlaneSmemBudget) {
+        cpc_plane = k;
+      }
+    }
+    if (cpc_plane > 0) {
+      geo.mode = kPlaneMode;
+      geo.threads_per_line = static_cast<int>(longest_line);  // the launcher's positions per lane
+      geo.channels_per_cta = static_cast<int>(cpc_plane);
+      geo.plane_vec = all_aligned && (shape.H * shape.W * elem_size) % 16 == 0;
+    }
+  }
   return geo;
 }
 
@@ -126,13 +159,12 @@ std::tuple<torch::Tensor, torch::Tensor> forward(
   p.out = out.data_ptr();
   p.hidden = hidden.numel() > 0 ? hidden.data_ptr() : nullptr;
   torch::Tensor partial, arrivals;
-  if (merge && D > 1) {
+  // (partial comes from the same allocator as the other tensors: it does not change `vec`.)
+  p.geo = make_geometry(shape, directions, chunk, x.element_size(), false,
+                        {p.x, p.gates, p.lam, p.u, p.out, p.hidden});
+  if (merge && D > 1 && p.geo.mode != kPlaneMode) {
     partial = torch::empty({D, B, C, H, W}, x.options().dtype(acc_dtype(x)));
     p.partial = partial.data_ptr();
-  }
-  p.geo = make_geometry(shape, directions, chunk, x.element_size(), false,
-                        {p.x, p.gates, p.lam, p.u, p.out, p.hidden, p.partial});
-  if (merge && D > 1) {
     arrivals = torch::zeros({B, C / p.geo.channels_per_cta}, x.options().dtype(torch::kInt));
     p.arrivals = arrivals.data_ptr<int>();
   }
@@ -217,6 +249,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("gates"), pybind11::arg("lam"), pybind11::arg("u"),
         pybind11::arg("directions"), pybind11::arg("chunk"), pybind11::arg("normalize"),
         pybind11::arg("merge"), pybind11::arg("save_hidden"));
+  m.def("set_plane_mode", &gspn2::cuda::set_plane_mode,
+        "when the forward takes the plane mode: 0 never, 1 where it is faster (default), "
+        "2 wherever it fits; returns the previous policy",
+        pybind11::arg("policy"));
   m.def("backward", &gspn2::cuda::backward,
         "fused backward: (grad_x, grad_gates, grad_lam, grad_u)", pybind11::arg("grad_out"),
         pybind11::arg("x"), pybind11::arg("gates"), pybind11::arg("lam"), pybind11::arg("u"),

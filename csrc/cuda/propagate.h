@@ -33,6 +33,44 @@ constexpr int kShortThreads = 256;  // CTAs up to this size get the longer runs 
 // up to kMaxThreads threads, one-step runs.
 constexpr int kWarpMode = 0, kCtaMode = 1, kLongMode = 2;
 
+// Plane mode (forward only; propagate_plane_forward_kernel): one CTA owns the planes of
+// 1, 2 or 4 channels of one gate group of one batch item and all D directions, one warp per
+// (channel, direction); the group's gates are staged once for its channels. x and each
+// direction's gates, lam and u are staged in shared memory with coalesced loads (read once
+// from DRAM), the scans run from shared memory, and y = sum_d u_d h_d is summed in
+// direction order in the CTA: no per-direction float32 buffer. Taken (policy kPlaneAuto)
+// where it measured faster than the line modes (H100, docs/benchmarks/op.md): longest line
+// of kPlaneMinLine .. kPlaneMaxLine positions (56x56 bf16: 0.695 vs 1.998 ms), or of
+// kPlaneMinLine32 .. kPlaneMinLine - 1 in float32 storage (28x28 fp32: 0.477 vs 1.005 ms;
+// 28x28 bf16 measured 0.565 vs 0.495 ms and stays in the warp mode), and the staged planes
+// fit kPlaneSmemBudget. Other shapes use the line modes above.
+constexpr int kPlaneMode = 3;
+constexpr int kPlaneOff = 0, kPlaneAuto = 1, kPlaneForce = 2;  // set_plane_mode policies
+constexpr int kPlaneMinLine = 33, kPlaneMinLine32 = 17;
+constexpr int kPlaneMaxLine = 64;
+constexpr long long kPlaneSmemBudget = 220 * 1024;
+
+// Row pitch (elements) of a staged plane: odd, so that a warp walking a column (one row per
+// lane) touches distinct banks.
+constexpr int plane_pitch(int W) { return W | 1; }
+
+// Shared memory of one plane-mode CTA of `cpc` channels of one gate group: the D x 3 gate
+// planes (shared by the channels), then per channel a slot of D (lam, u) pair planes and x,
+// all in the storage type; each region starts on 16 bytes (the pair slots are later read and
+// written as accumulation-type values).
+constexpr long long round16(long long bytes) { return (bytes + 15) / 16 * 16; }
+constexpr long long plane_gate_bytes(long long H, long long W, long long D, long long elem) {
+  return round16(H * plane_pitch(static_cast<int>(W)) * 3 * D * elem);
+}
+constexpr long long plane_slot_bytes(long long H, long long W, long long D, long long elem) {
+  return round16(H * plane_pitch(static_cast<int>(W)) * (2 * D + 1) * elem);
+}
+constexpr long long plane_smem_bytes(long long H, long long W, long long D, long long elem,
+                                     long long cpc) {
+  return plane_gate_bytes(H, W, D, elem) + cpc * plane_slot_bytes(H, W, D, elem);
+}
+constexpr int kPlaneMaxChannels = 4;  // channels per plane-mode CTA (1, 2 or 4)
+
 // Bytes of each input per position in one double-buffered run of steps (propagate_kernels.cuh).
 constexpr int run_bytes(int mode, bool backward) {
   return mode == kLongMode ? 0 : (backward || mode == kWarpMode ? 4 : 8);
@@ -46,9 +84,10 @@ struct Geometry {
   int B, C, H, W, D, G;
   int dirs[4];           // direction id of each entry of the direction dimension
   int chunk;             // restart period in steps, 0 = global scan
-  int threads_per_line;  // blockDim.x
-  int channels_per_cta;  // blockDim.y, divides C
-  int mode;              // kWarpMode, kCtaMode or kLongMode
+  int threads_per_line;  // blockDim.x (plane mode: the longest line)
+  int channels_per_cta;  // blockDim.y, divides C (plane mode: channels per CTA)
+  int mode;              // kWarpMode, kCtaMode, kLongMode or kPlaneMode (forward only)
+  bool plane_vec;        // plane mode: aligned, H * W * elem % 16 == 0: 16-byte staging loads
   bool vec;              // aligned, W % kPositions == 0: vector accesses along rows
   bool vec_h;            // aligned, W % (steps per run) == 0: vector runs along rows
 };

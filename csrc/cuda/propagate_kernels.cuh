@@ -215,12 +215,44 @@ __device__ __forceinline__ void load_cg4(const double* ptr, double (&v)[4]) {
 }
 
 template <typename T>
-__device__ __forceinline__ Acc<T> sigmoid(Acc<T> a) {
+__device__ __forceinline__ Acc<T> exp_acc(Acc<T> v) {
   if constexpr (std::is_same<T, double>::value) {
-    return 1.0 / (1.0 + exp(-a));
+    return exp(v);
   } else {
-    return 1.f / (1.f + __expf(-a));
+    return __expf(v);
   }
+}
+
+// Normalised tap weights of one pixel from its logits a[k] (valid[k]: the tap's neighbour
+// exists, the pixel lies on the line): w_k = sigmoid(a_k) / sum of the valid sigmoids, 0 for
+// invalid taps; comp[k] = 1 - sigmoid(a_k) = sigmoid(-a_k), which the backward needs
+// (dL/da_k = w_k comp_k (dL/dw_k - sum_j w_j dL/dw_j)).
+//
+// Saturated logits: every sigmoid is computed scaled by exp(-shift), shift = min(0, largest
+// valid logit), as exp(min(a, 0) - shift) / (1 + exp(-|a|)); both exponents are <= 0, so
+// nothing overflows, and the largest scaled value is >= 1/2, so the sum never underflows
+// (logits of -200 on every tap used to give 0 / 0). The scale cancels in w.
+template <typename T>
+__device__ __forceinline__ void normalized_taps(const Acc<T> (&a)[3], const bool (&valid)[3],
+                                                Acc<T> (&w)[3], Acc<T> (&comp)[3]) {
+  using A = Acc<T>;
+  A m = -INFINITY;
+#pragma unroll
+  for (int k = 0; k < 3; ++k) m = valid[k] && a[k] > m ? a[k] : m;
+  const A shift = m < A(0) ? m : A(0);
+  A t[3], total = 0;
+#pragma unroll
+  for (int k = 0; k < 3; ++k) {
+    const A e = exp_acc<T>(-fabs(a[k]));  // in (0, 1]
+    const A inv = A(1) / (A(1) + e);
+    const A num = exp_acc<T>((a[k] < A(0) ? a[k] : A(0)) - shift);
+    t[k] = valid[k] ? num * inv : A(0);
+    comp[k] = a[k] >= A(0) ? e * inv : inv;
+    total += t[k];
+  }
+  const A inv_total = total > A(0) ? A(1) / total : A(0);
+#pragma unroll
+  for (int k = 0; k < 3; ++k) w[k] = t[k] * inv_total;
 }
 
 // The scan of one direction seen as steps of lines.
@@ -348,27 +380,22 @@ __device__ __forceinline__ void store_step(T* __restrict__ base, int p0, int n, 
 }
 
 // Tap weights at positions p0 .. p0 + N - 1 from the gates `a`; taps whose neighbour falls
-// outside the line, and positions outside it, get 0. With NORMALIZE, `sig` receives the
-// masked sigmoids and `inv_sum` 1 / their sum (used again by the backward).
+// outside the line, and positions outside it, get 0. With NORMALIZE, `comp` receives
+// 1 - sigmoid of each logit (used by the backward; see normalized_taps).
 template <typename T, bool NORMALIZE, int N>
 __device__ __forceinline__ void tap_weights(const Acc<T> (&a)[3][N], int p0, int n,
-                                            Acc<T> (&w)[3][N], Acc<T> (&sig)[3][N],
-                                            Acc<T> (&inv_sum)[N]) {
+                                            Acc<T> (&w)[3][N], Acc<T> (&comp)[3][N]) {
   using A = Acc<T>;
 #pragma unroll
   for (int q = 0; q < N; ++q) {
     const int pos = p0 + q;
     const bool valid[3] = {pos >= 1 && pos < n, pos < n, pos + 1 < n};
     if (NORMALIZE) {
-      A total = 0;
+      const A aq[3] = {a[0][q], a[1][q], a[2][q]};
+      A wq[3], cq[3];
+      normalized_taps<T>(aq, valid, wq, cq);
 #pragma unroll
-      for (int k = 0; k < 3; ++k) {
-        sig[k][q] = valid[k] ? sigmoid<T>(a[k][q]) : A(0);
-        total += sig[k][q];
-      }
-      inv_sum[q] = pos < n ? A(1) / total : A(0);
-#pragma unroll
-      for (int k = 0; k < 3; ++k) w[k][q] = sig[k][q] * inv_sum[q];
+      for (int k = 0; k < 3; ++k) w[k][q] = wq[k], comp[k][q] = cq[k];
     } else {
 #pragma unroll
       for (int k = 0; k < 3; ++k) w[k][q] = valid[k] ? a[k][q] : A(0);
@@ -472,13 +499,13 @@ __global__ void __launch_bounds__(MODE == kLongMode  ? kMaxThreads
         if (tx > 0) left = exchange[slot(buf, 1, tx - 1)];
         if (tx + 1 < tpl) right = exchange[slot(buf, 0, tx + 1)];
       }
-      A a[3][N], w[3][N], sig[3][N], inv_sum[N];
+      A a[3][N], w[3][N], comp[3][N];
 #pragma unroll
       for (int q = 0; q < N; ++q) {
 #pragma unroll
         for (int k = 0; k < 3; ++k) a[k][q] = cur.a[k].get(q, r);
       }
-      tap_weights<T, NORMALIZE, N>(a, p0, n, w, sig, inv_sum);
+      tap_weights<T, NORMALIZE, N>(a, p0, n, w, comp);
       A hn[N];
 #pragma unroll
       for (int q = 0; q < N; ++q) {
@@ -741,13 +768,13 @@ __global__ void __launch_bounds__(MODE == kLongMode  ? kMaxThreads
       }
 
       // Gate gradients: dL/dw_k = dh[p] * h_prev[p + k], then through the normalisation.
-      A a[3][N], w[3][N], sig[3][N], inv_sum[N], da[3][N];
+      A a[3][N], w[3][N], comp[3][N], da[3][N];
 #pragma unroll
       for (int q = 0; q < N; ++q) {
 #pragma unroll
         for (int k = 0; k < 3; ++k) a[k][q] = cur.a[k].get(q, r);
       }
-      tap_weights<T, NORMALIZE, N>(a, p0, n, w, sig, inv_sum);
+      tap_weights<T, NORMALIZE, N>(a, p0, n, w, comp);
 #pragma unroll
       for (int q = 0; q < N; ++q) {
         const int pos = p0 + q;
@@ -759,7 +786,7 @@ __global__ void __launch_bounds__(MODE == kLongMode  ? kMaxThreads
           const A dot = w[0][q] * gw[0] + w[1][q] * gw[1] + w[2][q] * gw[2];
 #pragma unroll
           for (int k = 0; k < 3; ++k) {
-            da[k][q] = valid[k] ? sig[k][q] * (A(1) - sig[k][q]) * (gw[k] - dot) * inv_sum[q] : A(0);
+            da[k][q] = valid[k] ? w[k][q] * comp[k][q] * (gw[k] - dot) : A(0);
           }
         } else {
 #pragma unroll
@@ -828,9 +855,233 @@ inline dim3 reduction_grid(int64_t n) {
   return dim3(static_cast<unsigned>(blocks < 65535 * 8 ? blocks : 65535 * 8));
 }
 
+// ---------------------------------------------------------------------------------------
+// Plane mode (propagate.h): one CTA per (channel, batch), one warp per direction.
+//
+// Shared memory, each plane H rows of pitch P = plane_pitch(W) elements, element (i, j) at
+// i * P + j: pairs[D] ((lam, u) per pixel; after the scan the pixel's slot holds u_d h_d,
+// or h_d without merge, in the accumulation type, which fits in the pair's bytes), gates[D][3],
+// x. Staging reads every source plane (contiguous H * W elements) with consecutive threads
+// on consecutive 16-byte words. A lane owns NP consecutive positions of every line of its
+// direction; neighbours come through shuffles, so the scan needs no barrier.
+template <typename T>
+struct alignas(2 * sizeof(T)) LamU {
+  RawOf<T> lam, u;
+};
+static_assert(sizeof(LamU<c10::BFloat16>) >= sizeof(float) && sizeof(LamU<double>) >= sizeof(double),
+              "a (lam, u) slot must hold one accumulation-type value");
+
+// Copies one contiguous (H, W) plane of `src` into shared memory at dst[(i * P + j) * stride].
+// Each thread issues kStageLoads independent loads before it stores any (a loop that stored
+// each load before issuing the next kept one load per thread in flight). H100: 8 loads took
+// 128 registers and cost the 28x28 forward its occupancy (0.208 -> 0.351 ms, 56x56 1.43 ->
+// 1.22 ms); 4 loads.
+constexpr int kStageLoads = 4;
+constexpr int kPlaneThreads = 32 * 4 * kPlaneMaxChannels;  // a warp per (channel, direction)
+
+template <typename T>
+__device__ __forceinline__ void stage_plane(const T* __restrict__ src, RawOf<T>* dst, int stride,
+                                            int H, int W, int P, bool vec) {
+  using Raw = RawOf<T>;
+  const int hw = H * W;
+  const int tid = threadIdx.x, nth = blockDim.x;
+  constexpr int K = 16 / static_cast<int>(sizeof(T));
+  if (vec) {
+    for (int base = tid * K; base < hw; base += kStageLoads * nth * K) {
+      Pack<Raw, K> pk[kStageLoads];
+#pragma unroll
+      for (int u = 0; u < kStageLoads; ++u) {
+        const int e0 = base + u * nth * K;
+        if (e0 < hw) pk[u] = *reinterpret_cast<const Pack<Raw, K>*>(src + e0);
+      }
+#pragma unroll
+      for (int u = 0; u < kStageLoads; ++u) {
+        const int e0 = base + u * nth * K;
+        if (e0 >= hw) break;
+        int i = e0 / W, j = e0 - i * W;
+#pragma unroll
+        for (int k = 0; k < K; ++k) {
+          dst[(i * P + j) * stride] = pk[u].v[k];
+          if (++j == W) j = 0, ++i;
+        }
+      }
+    }
+  } else {
+    for (int base = tid; base < hw; base += kStageLoads * nth) {
+      Raw v[kStageLoads];
+#pragma unroll
+      for (int u = 0; u < kStageLoads; ++u) {
+        const int e = base + u * nth;
+        if (e < hw) v[u] = load_raw(src + e);
+      }
+#pragma unroll
+      for (int u = 0; u < kStageLoads; ++u) {
+        const int e = base + u * nth;
+        if (e >= hw) break;
+        const int i = e / W, j = e - i * W;
+        dst[(i * P + j) * stride] = v[u];
+      }
+    }
+  }
+}
+
+template <typename T, bool NORMALIZE, bool MERGE, int NP>
+__global__ void __launch_bounds__(kPlaneThreads, 1) propagate_plane_forward_kernel(const FwdParams p) {
+  using A = Acc<T>;
+  using Raw = RawOf<T>;
+  const Geometry& geo = p.geo;
+  const int cpc = geo.channels_per_cta, b = blockIdx.y;
+  const int c0 = blockIdx.x * cpc;
+  const int H = geo.H, W = geo.W, D = geo.D, P = plane_pitch(geo.W);
+  const int plane = H * P;
+  const int g = c0 / (geo.C / geo.G);  // the CTA's channels share this group
+  const int64_t hw = static_cast<int64_t>(H) * W;
+  extern __shared__ __align__(16) unsigned char smem[];
+  // gates[D][3], then per channel slot cs: pairs[D], x
+  Raw* gsm = reinterpret_cast<Raw*>(smem);
+  const int64_t gate_bytes = plane_gate_bytes(H, W, D, sizeof(T));
+  const int64_t slot_bytes = plane_slot_bytes(H, W, D, sizeof(T));
+  auto pairs_of = [&](int cs) {
+    return reinterpret_cast<LamU<T>*>(smem + gate_bytes + cs * slot_bytes);
+  };
+  auto x_of = [&](int cs) { return reinterpret_cast<Raw*>(pairs_of(cs) + D * plane); };
+
+  // Stage the group's gates once, then x, lam and u of each channel.
+  for (int di = 0; di < D; ++di) {
+    const T* gp = static_cast<const T*>(p.gates) + ((static_cast<int64_t>(b) * D + di) * geo.G + g) * 3 * hw;
+#pragma unroll
+    for (int k = 0; k < 3; ++k) stage_plane(gp + k * hw, gsm + (di * 3 + k) * plane, 1, H, W, P, geo.plane_vec);
+  }
+  for (int cs = 0; cs < cpc; ++cs) {
+    const int c = c0 + cs;
+    stage_plane(static_cast<const T*>(p.x) + (static_cast<int64_t>(b) * geo.C + c) * hw, x_of(cs),
+                1, H, W, P, geo.plane_vec);
+    for (int di = 0; di < D; ++di) {
+      const int64_t dc_off = ((static_cast<int64_t>(b) * D + di) * geo.C + c) * hw;
+      Raw* pr = reinterpret_cast<Raw*>(pairs_of(cs) + di * plane);
+      stage_plane(static_cast<const T*>(p.lam) + dc_off, pr, 2, H, W, P, geo.plane_vec);
+      if (MERGE) stage_plane(static_cast<const T*>(p.u) + dc_off, pr + 1, 2, H, W, P, geo.plane_vec);
+    }
+  }
+  __syncthreads();
+
+  // The scan of warp (cs, di): channel slot cs, direction di.
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int cs = warp / D, di = warp % D;
+  {
+    const int c = c0 + cs;
+    const Line line(geo, direction_of(geo, di));
+    const int n = line.n_line;
+    const int64_t dc_off = ((static_cast<int64_t>(b) * D + di) * geo.C + c) * hw;
+    T* hidden = MERGE && p.hidden != nullptr ? static_cast<T*>(p.hidden) + dc_off : nullptr;
+    const Raw* ga = gsm + di * 3 * plane;
+    LamU<T>* pr = pairs_of(cs) + di * plane;
+    const Raw* xsm = x_of(cs);
+    A h[NP];
+#pragma unroll
+    for (int q = 0; q < NP; ++q) h[q] = 0;
+    int phase = 0;
+    for (int s = 0; s < line.n_steps; ++s) {
+      const bool restart = phase == 0;
+      const A from_left = __shfl_up_sync(0xffffffffu, h[NP - 1], 1);
+      const A from_right = __shfl_down_sync(0xffffffffu, h[0], 1);
+      const A left = !restart && lane > 0 ? from_left : A(0);
+      const A right = !restart && lane < 31 ? from_right : A(0);
+      const int l = line.reverse ? line.n_steps - 1 - s : s;  // row (vertical) or column
+      A hn[NP];
+#pragma unroll
+      for (int q = 0; q < NP; ++q) {
+        const int pos = lane * NP + q;
+        const bool on = pos < n;
+        const int idx = on ? (line.vertical ? l * P + pos : pos * P + l) : 0;
+        A a[3], w[3], comp[3];
+        const bool valid[3] = {on && pos >= 1, on, on && pos + 1 < n};
+#pragma unroll
+        for (int k = 0; k < 3; ++k) a[k] = raw_to_acc<T>(ga[k * plane + idx]);
+        if (NORMALIZE) {
+          normalized_taps<T>(a, valid, w, comp);
+        } else {
+#pragma unroll
+          for (int k = 0; k < 3; ++k) w[k] = valid[k] ? a[k] : A(0);
+        }
+        // (Only lanes on the line read the slot: another lane may have overwritten slot 0.)
+        LamU<T> lu{};
+        if (on) lu = pr[idx];
+        A acc = on ? raw_to_acc<T>(lu.lam) * raw_to_acc<T>(xsm[idx]) : A(0);
+        if (!restart) {
+          const A hm = q == 0 ? left : h[q - 1];
+          const A hp = q == NP - 1 ? right : h[q + 1];
+          acc += w[0] * hm + w[1] * h[q] + w[2] * hp;
+        }
+        hn[q] = acc;
+        if (on) {
+          // This lane alone reads and writes the slot of (direction, pixel).
+          *reinterpret_cast<A*>(pr + idx) = MERGE ? raw_to_acc<T>(lu.u) * acc : acc;
+          if (hidden != nullptr) {
+            const int64_t o = line.vertical ? static_cast<int64_t>(l) * W + pos
+                                            : static_cast<int64_t>(pos) * W + l;
+            *reinterpret_cast<Raw*>(hidden + o) = acc_to_raw<T>(acc);
+          }
+        }
+      }
+#pragma unroll
+      for (int q = 0; q < NP; ++q) h[q] = hn[q];
+      phase = (geo.chunk > 0 && phase + 1 == geo.chunk) ? 0 : phase + 1;
+    }
+  }
+  __syncthreads();
+
+  // Write out: merged y (sum in direction order) or each h_d, coalesced.
+  const int tid = threadIdx.x, nth = blockDim.x;
+  for (int e = tid; e < cpc * hw; e += nth) {
+    const int cs = e / hw, pix = e - cs * hw;
+    const int i = pix / W, j = pix - i * W, idx = i * P + j;
+    const int c = c0 + cs;
+    const LamU<T>* pr = pairs_of(cs);
+    if (MERGE) {
+      A acc = *reinterpret_cast<const A*>(pr + idx);
+      for (int d = 1; d < D; ++d) acc += *reinterpret_cast<const A*>(pr + d * plane + idx);
+      *reinterpret_cast<Raw*>(static_cast<T*>(p.out) + (static_cast<int64_t>(b) * geo.C + c) * hw + pix) =
+          acc_to_raw<T>(acc);
+    } else {
+      for (int d = 0; d < D; ++d) {
+        const int64_t dc_off = ((static_cast<int64_t>(b) * D + d) * geo.C + c) * hw;
+        *reinterpret_cast<Raw*>(static_cast<T*>(p.out) + dc_off + pix) =
+            acc_to_raw<T>(*reinterpret_cast<const A*>(pr + d * plane + idx));
+      }
+    }
+  }
+}
+
+template <typename T>
+void launch_plane_forward(const FwdParams& p, bool normalize, bool merge, cudaStream_t stream) {
+  const Geometry& geo = p.geo;
+  const size_t smem = static_cast<size_t>(
+      plane_smem_bytes(geo.H, geo.W, geo.D, sizeof(T), geo.channels_per_cta));
+  const int longest = geo.threads_per_line;  // the longest line (bindings.cpp)
+  const dim3 grid(geo.C / geo.channels_per_cta, geo.B), block(32 * geo.D * geo.channels_per_cta);
+  GSPN2_BOOL_SWITCH(normalize, kNormalize, [&] {
+    GSPN2_BOOL_SWITCH(merge, kMerge, [&] {
+      GSPN2_BOOL_SWITCH(longest > 32, kTwo, [&] {
+        constexpr int NP = kTwo ? 2 : 1;
+        auto kernel = propagate_plane_forward_kernel<T, kNormalize, kMerge, NP>;
+        if (smem > 48 * 1024) {
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               static_cast<int>(smem));
+        }
+        kernel<<<grid, block, smem, stream>>>(p);
+      });
+    });
+  });
+}
+
 template <typename T>
 void launch_forward_impl(const FwdParams& p, bool normalize, bool merge, cudaStream_t stream) {
   const Geometry& geo = p.geo;
+  if (geo.mode == kPlaneMode) {
+    launch_plane_forward<T>(p, normalize, merge, stream);
+    return;
+  }
   const dim3 block(geo.threads_per_line, geo.channels_per_cta);
   const dim3 grid(geo.C / geo.channels_per_cta, geo.D, geo.B);
   const size_t smem = 4 * sizeof(Acc<T>) * geo.threads_per_line * geo.channels_per_cta;

@@ -23,6 +23,26 @@ def ext():
     return load_extension('cuda')
 
 
+PLANE_OFF, PLANE_AUTO, PLANE_FORCE = 0, 1, 2  # set_plane_mode policies (propagate.h)
+
+
+@pytest.fixture
+def line_modes(ext):
+    """The forward in the line modes (warp / CTA / long) even on planes that the plane mode
+    would take."""
+    previous = ext.set_plane_mode(PLANE_OFF)
+    yield ext
+    ext.set_plane_mode(previous)
+
+
+@pytest.fixture
+def plane_mode(ext):
+    """The forward in the plane mode wherever the plane fits (also on lines of <= 16)."""
+    previous = ext.set_plane_mode(PLANE_FORCE)
+    yield ext
+    ext.set_plane_mode(previous)
+
+
 def _reference(x, gates, lam, u, directions, chunk, normalize, merge):
     """Composed from the one-direction reference; runs in the dtype of the inputs."""
     hs = [gspn_scan_ref(x, gates[:, i], lam[:, i], DIRECTIONS[d], chunk or None, normalize)
@@ -82,7 +102,60 @@ CASES = [
 @pytest.mark.parametrize('case', CASES, ids=lambda c: f'{c[0]}x{c[1]}g{c[2]}_{c[3]}x{c[4]}_d{"".join(map(str, c[5]))}_k{c[6]}')
 @pytest.mark.parametrize('normalize,merge', [(True, True), (True, False), (False, True)])
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32, torch.float16, torch.bfloat16])
-def test_matches_reference(ext, case, normalize, merge, dtype):
+def test_matches_reference(line_modes, case, normalize, merge, dtype):
+    _check_against_reference(line_modes, case, normalize, merge, dtype)
+
+
+# Plane mode (forward; propagate.h), forced: lines of at most 64 whose staged plane fits the
+# shared-memory budget (56x56 only in 16-bit storage: in float32 / float64 it takes the warp
+# mode).
+# Channel counts above the 132 SMs of an H100 for the backbone sizes; a CTA holds 1, 2 or 4
+# channels of a gate group (the most that divide C / G and fit).
+PLANE_CASES = [
+    # B, C, G, H, W, directions, chunk
+    (2, 96, 1, 7, 7, (0, 1, 2, 3), 0),
+    (3, 48, 1, 14, 14, (0, 1, 2, 3), 2),
+    (2, 64, 8, 28, 28, (0, 1, 2, 3), 0),   # 4 channels of a group per CTA
+    (2, 70, 1, 56, 56, (0, 1, 2, 3), 2),
+    (1, 6, 6, 13, 17, (3, 1, 2, 0), 3),     # odd plane, G = C, odd chunk
+    (1, 4, 2, 17, 13, (2, 0), 0),           # 2 channels per CTA, 2 groups
+    (2, 3, 1, 64, 33, (1, 3, 0), 5),        # the longest plane-mode line, NP = 2
+    (1, 5, 5, 11, 9, (2,), 0),              # one direction (gspn_scan's launch)
+    (1, 2, 1, 1, 40, (0, 2), 0),            # a single row
+]
+
+
+@pytest.mark.parametrize('case', PLANE_CASES, ids=lambda c: f'{c[0]}x{c[1]}g{c[2]}_{c[3]}x{c[4]}_d{"".join(map(str, c[5]))}_k{c[6]}')
+@pytest.mark.parametrize('normalize,merge', [(True, True), (True, False), (False, True)])
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+def test_plane_mode_matches_reference(plane_mode, case, normalize, merge, dtype):
+    _check_against_reference(plane_mode, case, normalize, merge, dtype)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_plane_mode_equals_line_modes(plane_mode, dtype):
+    """The plane mode and the warp mode agree to rounding on a backbone-shaped input."""
+    ext = plane_mode
+    x, gates, lam, u = (t.to(dtype) for t in _inputs(2, 8, 1, 28, 28, 4, True, 'cuda', seed=5))
+    plane, plane_h = ext.forward(x, gates, lam, u, [0, 1, 2, 3], 2, True, True, True)
+    previous = ext.set_plane_mode(PLANE_OFF)
+    try:
+        line, line_h = ext.forward(x, gates, lam, u, [0, 1, 2, 3], 2, True, True, True)
+    finally:
+        ext.set_plane_mode(previous)
+    assert _rel(plane, line) <= FLOOR[dtype] and _rel(plane_h, line_h) <= FLOOR[dtype]
+
+
+def test_plane_mode_through_gspn_scan(plane_mode):
+    from gspn2_dense.ops import gspn_scan
+    x, gates, lam, _ = _inputs(3, 50, 1, 14, 14, 1, True, 'cuda', seed=9)
+    for direction in DIRECTIONS:
+        got = gspn_scan(x.float(), gates[:, 0].float(), lam[:, 0].float(), direction, chunk=2)
+        want = gspn_scan_ref(x, gates[:, 0], lam[:, 0], direction, 2)
+        assert _rel(got, want) <= FLOOR[torch.float32], direction
+
+
+def _check_against_reference(ext, case, normalize, merge, dtype):
     B, C, G, H, W, dirs, chunk = case
     D = len(dirs)
     x, gates, lam, u = _inputs(B, C, G, H, W, D, normalize, 'cuda', seed=hash(case) % 1000)
