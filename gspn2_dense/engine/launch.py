@@ -122,12 +122,29 @@ def prepare_test_config(config: str, checkpoint: str, work_dir: Optional[str] = 
     return cfg
 
 
+_OWNED_GROUPS: list = []
+
+
+def release_process_group() -> None:
+    """Destroy the process group :func:`build_runner` started, if any.
+
+    Left to the interpreter's exit, the gloo group's threads are torn down in an order that
+    can abort the process ("terminate called without an active exception") after a run
+    that otherwise succeeded.
+    """
+    if _OWNED_GROUPS and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    _OWNED_GROUPS.clear()
+
+
 def build_runner(cfg: Config) -> Runner:
     if (cfg.get('launcher', 'none') == 'pytorch' and not torch.cuda.is_available()
             and not dist.is_initialized()):
         # torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR, ...) describes the group;
         # once it exists, the runner uses it instead of starting its own.
         dist.init_process_group(backend='gloo')
+        _OWNED_GROUPS.append(dist.group.WORLD)
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)

@@ -205,6 +205,9 @@ def _build_jit(kind: str, verbose: bool = False):
     sources = [str(REPO_ROOT / s) for s in extension_sources(kind)]
     _check_compilers(kind)
     build_name = f'gspn2_dense_{kind}'
+    if kind == 'cpu' and not os.environ.get('CUDA_HOME') and resolve_cuda_home():
+        # torch guesses CUDA_HOME when cpp_extension is imported (and warns when wrong)
+        os.environ['CUDA_HOME'] = resolve_cuda_home()
     if kind == 'cuda':
         _prepare_cuda_environment()
         # torch's JIT cache does not key on the architectures: keep one build per list.
