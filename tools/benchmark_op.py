@@ -98,6 +98,9 @@ def run_case(ext, name, B, C, H, W, dirs, G, dtype, targets, bandwidth, l2_bytes
     bwd = lambda i: ext.backward(saved[i][0], sets[i]['x'], sets[i]['gates'], sets[i]['lam'],  # noqa: E731
                                  u_of(sets[i]), saved[i][1], dirs, 0, True, merge)
     bwd_ms = time_ms(bwd, n_sets, reps, warmup)
+    previous = ext.set_plane_mode(0)  # the same backward in the line modes
+    bwd_line_ms = time_ms(bwd, n_sets, reps, warmup)
+    ext.set_plane_mode(previous)
     # peak memory of one training step (forward saving h, backward), beyond its inputs
     s = sets[0]
     torch.cuda.synchronize()
@@ -112,6 +115,7 @@ def run_case(ext, name, B, C, H, W, dirs, G, dtype, targets, bandwidth, l2_bytes
     fwd_floor, bwd_floor = fwd_bytes / bandwidth * 1e3, bwd_bytes / bandwidth * 1e3
     return dict(name=name, B=B, C=C, H=H, W=W, directions=dirs, G=G, dtype=str(dtype)[6:],
                 fwd_ms=fwd_ms, fwd_line_modes_ms=fwd_line_ms, bwd_ms=bwd_ms,
+                bwd_line_modes_ms=bwd_line_ms,
                 fwd_floor_ms=fwd_floor, bwd_floor_ms=bwd_floor,
                 fwd_eff=fwd_floor / fwd_ms, bwd_eff=bwd_floor / bwd_ms,
                 fwd_target=targets[0], bwd_target=targets[1], peak_fwd_bwd_gib=peak / 2**30,
@@ -161,8 +165,9 @@ def markdown(result):
              f"commit {result['commit']}; copy bandwidth {result['bandwidth_tbs']:.2f} TB/s "
              f"(bytes read + written of a {result['copy_gib']} GiB D2D copy).", '',
              '| case | B | C | HxW | dirs | G | dtype | fwd ms | floor | eff | target | '
-             'fwd ms, line modes | bwd ms | floor | eff | target | peak fwd+bwd GiB |',
-             '|' + '---|' * 17]
+             'fwd ms, line modes | bwd ms | floor | eff | target | bwd ms, line modes | '
+             'peak fwd+bwd GiB |',
+             '|' + '---|' * 18]
     for r in result['cases']:
         t = lambda v: '' if v is None else f'{v:.0%}'  # noqa: E731
         lines.append(
@@ -171,7 +176,7 @@ def markdown(result):
             f"{r['fwd_eff']:.0%} | {t(r['fwd_target'])} | {r.get('fwd_line_modes_ms', 0):.3f} | "
             f"{r['bwd_ms']:.3f} | "
             f"{r['bwd_floor_ms']:.3f} | {r['bwd_eff']:.0%} | {t(r['bwd_target'])} | "
-            f"{r['peak_fwd_bwd_gib']:.2f} |")
+            f"{r.get('bwd_line_modes_ms', 0):.3f} | {r['peak_fwd_bwd_gib']:.2f} |")
     if result.get('reference_loop_ms'):
         lines += ['', f"PyTorch reference loop, paper shape (fp32, 1 direction, B=16, C=8, "
                       f"1024^2), forward: {result['reference_loop_ms']:.1f} ms."]

@@ -47,8 +47,8 @@ bool aligned(const void* ptr, int64_t bytes) {
   return reinterpret_cast<uintptr_t>(ptr) % static_cast<uintptr_t>(bytes) == 0;
 }
 
-// When the forward takes the plane mode (propagate.h): kPlaneAuto (default), kPlaneOff (the
-// line modes everywhere) or kPlaneForce (wherever the plane fits, whatever its lines; tests).
+// When the plane mode is taken (propagate.h): kPlaneAuto (default), kPlaneOff (the line
+// modes everywhere) or kPlaneForce (wherever the plane fits, whatever its lines; tests).
 int plane_policy = kPlaneAuto;
 
 int64_t set_plane_mode(int64_t policy) {
@@ -104,6 +104,26 @@ Geometry make_geometry(const PropagateShape& shape, const std::vector<int64_t>& 
   for (const void* ptr : ptrs) all_aligned = all_aligned && (ptr == nullptr || aligned(ptr, 16));
   geo.vec = all_aligned && shape.W % kPositions == 0 && elem_size * kPositions <= 16;
   geo.vec_h = all_aligned && shape.W % steps_per_run(elem_size, backward, geo.mode) == 0;
+  // Plane-mode backward: lines of kPlaneBwdMinLine .. kPlaneMaxLine (any length <= kPlaneMaxLine
+  // under kPlaneForce) whose staged planes fit the budget.
+  if (backward && plane_policy != kPlaneOff && longest_line <= kPlaneMaxLine &&
+      (plane_policy == kPlaneForce || longest_line >= kPlaneBwdMinLine) &&
+      shape.C <= (int64_t(1) << 31) - 1) {
+    int64_t cpc_plane = 0;
+    for (int64_t k = 1; k <= kPlaneMaxChannels; k *= 2) {
+      if ((shape.C / shape.G) % k == 0 &&
+          plane_bwd_smem_bytes(shape.H, shape.W, elem_size, elem_size == 8 ? 8 : 4, k) <=
+              kPlaneSmemBudget) {
+        cpc_plane = k;
+      }
+    }
+    if (cpc_plane > 0) {
+      geo.mode = kPlaneMode;
+      geo.threads_per_line = static_cast<int>(longest_line);  // the launcher's positions per lane
+      geo.channels_per_cta = static_cast<int>(cpc_plane);
+      geo.plane_vec = all_aligned && (shape.H * shape.W * elem_size) % 16 == 0;
+    }
+  }
   // Plane mode: forward, short lines, the staged plane within the shared-memory budget.
   const int64_t min_line =
       plane_policy == kPlaneForce ? 0 : (elem_size == 4 ? kPlaneMinLine32 : kPlaneMinLine);
@@ -219,18 +239,22 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> backward(
   p.grad_gates = grad_gates.data_ptr();
   p.grad_lam = grad_lam.data_ptr();
   p.grad_u = merge && grad_u.defined() ? grad_u.data_ptr() : nullptr;
+  // (The float buffers come from the same allocator as the other tensors: they do not change
+  // `vec`, so they are allocated once the geometry says which are needed.)
+  p.geo = make_geometry(shape, directions, chunk, x.element_size(), true,
+                        {p.grad_out, p.x, p.gates, p.lam, p.u, p.hidden, p.grad_x, p.grad_gates,
+                         p.grad_lam, p.grad_u});
   torch::Tensor partial_x, partial_gates;
   if (D > 1) {
     partial_x = torch::empty({D, B, C, H, W}, x.options().dtype(acc_dtype(x)));
     p.partial_x = partial_x.data_ptr();
   }
-  if (G != C) {
-    partial_gates = torch::empty({B, D, C, 3, H, W}, x.options().dtype(acc_dtype(x)));
+  // Gate-logit gradients summed over `summed` channels each (plane mode: in the CTA).
+  const int64_t summed = p.geo.mode == kPlaneMode ? p.geo.channels_per_cta : 1;
+  if (C / G > summed) {
+    partial_gates = torch::empty({B, D, C / summed, 3, H, W}, x.options().dtype(acc_dtype(x)));
     p.partial_gates = partial_gates.data_ptr();
   }
-  p.geo = make_geometry(shape, directions, chunk, x.element_size(), true,
-                        {p.grad_out, p.x, p.gates, p.lam, p.u, p.hidden, p.grad_x, p.grad_gates,
-                         p.grad_lam, p.grad_u, p.partial_x, p.partial_gates});
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   GSPN2_DISPATCH_KERNEL_TYPES(x.scalar_type(), "gspn2_backward", [&] {
     launch_backward<scalar_t>(p, normalize, merge, stream);
@@ -250,8 +274,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("directions"), pybind11::arg("chunk"), pybind11::arg("normalize"),
         pybind11::arg("merge"), pybind11::arg("save_hidden"));
   m.def("set_plane_mode", &gspn2::cuda::set_plane_mode,
-        "when the forward takes the plane mode: 0 never, 1 where it is faster (default), "
-        "2 wherever it fits; returns the previous policy",
+        "when the forward and backward take the plane mode: 0 never, 1 where it is faster "
+        "(default), 2 wherever it fits; returns the previous policy",
         pybind11::arg("policy"));
   m.def("backward", &gspn2::cuda::backward,
         "fused backward: (grad_x, grad_gates, grad_lam, grad_u)", pybind11::arg("grad_out"),

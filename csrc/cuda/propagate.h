@@ -4,7 +4,7 @@
 // structs; the launchers (one explicit instantiation per dtype, in propagate_{fwd,bwd}_*.cu)
 // pick the template constants and launch on the current stream.
 //
-// Work decomposition (forward and backward alike): one CTA owns one (batch, direction,
+// Work decomposition of the line modes (forward and backward alike): one CTA owns one (batch, direction,
 // channel slice) and walks every step of the scan. Its threads form a
 // (threads_per_line, channels_per_cta) block: thread (t, cy) holds kPositions consecutive
 // positions of the line for channel slice * channels_per_cta + cy and reads its inputs in
@@ -33,7 +33,7 @@ constexpr int kShortThreads = 256;  // CTAs up to this size get the longer runs 
 // up to kMaxThreads threads, one-step runs.
 constexpr int kWarpMode = 0, kCtaMode = 1, kLongMode = 2;
 
-// Plane mode (forward only; propagate_plane_forward_kernel): one CTA owns the planes of
+// Plane mode, forward (propagate_plane_forward_kernel; the backward's is below): one CTA owns the planes of
 // 1, 2 or 4 channels of one gate group of one batch item and all D directions, one warp per
 // (channel, direction); the group's gates are staged once for its channels. x and each
 // direction's gates, lam and u are staged in shared memory with coalesced loads (read once
@@ -71,6 +71,24 @@ constexpr long long plane_smem_bytes(long long H, long long W, long long D, long
 }
 constexpr int kPlaneMaxChannels = 4;  // channels per plane-mode CTA (1, 2 or 4)
 
+// Plane-mode backward (propagate_plane_backward_kernel): one CTA per (batch, direction, cpc
+// channels of one gate group), a warp per channel. Shared memory: the direction's 3 gate
+// planes, then per channel a slot of (lam, x) pairs, grad_out, u and h planes (storage type;
+// the pairs later hold lam * dh in the accumulation type), then a double-buffered line of the
+// 3 gate-logit gradients per channel (accumulation type, kPlaneMaxLine positions).
+// Taken (policy kPlaneAuto) for longest lines of kPlaneBwdMinLine .. kPlaneMaxLine (H100,
+// docs/benchmarks/op.md, bf16 4 directions G = 1: 56x56 2.98 vs 8.73 ms in the line modes,
+// 14x14 0.657 vs 1.285; 7x7 measured 0.818 vs 0.507 and stays in the warp mode).
+constexpr int kPlaneBwdMinLine = 14;
+constexpr long long plane_bwd_slot_bytes(long long H, long long W, long long elem) {
+  return round16(H * plane_pitch(static_cast<int>(W)) * 5 * elem);
+}
+constexpr long long plane_bwd_smem_bytes(long long H, long long W, long long elem,
+                                         long long acc_elem, long long cpc) {
+  return round16(H * plane_pitch(static_cast<int>(W)) * 3 * elem) +
+         cpc * plane_bwd_slot_bytes(H, W, elem) + 2 * cpc * 3 * kPlaneMaxLine * acc_elem;
+}
+
 // Bytes of each input per position in one double-buffered run of steps (propagate_kernels.cuh).
 constexpr int run_bytes(int mode, bool backward) {
   return mode == kLongMode ? 0 : (backward || mode == kWarpMode ? 4 : 8);
@@ -86,7 +104,7 @@ struct Geometry {
   int chunk;             // restart period in steps, 0 = global scan
   int threads_per_line;  // blockDim.x (plane mode: the longest line)
   int channels_per_cta;  // blockDim.y, divides C (plane mode: channels per CTA)
-  int mode;              // kWarpMode, kCtaMode, kLongMode or kPlaneMode (forward only)
+  int mode;              // kWarpMode, kCtaMode, kLongMode or kPlaneMode
   bool plane_vec;        // plane mode: aligned, H * W * elem % 16 == 0: 16-byte staging loads
   bool vec;              // aligned, W % kPositions == 0: vector accesses along rows
   bool vec_h;            // aligned, W % (steps per run) == 0: vector runs along rows
@@ -117,7 +135,8 @@ struct BwdParams {
   void* grad_lam;      // (B, D, C, H, W)
   void* grad_u;        // (B, D, C, H, W) or nullptr
   void* partial_x;      // D > 1: (D, B, C, H, W) lam_d * dh_d (accumulation type)
-  void* partial_gates;  // G < C: (B, D, C, 3, H, W) per-channel gate-logit gradients (same)
+  void* partial_gates;  // G < C: (B, D, C / k, 3, H, W) gate-logit gradients summed over k
+                        // channels (k = 1; plane mode: channels_per_cta; none when that is C / G)
 };
 
 template <typename T>

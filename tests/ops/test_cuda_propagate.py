@@ -28,8 +28,8 @@ PLANE_OFF, PLANE_AUTO, PLANE_FORCE = 0, 1, 2  # set_plane_mode policies (propaga
 
 @pytest.fixture
 def line_modes(ext):
-    """The forward in the line modes (warp / CTA / long) even on planes that the plane mode
-    would take."""
+    """Forward and backward in the line modes (warp / CTA / long) even on planes that the
+    plane mode would take."""
     previous = ext.set_plane_mode(PLANE_OFF)
     yield ext
     ext.set_plane_mode(previous)
@@ -37,7 +37,8 @@ def line_modes(ext):
 
 @pytest.fixture
 def plane_mode(ext):
-    """The forward in the plane mode wherever the plane fits (also on lines of <= 16)."""
+    """The plane mode, forward and backward, wherever the planes fit (also on lines of
+    <= 16)."""
     previous = ext.set_plane_mode(PLANE_FORCE)
     yield ext
     ext.set_plane_mode(previous)
@@ -106,9 +107,11 @@ def test_matches_reference(line_modes, case, normalize, merge, dtype):
     _check_against_reference(line_modes, case, normalize, merge, dtype)
 
 
-# Plane mode (forward; propagate.h), forced: lines of at most 64 whose staged plane fits the
-# shared-memory budget (56x56 only in 16-bit storage: in float32 / float64 it takes the warp
-# mode).
+# Plane mode (forward and backward; propagate.h), forced: lines of at most 64 whose staged
+# planes fit the shared-memory budget (forward 56x56 only in 16-bit storage: in float32 /
+# float64 it takes the warp mode; the backward stages one direction per CTA and fits 56x56 in
+# every dtype). _check_against_reference checks every gradient and that a repeated backward
+# is bit-identical.
 # Channel counts above the 132 SMs of an H100 for the backbone sizes; a CTA holds 1, 2 or 4
 # channels of a gate group (the most that divide C / G and fit).
 PLANE_CASES = [
@@ -144,6 +147,28 @@ def test_plane_mode_equals_line_modes(plane_mode, dtype):
     finally:
         ext.set_plane_mode(previous)
     assert _rel(plane, line) <= FLOOR[dtype] and _rel(plane_h, line_h) <= FLOOR[dtype]
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize('G', [1, 8])
+def test_plane_backward_equals_line_modes(plane_mode, dtype, G):
+    """The plane-mode and warp-mode backward agree to rounding on a backbone-shaped input
+    (G = 1: gate gradients summed over 4 channels in the CTA, then over the chunks; G = 8:
+    the whole group in one CTA); the plane backward is bit-identical when repeated."""
+    ext = plane_mode
+    x, gates, lam, u = (t.to(dtype) for t in _inputs(2, 8, G, 28, 28, 4, True, 'cuda', seed=6))
+    out, hidden = ext.forward(x, gates, lam, u, [0, 1, 2, 3], 2, True, True, True)
+    grad_out = torch.randn_like(out)
+    args = (grad_out, x, gates, lam, u, hidden, [0, 1, 2, 3], 2, True, True)
+    plane = ext.backward(*args)
+    assert all(torch.equal(a, b) for a, b in zip(plane, ext.backward(*args)))
+    previous = ext.set_plane_mode(PLANE_OFF)
+    try:
+        line = ext.backward(*args)
+    finally:
+        ext.set_plane_mode(previous)
+    for name, a, b in zip(('x', 'gates', 'lam', 'u'), plane, line):
+        assert _rel(a, b) <= 4 * FLOOR[dtype], (name, _rel(a, b))
 
 
 def test_plane_mode_through_gspn_scan(plane_mode):
