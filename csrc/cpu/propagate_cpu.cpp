@@ -345,6 +345,18 @@ int64_t channel_blocks(int64_t B, int64_t G, int64_t cg, int64_t D, int64_t HW,
   return std::max<int64_t>(1, std::min({cg, want, cap}));
 }
 
+// Work unit `unit` of the B * G * nblk units of a pass: batch b, gate group g, and the
+// channels [c0, c1) of its channel block.
+struct ChannelBlock {
+  int64_t b, g, c0, c1;
+};
+
+ChannelBlock channel_block(int64_t unit, int64_t G, int64_t cg, int64_t nblk, int64_t per_blk) {
+  const int64_t b = unit / (G * nblk), g = unit / nblk % G, blk = unit % nblk;
+  const int64_t c0 = g * cg + blk * per_blk;
+  return {b, g, c0, std::min(g * cg + cg, c0 + per_blk)};
+}
+
 void check_like(const torch::Tensor& t, const char* name, const torch::Tensor& x,
                 at::IntArrayRef expected) {
   TORCH_CHECK(t.sizes() == expected, name, " must have shape ", expected, ", got ", t.sizes());
@@ -387,9 +399,7 @@ std::tuple<torch::Tensor, torch::Tensor> propagate_forward(
           std::vector<acc_t> z(HW), h_frame(HW), h_image(HW), acc(merge ? per_blk * HW : 0);
           std::vector<acc_t> lines(2 * (n_max + 2));
           for (int64_t unit = begin; unit < end; ++unit) {
-            const int64_t b = unit / (G * nblk), g = unit / nblk % G, blk = unit % nblk;
-            const int64_t c0 = g * cg + blk * per_blk;
-            const int64_t c1 = std::min(g * cg + cg, c0 + per_blk);
+            const auto [b, g, c0, c1] = channel_block(unit, G, cg, nblk, per_blk);
             std::fill(acc.begin(), acc.end(), acc_t(0));
             for (int64_t di = 0; di < D; ++di) {
               const bool vertical = is_vertical(directions[di]);
@@ -488,11 +498,9 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> propagate
               gx(per_blk * HW);
           std::vector<acc_t> lines(5 * pad);
           for (int64_t unit = begin; unit < end; ++unit) {
-            const int64_t b = unit / (G * nblk), g = unit / nblk % G, blk = unit % nblk;
+            const auto [b, g, c0, c1] = channel_block(unit, G, cg, nblk, per_blk);
             acc_t* dw = partial.get() + unit * unit_dw;
             std::fill(dw, dw + unit_dw, acc_t(0));
-            const int64_t c0 = g * cg + blk * per_blk;
-            const int64_t c1 = std::min(g * cg + cg, c0 + per_blk);
             std::fill(gx.begin(), gx.end(), acc_t(0));
             for (int64_t di = 0; di < D; ++di) {
               const bool vertical = is_vertical(directions[di]);

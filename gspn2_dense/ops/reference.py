@@ -30,14 +30,10 @@ def _to_top_down(t: torch.Tensor, direction: str) -> torch.Tensor:
 
 
 def _from_top_down(t: torch.Tensor, direction: str) -> torch.Tensor:
-    """Inverse of :func:`_to_top_down`."""
-    if direction == 'top_down':
-        return t
-    if direction == 'bottom_up':
-        return t.flip(-2)
-    if direction == 'left_right':
-        return t.transpose(-1, -2)
-    return t.flip(-2).transpose(-1, -2)
+    """Inverse of :func:`_to_top_down` (every view but right_left's is its own inverse)."""
+    if direction == 'right_left':
+        return t.flip(-2).transpose(-1, -2)
+    return _to_top_down(t, direction)
 
 
 def tap_weights_ref(gates: torch.Tensor, normalize: bool = True) -> torch.Tensor:
