@@ -4,7 +4,8 @@
 # Logs go to $OUT (default ./device_out). Stages: STAGES="build test sanitize bench" (default
 # all); also "errors" (bad input given to both extensions in fresh processes; a native
 # backtrace through cuda-gdb if one crashes) and "ncu" (NCU_CASES, ";"-separated benchmark
-# case names, profiled by Nsight Compute) and "sass" (resource usage and gzipped SASS of the
+# case names, profiled by Nsight Compute: the first NCU_COUNT kernels matching the regex
+# NCU_KERNEL, default "propagate") and "sass" (resource usage and gzipped SASS of the
 # built extension).
 set -uo pipefail
 OUT=${OUT:-./device_out}
@@ -130,13 +131,13 @@ if has ncu; then
   IFS=';' read -ra ncu_cases <<< "${NCU_CASES:-paper bf16}"
   for c in "${ncu_cases[@]}"; do
     i=$((i + 1))
-    ncu --kernel-name regex:propagate -c ${NCU_COUNT:-2} --section SpeedOfLight \
+    ncu --kernel-name "regex:${NCU_KERNEL:-propagate}" -c ${NCU_COUNT:-2} --section SpeedOfLight \
       --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats \
-      --section LaunchStats --metrics l1tex__t_sector_hit_rate.pct,lts__t_sector_hit_rate.pct,l1tex__t_sectors_pipe_lsu_mem_global_op_ld.sum,l1tex__t_requests_pipe_lsu_mem_global_op_ld.sum,l1tex__t_sectors_pipe_lsu_mem_global_op_st.sum,l1tex__t_requests_pipe_lsu_mem_global_op_st.sum,smsp__inst_executed_op_local_ld.sum \
+      --section LaunchStats --metrics l1tex__t_sector_hit_rate.pct,lts__t_sector_hit_rate.pct,l1tex__t_sectors_pipe_lsu_mem_global_op_ld.sum,l1tex__t_requests_pipe_lsu_mem_global_op_ld.sum,l1tex__t_sectors_pipe_lsu_mem_global_op_st.sum,l1tex__t_requests_pipe_lsu_mem_global_op_st.sum,smsp__inst_executed_op_local_ld.sum,dram__bytes_read.sum,dram__bytes_write.sum,l1tex__data_pipe_lsu_wavefronts_mem_shared.sum,smsp__inst_executed.sum \
       python3 tools/benchmark_op.py --out /tmp/ncu_bench --cases "$c" --no-reference \
-      --sdpa-sizes "" --reps 1 --warmup 0 > "$OUT/ncu_$i.log" 2>&1 || status=1
-    echo "-- ncu case '$c' ($OUT/ncu_$i.log)"
-    grep -E "^  [a-z_]+propagate|Duration|DRAM Throughput|Achieved Occupancy|Registers Per|hit_rate|pipe_lsu|local_ld|L1/TEX Hit|L2 Hit|Block Size|Grid Size|Stall" "$OUT/ncu_$i.log" | head -50
+      --sdpa-sizes "" --reps 1 --warmup 0 > "$OUT/ncu_${NCU_TAG:-}$i.log" 2>&1 || status=1
+    echo "-- ncu case '$c' ($OUT/ncu_${NCU_TAG:-}$i.log)"
+    grep -E "^  [a-z_]+propagate|Duration|DRAM Throughput|Achieved Occupancy|Registers Per|hit_rate|pipe_lsu|local_ld|dram__bytes|inst_executed|L1/TEX Hit|L2 Hit|Block Size|Grid Size|Stall" "$OUT/ncu_${NCU_TAG:-}$i.log" | head -60
   done
 fi
 

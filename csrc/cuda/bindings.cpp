@@ -157,7 +157,8 @@ void check_cuda(const torch::Tensor& t, const char* name) {
               t.scalar_type());
 }
 
-std::tuple<torch::Tensor, torch::Tensor> forward(
+// One fused launch over every direction (the horizontal ones scanning columns in place).
+std::tuple<torch::Tensor, torch::Tensor> forward_fused(
     const torch::Tensor& x, const torch::Tensor& gates, const torch::Tensor& lam,
     const c10::optional<torch::Tensor>& u, const std::vector<int64_t>& directions, int64_t chunk,
     bool normalize, bool merge, bool save_hidden) {
@@ -196,14 +197,11 @@ std::tuple<torch::Tensor, torch::Tensor> forward(
   return {out, hidden};
 }
 
-std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> backward(
-    const torch::Tensor& grad_out, const torch::Tensor& x, const torch::Tensor& gates,
-    const torch::Tensor& lam, const c10::optional<torch::Tensor>& u, const torch::Tensor& hidden,
-    const std::vector<int64_t>& directions, int64_t chunk, bool normalize, bool merge) {
-  const PropagateShape shape = check_propagate_inputs(x, gates, lam, u, directions, chunk, merge);
-  check_cuda(x, "x");
-  const c10::cuda::CUDAGuard guard(x.device());
-  const int64_t B = shape.B, C = shape.C, H = shape.H, W = shape.W, D = shape.D, G = shape.G;
+// grad_out and hidden of a backward call, against the forward inputs.
+void check_backward_inputs(const PropagateShape& shape, const torch::Tensor& grad_out,
+                           const torch::Tensor& x, const torch::Tensor& lam,
+                           const torch::Tensor& hidden, bool merge) {
+  const int64_t B = shape.B, C = shape.C, H = shape.H, W = shape.W, D = shape.D;
   const std::vector<int64_t> out_shape =
       merge ? std::vector<int64_t>{B, C, H, W} : std::vector<int64_t>{B, D, C, H, W};
   TORCH_CHECK(grad_out.sizes() == torch::IntArrayRef(out_shape), "grad_out must be ",
@@ -214,6 +212,17 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> backward(
               " (the forward's hidden state: call forward with save_hidden=True when merge, "
               "or pass its output when not), got ", hidden.sizes());
   check_same(hidden, "hidden", x);
+}
+
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> backward_fused(
+    const torch::Tensor& grad_out, const torch::Tensor& x, const torch::Tensor& gates,
+    const torch::Tensor& lam, const c10::optional<torch::Tensor>& u, const torch::Tensor& hidden,
+    const std::vector<int64_t>& directions, int64_t chunk, bool normalize, bool merge) {
+  const PropagateShape shape = check_propagate_inputs(x, gates, lam, u, directions, chunk, merge);
+  check_cuda(x, "x");
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int64_t B = shape.B, C = shape.C, H = shape.H, W = shape.W, D = shape.D, G = shape.G;
+  check_backward_inputs(shape, grad_out, x, lam, hidden, merge);
 
   torch::Tensor grad_x = torch::empty_like(x);
   torch::Tensor grad_gates = torch::empty_like(gates);
@@ -263,6 +272,203 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> backward(
   return {grad_x, grad_gates, grad_lam, grad_u};
 }
 
+
+// ---- Horizontal directions through transposed planes (propagate.h) ----
+
+int transpose_policy = kTransposeAuto;
+
+int64_t set_transpose_mode(int64_t policy) {
+  TORCH_CHECK(policy == kTransposeOff || policy == kTransposeAuto || policy == kTransposeForce,
+              "transpose policy must be 0 (off), 1 (auto) or 2 (force), got ", policy);
+  const int previous = transpose_policy;
+  transpose_policy = static_cast<int>(policy);
+  return previous;
+}
+
+bool is_vertical(int64_t dir) { return dir == kTopDown || dir == kBottomUp; }
+
+// The entries of `directions` that the current policy scans through transposed planes: the
+// horizontal ones, when their lines (H positions) are longer than kTransposeMinLine.
+std::vector<int64_t> transposed_entries(int64_t H, const std::vector<int64_t>& directions) {
+  std::vector<int64_t> entries;
+  if (transpose_policy == kTransposeOff ||
+      (transpose_policy == kTransposeAuto && H <= kTransposeMinLine)) {
+    return entries;
+  }
+  for (size_t i = 0; i < directions.size(); ++i) {
+    if (!is_vertical(directions[i])) entries.push_back(static_cast<int64_t>(i));
+  }
+  return entries;
+}
+
+// dst planes (a, b) = transpose of the src planes (a, b) (rows x cols), optionally added.
+void transpose_planes(const torch::Tensor& src, PlaneMap src_map, torch::Tensor& dst,
+                      PlaneMap dst_map, int64_t n0, int64_t n1, int64_t rows, int64_t cols,
+                      bool accumulate) {
+  const TransposeParams p{src.data_ptr(), dst.data_ptr(), src_map, dst_map, n0, n1,
+                          static_cast<int>(rows), static_cast<int>(cols), accumulate};
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  GSPN2_DISPATCH_KERNEL_TYPES(src.scalar_type(), "gspn2_transpose", [&] {
+    launch_transpose<scalar_t>(p, stream);
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// (B, K, H, W) -> (B, K, W, H); with `into`, written (or added) there instead.
+torch::Tensor transposed_image(const torch::Tensor& t, torch::Tensor into = {},
+                               bool accumulate = false) {
+  const int64_t B = t.size(0), K = t.size(1), rows = t.size(2), cols = t.size(3);
+  if (!into.defined()) into = torch::empty({B, K, cols, rows}, t.options());
+  const int64_t hw = rows * cols;
+  transpose_planes(t, {0, K * hw, hw}, into, {0, K * hw, hw}, B, K, rows, cols, accumulate);
+  return into;
+}
+
+// (B, D, ..., H, W) -> (B, E, ..., W, H): the planes of direction entries `entries`.
+torch::Tensor take_transposed(const torch::Tensor& t, const std::vector<int64_t>& entries) {
+  std::vector<int64_t> sizes(t.sizes().begin(), t.sizes().end());
+  const int64_t B = sizes[0], D = sizes[1], rows = sizes[sizes.size() - 2],
+                cols = sizes.back(), E = static_cast<int64_t>(entries.size());
+  const int64_t hw = rows * cols, K = t.numel() / std::max<int64_t>(1, B * D * hw);
+  sizes[1] = E;
+  std::swap(sizes[sizes.size() - 2], sizes.back());
+  torch::Tensor out = torch::empty(sizes, t.options());
+  for (int64_t e = 0; e < E; ++e) {
+    transpose_planes(t, {entries[e] * K * hw, D * K * hw, hw}, out, {e * K * hw, E * K * hw, hw},
+                     B, K, rows, cols, false);
+  }
+  return out;
+}
+
+// dst[:, entries[e]] = transpose of src[:, e], src (B, E, ..., W, H), dst (B, D, ..., H, W).
+void put_transposed(const torch::Tensor& src, torch::Tensor& dst,
+                    const std::vector<int64_t>& entries) {
+  const int64_t B = dst.size(0), D = dst.size(1), rows = src.size(-2), cols = src.size(-1);
+  const int64_t hw = rows * cols, E = static_cast<int64_t>(entries.size());
+  const int64_t K = dst.numel() / std::max<int64_t>(1, B * D * hw);
+  for (int64_t e = 0; e < E; ++e) {
+    transpose_planes(src, {e * K * hw, E * K * hw, hw}, dst, {entries[e] * K * hw, D * K * hw, hw},
+                     B, K, rows, cols, false);
+  }
+}
+
+// The direction entries `entries` of (B, D, ...) as a contiguous (B, E, ...) tensor.
+torch::Tensor take(const torch::Tensor& t, const std::vector<int64_t>& entries) {
+  if (static_cast<int64_t>(entries.size()) == t.size(1)) return t;
+  return t.index_select(1, torch::tensor(entries, t.options().dtype(torch::kLong)));
+}
+
+void put(const torch::Tensor& src, torch::Tensor& dst, const std::vector<int64_t>& entries) {
+  dst.index_copy_(1, torch::tensor(entries, dst.options().dtype(torch::kLong)), src);
+}
+
+// The scan of the entries that stay in place, and the directions the transposed entries
+// become: left-to-right scans the columns of the transposed planes from the top, right-to-
+// left from the bottom (taps stay in increasing order along the line).
+struct DirectionSplit {
+  std::vector<int64_t> vertical, vertical_dirs, transposed_dirs;
+};
+DirectionSplit split_directions(const std::vector<int64_t>& directions,
+                                const std::vector<int64_t>& transposed) {
+  DirectionSplit s;
+  for (size_t i = 0; i < directions.size(); ++i) {
+    if (std::find(transposed.begin(), transposed.end(), static_cast<int64_t>(i)) ==
+        transposed.end()) {
+      s.vertical.push_back(static_cast<int64_t>(i));
+      s.vertical_dirs.push_back(directions[i]);
+    } else {
+      s.transposed_dirs.push_back(directions[i] == kLeftRight ? kTopDown : kBottomUp);
+    }
+  }
+  return s;
+}
+
+std::tuple<torch::Tensor, torch::Tensor> forward(
+    const torch::Tensor& x, const torch::Tensor& gates, const torch::Tensor& lam,
+    const c10::optional<torch::Tensor>& u, const std::vector<int64_t>& directions, int64_t chunk,
+    bool normalize, bool merge, bool save_hidden) {
+  const PropagateShape shape = check_propagate_inputs(x, gates, lam, u, directions, chunk, merge);
+  check_cuda(x, "x");
+  const std::vector<int64_t> tr = transposed_entries(shape.H, directions);
+  if (tr.empty() || x.numel() == 0) {
+    return forward_fused(x, gates, lam, u, directions, chunk, normalize, merge, save_hidden);
+  }
+  const c10::cuda::CUDAGuard guard(x.device());
+  const DirectionSplit s = split_directions(directions, tr);
+  const c10::optional<torch::Tensor> u_t =
+      merge ? c10::optional<torch::Tensor>(take_transposed(*u, tr)) : c10::nullopt;
+  auto [out_t, hidden_t] =
+      forward_fused(transposed_image(x), take_transposed(gates, tr), take_transposed(lam, tr),
+                    u_t, s.transposed_dirs, chunk, normalize, merge, save_hidden);
+  torch::Tensor out, hidden_v;
+  if (!s.vertical.empty()) {
+    const c10::optional<torch::Tensor> u_v =
+        merge ? c10::optional<torch::Tensor>(take(*u, s.vertical)) : c10::nullopt;
+    std::tie(out, hidden_v) = forward_fused(x, take(gates, s.vertical), take(lam, s.vertical), u_v,
+                                            s.vertical_dirs, chunk, normalize, merge, save_hidden);
+  }
+  if (merge) {
+    // y = (vertical directions' sum) + transpose of the transposed directions' sum
+    const bool add = out.defined();
+    if (!add) out = torch::empty_like(x);
+    transposed_image(out_t, out, add);
+    torch::Tensor hidden = torch::empty({0}, x.options());
+    if (save_hidden) {
+      hidden = torch::empty_like(lam);
+      if (hidden_v.defined()) put(hidden_v, hidden, s.vertical);
+      put_transposed(hidden_t, hidden, tr);
+    }
+    return {out, hidden};
+  }
+  torch::Tensor all = torch::empty_like(lam);
+  if (out.defined()) put(out, all, s.vertical);
+  put_transposed(out_t, all, tr);
+  return {all, torch::empty({0}, x.options())};
+}
+
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> backward(
+    const torch::Tensor& grad_out, const torch::Tensor& x, const torch::Tensor& gates,
+    const torch::Tensor& lam, const c10::optional<torch::Tensor>& u, const torch::Tensor& hidden,
+    const std::vector<int64_t>& directions, int64_t chunk, bool normalize, bool merge) {
+  const PropagateShape shape = check_propagate_inputs(x, gates, lam, u, directions, chunk, merge);
+  check_cuda(x, "x");
+  check_backward_inputs(shape, grad_out, x, lam, hidden, merge);
+  const std::vector<int64_t> tr = transposed_entries(shape.H, directions);
+  if (tr.empty() || x.numel() == 0) {
+    return backward_fused(grad_out, x, gates, lam, u, hidden, directions, chunk, normalize, merge);
+  }
+  const c10::cuda::CUDAGuard guard(x.device());
+  const DirectionSplit s = split_directions(directions, tr);
+  const c10::optional<torch::Tensor> u_t =
+      merge ? c10::optional<torch::Tensor>(take_transposed(*u, tr)) : c10::nullopt;
+  auto [gx_t, gg_t, gl_t, gu_t] = backward_fused(
+      merge ? transposed_image(grad_out) : take_transposed(grad_out, tr), transposed_image(x),
+      take_transposed(gates, tr), take_transposed(lam, tr), u_t, take_transposed(hidden, tr),
+      s.transposed_dirs, chunk, normalize, merge);
+  torch::Tensor grad_x, grad_gates = torch::empty_like(gates), grad_lam = torch::empty_like(lam);
+  torch::Tensor grad_u;
+  if (u.has_value()) grad_u = merge ? torch::empty_like(*u) : torch::zeros_like(*u);
+  if (!s.vertical.empty()) {
+    const c10::optional<torch::Tensor> u_v =
+        merge ? c10::optional<torch::Tensor>(take(*u, s.vertical)) : c10::nullopt;
+    auto [gx, gg, gl, gu] = backward_fused(
+        merge ? grad_out : take(grad_out, s.vertical), x, take(gates, s.vertical),
+        take(lam, s.vertical), u_v, take(hidden, s.vertical), s.vertical_dirs, chunk, normalize,
+        merge);
+    grad_x = gx;
+    put(gg, grad_gates, s.vertical);
+    put(gl, grad_lam, s.vertical);
+    if (merge && grad_u.defined()) put(gu, grad_u, s.vertical);
+  }
+  const bool add = grad_x.defined();
+  if (!add) grad_x = torch::empty_like(x);
+  transposed_image(gx_t, grad_x, add);
+  put_transposed(gg_t, grad_gates, tr);
+  put_transposed(gl_t, grad_lam, tr);
+  if (merge && grad_u.defined()) put_transposed(gu_t, grad_u, tr);
+  return {grad_x, grad_gates, grad_lam, grad_u};
+}
+
 }  // namespace
 }  // namespace cuda
 }  // namespace gspn2
@@ -276,6 +482,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_plane_mode", &gspn2::cuda::set_plane_mode,
         "when the forward and backward take the plane mode: 0 never, 1 where it is faster "
         "(default), 2 wherever it fits; returns the previous policy",
+        pybind11::arg("policy"));
+  m.def("set_transpose_mode", &gspn2::cuda::set_transpose_mode,
+        "when horizontal directions run on transposed planes: 0 never, 1 for lines longer "
+        "than 128 (default), 2 always; returns the previous policy",
         pybind11::arg("policy"));
   m.def("backward", &gspn2::cuda::backward,
         "fused backward: (grad_x, grad_gates, grad_lam, grad_u)", pybind11::arg("grad_out"),

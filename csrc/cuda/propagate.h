@@ -139,13 +139,44 @@ struct BwdParams {
                         // channels (k = 1; plane mode: channels_per_cta; none when that is C / G)
 };
 
+// Horizontal directions through transposed planes (bindings.cpp): a horizontal scan walks
+// columns, so each of its steps touches one element per row, a sector per element, however
+// the line is split over threads. Where its lines are longer than kTransposeMinLine (beyond
+// the warp and plane modes), the op transposes the horizontal directions' inputs
+// (transpose_planes_kernel: 32 x 32 tiles through shared memory, coalesced on both sides),
+// scans them as top-down / bottom-up, and transposes the results back. Policies
+// (set_transpose_mode): kTransposeOff, kTransposeAuto (default), kTransposeForce (every
+// horizontal direction; tests).
+constexpr int kTransposeOff = 0, kTransposeAuto = 1, kTransposeForce = 2;
+constexpr int64_t kTransposeMinLine = 128;
+
+// Planes of one tensor seen as (n0, n1) planes of rows x cols contiguous elements: plane
+// (a, b) starts at base + a * s0 + b * s1 (elements).
+struct PlaneMap {
+  int64_t base, s0, s1;
+};
+
+// dst plane (a, b) = transpose of src plane (a, b), (cols, rows); with accumulate, added to
+// what dst holds (in the accumulation type, one rounding).
+struct TransposeParams {
+  const void* src;
+  void* dst;
+  PlaneMap src_map, dst_map;
+  int64_t n0, n1;
+  int rows, cols;
+  bool accumulate;
+};
+
+template <typename T>
+void launch_transpose(const TransposeParams& p, cudaStream_t stream);
+
 template <typename T>
 void launch_forward(const FwdParams& p, bool normalize, bool merge, cudaStream_t stream);
 
 template <typename T>
 void launch_backward(const BwdParams& p, bool normalize, bool merge, cudaStream_t stream);
 
-// Defined in propagate_{fwd,bwd}_{f64,f32,f16,bf16}.cu.
+// Defined in propagate_{fwd,bwd}_{f64,f32,f16,bf16}.cu and transpose.cu.
 template <> void launch_forward<double>(const FwdParams&, bool, bool, cudaStream_t);
 template <> void launch_forward<float>(const FwdParams&, bool, bool, cudaStream_t);
 template <> void launch_forward<c10::Half>(const FwdParams&, bool, bool, cudaStream_t);
@@ -154,6 +185,10 @@ template <> void launch_backward<double>(const BwdParams&, bool, bool, cudaStrea
 template <> void launch_backward<float>(const BwdParams&, bool, bool, cudaStream_t);
 template <> void launch_backward<c10::Half>(const BwdParams&, bool, bool, cudaStream_t);
 template <> void launch_backward<c10::BFloat16>(const BwdParams&, bool, bool, cudaStream_t);
+extern template void launch_transpose<double>(const TransposeParams&, cudaStream_t);
+extern template void launch_transpose<float>(const TransposeParams&, cudaStream_t);
+extern template void launch_transpose<c10::Half>(const TransposeParams&, cudaStream_t);
+extern template void launch_transpose<c10::BFloat16>(const TransposeParams&, cudaStream_t);
 
 }  // namespace cuda
 }  // namespace gspn2

@@ -24,15 +24,27 @@ def ext():
 
 
 PLANE_OFF, PLANE_AUTO, PLANE_FORCE = 0, 1, 2  # set_plane_mode policies (propagate.h)
+TRANSPOSE_OFF, TRANSPOSE_AUTO, TRANSPOSE_FORCE = 0, 1, 2  # set_transpose_mode policies
 
 
 @pytest.fixture
 def line_modes(ext):
     """Forward and backward in the line modes (warp / CTA / long) even on planes that the
-    plane mode would take."""
-    previous = ext.set_plane_mode(PLANE_OFF)
+    plane mode would take, every direction in one fused launch (horizontal lines of any
+    length scanned in place, not through transposed planes)."""
+    previous = ext.set_plane_mode(PLANE_OFF), ext.set_transpose_mode(TRANSPOSE_OFF)
     yield ext
-    ext.set_plane_mode(previous)
+    ext.set_plane_mode(previous[0])
+    ext.set_transpose_mode(previous[1])
+
+
+@pytest.fixture
+def transposed(ext):
+    """Horizontal directions of every length through transposed planes (the default does
+    it for lines longer than 128), the vertical ones in place."""
+    previous = ext.set_transpose_mode(TRANSPOSE_FORCE)
+    yield ext
+    ext.set_transpose_mode(previous)
 
 
 @pytest.fixture
@@ -105,6 +117,40 @@ CASES = [
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32, torch.float16, torch.bfloat16])
 def test_matches_reference(line_modes, case, normalize, merge, dtype):
     _check_against_reference(line_modes, case, normalize, merge, dtype)
+
+
+@pytest.mark.parametrize('case', CASES, ids=lambda c: f'{c[0]}x{c[1]}g{c[2]}_{c[3]}x{c[4]}_d{"".join(map(str, c[5]))}_k{c[6]}')
+@pytest.mark.parametrize('normalize,merge', [(True, True), (True, False), (False, True)])
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32, torch.bfloat16])
+def test_transposed_horizontal_matches_reference(transposed, case, normalize, merge, dtype):
+    """Mixed vertical / transposed entries in any order: the split, the transposes back
+    (y and grad_x summed over both halves) and the scatter into the direction dimension."""
+    _check_against_reference(transposed, case, normalize, merge, dtype)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_transposed_equals_in_place(ext, dtype):
+    """A long horizontal line (auto policy: transposed) against the same op in one fused
+    launch: outputs and every gradient agree to rounding."""
+    x, gates, lam, u = (t.to(dtype) for t in _inputs(2, 4, 2, 160, 48, 4, True, 'cuda', seed=5))
+    dirs = [2, 0, 3, 1]
+    outs = []
+    for policy in (TRANSPOSE_AUTO, TRANSPOSE_OFF):
+        previous = ext.set_transpose_mode(policy)
+        try:
+            out, hidden = ext.forward(x, gates, lam, u, dirs, 3, True, True, True)
+            grads = ext.backward(torch.ones_like(out), x, gates, lam, u, hidden, dirs, 3, True,
+                                 True)
+        finally:
+            ext.set_transpose_mode(previous)
+        outs.append([out, hidden, *grads])
+    for name, a, b in zip(['y', 'hidden', 'grad_x', 'grad_gates', 'grad_lam', 'grad_u'], *outs):
+        assert _rel(a, b) <= FLOOR[dtype], (name, _rel(a, b))
+
+
+def test_transpose_policy_is_checked(ext):
+    with pytest.raises(RuntimeError, match='transpose policy must be 0'):
+        ext.set_transpose_mode(3)
 
 
 # Plane mode (forward and backward; propagate.h), forced: lines of at most 64 whose staged
