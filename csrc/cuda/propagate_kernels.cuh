@@ -223,6 +223,16 @@ __device__ __forceinline__ Acc<T> exp_acc(Acc<T> v) {
   }
 }
 
+// v where keep, else +0 (bitwise: a NaN or infinite v is dropped too), without a branch.
+template <typename T>
+__device__ __forceinline__ Acc<T> keep_if(bool keep, Acc<T> v) {
+  if constexpr (std::is_same<T, double>::value) {
+    return __longlong_as_double(__double_as_longlong(v) & -static_cast<long long>(keep));
+  } else {
+    return __uint_as_float(__float_as_uint(v) & -static_cast<unsigned>(keep));
+  }
+}
+
 // Normalised tap weights of one pixel from its logits a[k] (valid[k]: the tap's neighbour
 // exists, the pixel lies on the line): w_k = sigmoid(a_k) / sum of the valid sigmoids, 0 for
 // invalid taps; comp[k] = 1 - sigmoid(a_k) = sigmoid(-a_k), which the backward needs
@@ -238,7 +248,9 @@ __device__ __forceinline__ Acc<T> exp_acc(Acc<T> v) {
 // underflows nor overflows, and a tap whose t underflows (a < -87) has a weight below
 // exp(-27) times that one's. Below `low` every valid sigmoid equals exp(a_k) to the last
 // bit: the same single exponential is then taken of a_k - m, giving n_k = exp(a_k - m) and
-// d_k = 1 (logits of -200 on every tap give 1/3 each, not 0 / 0). No valid tap: every w is 0.
+// d_k = 1 (logits of -200 on every tap give 1/3 each, not 0 / 0). An invalid tap has n = 0
+// and d = 1 (any finite d_j of an invalid tap cancels in w and in 1 / d_k). No valid tap:
+// every w is 0.
 template <typename T>
 __device__ __forceinline__ void normalized_taps(const Acc<T> (&a)[3], const bool (&valid)[3],
                                                 Acc<T> (&w)[3], Acc<T> (&comp)[3]) {
@@ -253,14 +265,14 @@ __device__ __forceinline__ void normalized_taps(const Acc<T> (&a)[3], const bool
 #pragma unroll
   for (int k = 0; k < 3; ++k) {
     // exp(-|a_k|), or exp(a_k - m) for a saturated pixel (whose valid logits are all < 0).
-    // (Written as products with 0/1 factors: nested selects compiled to a branch per tap.
-    // The exponent is clamped to <= 0, which only changes invalid taps (a saturated pixel
-    // with none valid has m = -inf), so that e is finite and 0 * e stays 0.)
+    // (Invalid taps are masked with keep_if: nested selects compiled to a branch per tap.
+    // The exponent is clamped to <= 0, which only changes invalid taps: a saturated pixel
+    // with none valid has m = -inf. A NaN logit of a valid tap stays NaN and poisons the
+    // pixel's weights, as in the reference; one of an invalid tap is ignored.)
     const A z = a[k] < A(0) ? a[k] - shift : -a[k];
-    e[k] = exp_acc<T>(z < A(0) ? z : A(0));
-    const A mask = valid[k] ? A(1) : A(0);
-    num[k] = mask * (a[k] >= A(0) ? A(1) : e[k]);
-    den[k] = saturated ? A(1) : A(1) + e[k];
+    e[k] = exp_acc<T>(z > A(0) ? A(0) : z);
+    num[k] = keep_if<T>(valid[k], a[k] >= A(0) ? A(1) : e[k]);
+    den[k] = A(1) + keep_if<T>(valid[k] && !saturated, e[k]);
   }
   const A d12 = den[1] * den[2], d02 = den[0] * den[2], d01 = den[0] * den[1];
   const A others[3] = {d12, d02, d01};  // prod_{j != k} d_j
