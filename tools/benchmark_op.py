@@ -249,12 +249,16 @@ def main():
     parser.add_argument('--reps', type=int, default=20, help='timed runs per figure (median)')
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--commit', default='', help='commit of the tree (.git may be absent)')
+    parser.add_argument('--channels-per-thread', type=int, default=0, choices=[0, 1, 2, 4],
+                        help='line-mode channels per thread: 0 the default choice, else at most '
+                             'that many (set_channels_per_thread, csrc/cuda/propagate.h)')
     args = parser.parse_args()
     if args.plot:
         plot(args.plot)
         return
     from gspn2_dense.ops._build import load_extension
     ext = load_extension('cuda')
+    ext.set_channels_per_thread(args.channels_per_thread)
     props = torch.cuda.get_device_properties(0)
     bandwidth = copy_bandwidth(reps=max(2, min(10, args.reps)))
     commit = args.commit
@@ -265,7 +269,8 @@ def main():
         commit = 'unknown'
     result = dict(device=props.name, torch=torch.__version__, cuda=torch.version.cuda,
                   date=datetime.date.today().isoformat(), commit=commit,
-                  bandwidth_tbs=bandwidth / 1e12, copy_gib=2.0, cases=[])
+                  bandwidth_tbs=bandwidth / 1e12, copy_gib=2.0,
+                  channels_per_thread_policy=args.channels_per_thread, cases=[])
     wanted = [w for w in args.cases.split(',') if w]
     for case in CASES:
         if wanted and not any(w in case[0] for w in wanted):

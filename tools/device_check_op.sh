@@ -78,9 +78,11 @@ import torch
 from gspn2_dense.ops._build import load_extension
 ext = load_extension('cuda')
 torch.manual_seed(0)
-for plane, dtype in ((False, torch.float32), (False, torch.bfloat16), (True, torch.float32),
-                     (True, torch.bfloat16), (True, torch.float64)):
+for plane, dtype, kc in ((False, torch.float32, 1), (False, torch.bfloat16, 1),
+                         (False, torch.bfloat16, 4), (True, torch.float32, 1),
+                         (True, torch.bfloat16, 1), (True, torch.float64, 1)):
     ext.set_plane_mode(2 if plane else 0)  # force the plane mode, or the line modes
+    ext.set_channels_per_thread(kc)  # line modes: 1, or up to 4 channels per thread
     cases = ((([0, 1, 2, 3], 1, 2, True, 56, 56),  # plane mode (16-bit), NP = 2, chunked
               ([0, 1, 2, 3], 1, 0, True, 13, 17),  # odd plane
               ([3, 1], 2, 3, False, 28, 28),

@@ -29,13 +29,6 @@ static_assert(kTopDownId == kTopDown && kBottomUpId == kBottomUp &&
                                          AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__)       \
                                              AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
 
-// Steps per run of the kernels' loads (kRun of propagate_kernels.cuh); the horizontal vector
-// runs need W to be a multiple of it.
-int64_t steps_per_run(int64_t elem_size, bool backward, int mode) {
-  if (mode == kLongMode || elem_size == 8) return 1;
-  return std::max<int64_t>(1, run_bytes(mode, backward) / elem_size);
-}
-
 // Accumulation dtype of the float buffers the kernels keep between passes.
 torch::ScalarType acc_dtype(const torch::Tensor& x) {
   return x.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
@@ -57,6 +50,46 @@ int64_t set_plane_mode(int64_t policy) {
   const int previous = plane_policy;
   plane_policy = static_cast<int>(policy);
   return previous;
+}
+
+// Channels per thread of the line modes (propagate.h): kChannelsPerThreadAuto (default) or a
+// forced 1, 2 or 4 (the largest of those dividing C / G that is not above it; tests, benchmarks).
+int channels_per_thread_policy = kChannelsPerThreadAuto;
+
+int64_t set_channels_per_thread(int64_t policy) {
+  TORCH_CHECK(policy == kChannelsPerThreadAuto || policy == 1 || policy == 2 ||
+                  policy == kMaxChannelsPerThread,
+              "channels-per-thread policy must be 0 (auto), 1, 2 or ", kMaxChannelsPerThread,
+              ", got ", policy);
+  const int previous = channels_per_thread_policy;
+  channels_per_thread_policy = static_cast<int>(policy);
+  return previous;
+}
+
+// Channels per thread of a line-mode launch: the largest of 4, 2, 1 dividing the gate group,
+// within the mode's max_channels_per_thread (and not above a forced policy); auto also keeps
+// at least kMinThreadsPerSM threads per SM (a thread of KC channels does KC times the work of
+// one, so fewer threads hold the lines).
+constexpr int64_t kMinThreadsPerSM = 256;
+int64_t channels_per_thread(const PropagateShape& shape, int64_t elem_size, int64_t tpl,
+                            int mode, bool backward) {
+  if (elem_size == 8) return 1;
+  const int64_t group = shape.C / shape.G;
+  const int64_t cap = std::min<int64_t>(max_channels_per_thread(mode, backward),
+                                        channels_per_thread_policy == kChannelsPerThreadAuto
+                                            ? kMaxChannelsPerThread
+                                            : channels_per_thread_policy);
+  int sms = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount,
+                                        c10::cuda::current_device()));
+  for (int64_t kc = cap; kc > 1; kc /= 2) {
+    if (group % kc != 0) continue;
+    const int64_t threads = shape.B * shape.D * (shape.C / kc) * tpl;
+    if (channels_per_thread_policy != kChannelsPerThreadAuto || threads >= kMinThreadsPerSM * sms) {
+      return kc;
+    }
+  }
+  return 1;
 }
 
 // Fills the launch geometry shared by forward and backward.
@@ -92,18 +125,22 @@ Geometry make_geometry(const PropagateShape& shape, const std::vector<int64_t>& 
     while (pow2 < tpl) pow2 *= 2;
     tpl = pow2;
   }
-  int64_t cpc = 1;
-  for (int64_t k = 1; k <= shape.C; ++k) {
+  const int64_t kc = channels_per_thread(shape, elem_size, tpl, geo.mode, backward);
+  int64_t rows = 1;  // blockDim.y
+  for (int64_t k = 1; k <= shape.C / kc; ++k) {
     const int64_t target = geo.mode == kWarpMode ? kWarpThreads : kTargetThreads;
-    if (shape.C % k == 0 && k * tpl <= std::max<int64_t>(target, tpl)) cpc = k;
+    if ((shape.C / kc) % k == 0 && k * tpl <= std::max<int64_t>(target, tpl)) rows = k;
   }
   geo.chunk = static_cast<int>(std::min<int64_t>(chunk, std::max(shape.H, shape.W) + 1));
   geo.threads_per_line = static_cast<int>(tpl);
-  geo.channels_per_cta = static_cast<int>(cpc);
+  geo.channels_per_cta = static_cast<int>(rows * kc);
+  geo.channels_per_thread = static_cast<int>(kc);
   bool all_aligned = true;
   for (const void* ptr : ptrs) all_aligned = all_aligned && (ptr == nullptr || aligned(ptr, 16));
   geo.vec = all_aligned && shape.W % kPositions == 0 && elem_size * kPositions <= 16;
-  geo.vec_h = all_aligned && shape.W % steps_per_run(elem_size, backward, geo.mode) == 0;
+  geo.vec_h = all_aligned &&
+              shape.W % steps_per_run(geo.mode, backward, static_cast<int>(elem_size),
+                                      static_cast<int>(kc)) == 0;
   // Plane-mode backward: lines of kPlaneBwdMinLine .. kPlaneMaxLine (any length <= kPlaneMaxLine
   // under kPlaneForce) whose staged planes fit the budget.
   if (backward && plane_policy != kPlaneOff && longest_line <= kPlaneMaxLine &&
@@ -121,6 +158,7 @@ Geometry make_geometry(const PropagateShape& shape, const std::vector<int64_t>& 
       geo.mode = kPlaneMode;
       geo.threads_per_line = static_cast<int>(longest_line);  // the launcher's positions per lane
       geo.channels_per_cta = static_cast<int>(cpc_plane);
+      geo.channels_per_thread = 1;
       geo.plane_vec = all_aligned && (shape.H * shape.W * elem_size) % 16 == 0;
     }
   }
@@ -142,6 +180,7 @@ Geometry make_geometry(const PropagateShape& shape, const std::vector<int64_t>& 
       geo.mode = kPlaneMode;
       geo.threads_per_line = static_cast<int>(longest_line);  // the launcher's positions per lane
       geo.channels_per_cta = static_cast<int>(cpc_plane);
+      geo.channels_per_thread = 1;
       geo.plane_vec = all_aligned && (shape.H * shape.W * elem_size) % 16 == 0;
     }
   }
@@ -259,7 +298,8 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> backward_
     p.partial_x = partial_x.data_ptr();
   }
   // Gate-logit gradients summed over `summed` channels each (plane mode: in the CTA).
-  const int64_t summed = p.geo.mode == kPlaneMode ? p.geo.channels_per_cta : 1;
+  const int64_t summed =
+      p.geo.mode == kPlaneMode ? p.geo.channels_per_cta : p.geo.channels_per_thread;
   if (C / G > summed) {
     partial_gates = torch::empty({B, D, C / summed, 3, H, W}, x.options().dtype(acc_dtype(x)));
     p.partial_gates = partial_gates.data_ptr();
@@ -486,6 +526,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_transpose_mode", &gspn2::cuda::set_transpose_mode,
         "when horizontal directions run on transposed planes: 0 never, 1 for lines longer "
         "than 128 (default), 2 always; returns the previous policy",
+        pybind11::arg("policy"));
+  m.def("set_channels_per_thread", &gspn2::cuda::set_channels_per_thread,
+        "channels of one gate group per thread of the line modes: 0 the measured choice "
+        "(default), or at most 1, 2 or 4; returns the previous policy",
         pybind11::arg("policy"));
   m.def("backward", &gspn2::cuda::backward,
         "fused backward: (grad_x, grad_gates, grad_lam, grad_u)", pybind11::arg("grad_out"),

@@ -6,8 +6,9 @@
 //
 // Work decomposition of the line modes (forward and backward alike): one CTA owns one (batch, direction,
 // channel slice) and walks every step of the scan. Its threads form a
-// (threads_per_line, channels_per_cta) block: thread (t, cy) holds kPositions consecutive
-// positions of the line for channel slice * channels_per_cta + cy and reads its inputs in
+// (threads_per_line, channels_per_cta / KC) block: thread (t, cy) holds kPositions consecutive
+// positions of the line for the KC = channels_per_thread channels
+// slice * channels_per_cta + cy * KC + kc (kc < KC, one gate group) and reads its inputs in
 // double-buffered runs of consecutive steps (propagate_kernels.cuh). Neighbouring values
 // across thread boundaries go through a double-buffered shared-memory exchange, one barrier
 // per step. Arithmetic is float32 (float64 for float64 tensors).
@@ -94,6 +95,32 @@ constexpr int run_bytes(int mode, bool backward) {
   return mode == kLongMode ? 0 : (backward || mode == kWarpMode ? 4 : 8);
 }
 
+// Channels per thread of the line modes (Geometry::channels_per_thread): a thread scans the
+// same positions of KC channels of one gate group, so that the tap weights (and the group's
+// gate loads) of a position are computed once for KC channels and, in the backward, the
+// gate-logit gradients are summed over them in registers. 1, 2 or kMaxChannelsPerThread.
+constexpr int kMaxChannelsPerThread = 4;
+constexpr int kChannelsPerThreadAuto = 0;  // set_channels_per_thread policy: the measured choice
+
+// The most channels per thread a mode is instantiated for: the ones whose registers hold KC
+// channels without spilling more than a few words (ptxas, sm_90, bfloat16: the backward's
+// long mode spilled 200 bytes at KC = 2, its warp mode 280-600 at KC = 4).
+constexpr int max_channels_per_thread(int mode, bool backward) {
+  return mode == kCtaMode ? 4
+         : mode == kWarpMode ? (backward ? 2 : 4)
+                             : (backward ? 1 : 2);
+}
+
+// Steps per run of the line modes (the kernels' kRun; bindings.cpp's vec_h needs W to be a
+// multiple): run_bytes of each input per position, over KC channels per thread.
+constexpr int steps_per_run(int mode, bool backward, int elem_size, int kc) {
+  return mode == kLongMode || elem_size == 8
+             ? 1
+             : (run_bytes(mode, backward) / elem_size / kc > 1
+                    ? run_bytes(mode, backward) / elem_size / kc
+                    : 1);
+}
+
 // Direction ids, the values of gspn2::Direction (gspn2_common.h; bindings.cpp checks they
 // agree), repeated here so that the .cu files need not include the torch headers.
 constexpr int kTopDownId = 0, kBottomUpId = 1, kLeftRightId = 2, kRightLeftId = 3;
@@ -103,7 +130,8 @@ struct Geometry {
   int dirs[4];           // direction id of each entry of the direction dimension
   int chunk;             // restart period in steps, 0 = global scan
   int threads_per_line;  // blockDim.x (plane mode: the longest line)
-  int channels_per_cta;  // blockDim.y, divides C (plane mode: channels per CTA)
+  int channels_per_cta;  // divides C: channels per CTA (line modes: blockDim.y * channels_per_thread)
+  int channels_per_thread;  // line modes: KC, divides C / G (1 in the plane mode)
   int mode;              // kWarpMode, kCtaMode, kLongMode or kPlaneMode
   bool plane_vec;        // plane mode: aligned, H * W * elem % 16 == 0: 16-byte staging loads
   bool vec;              // aligned, W % kPositions == 0: vector accesses along rows

@@ -53,6 +53,23 @@ namespace cuda {
     }                                       \
   }()
 
+// Runs `...` with NAME = kc as a constexpr int: channels per thread 1, 2 or 4, at most
+// max_channels_per_thread(MODE, BACKWARD) (make_geometry keeps to it; float64 only 1).
+#define GSPN2_KC_SWITCH(T, MODE, BACKWARD, kc, NAME, ...)                                  \
+  [&] {                                                                                    \
+    constexpr int kMaxKC = sizeof(T) == 8 ? 1 : max_channels_per_thread(MODE, BACKWARD);  \
+    if (kc == 1) {                                                                         \
+      constexpr int NAME = 1;                                                              \
+      return __VA_ARGS__();                                                                \
+    } else if (kc == 2) {                                                                  \
+      constexpr int NAME = kMaxKC < 2 ? kMaxKC : 2;                                        \
+      return __VA_ARGS__();                                                                \
+    } else {                                                                               \
+      constexpr int NAME = kMaxKC;                                                         \
+      return __VA_ARGS__();                                                                \
+    }                                                                                      \
+  }()
+
 // Accumulation type of a storage type.
 template <typename T>
 using Acc = std::conditional_t<std::is_same<T, double>::value, double, float>;
@@ -63,10 +80,9 @@ using Acc = std::conditional_t<std::is_same<T, double>::value, double, float>;
 // with halo). Warp mode: the 168-register cap of kWarpMinBlocks, 4-byte runs (8-byte forward
 // runs spilled 430-700 bytes under a 128-register cap). Long mode: up to kMaxThreads threads and the 128-register
 // cap, one step (longer runs spilled 150-300 bytes).
-template <typename T, int MODE, bool BACKWARD>
-constexpr int kRun = MODE == kLongMode || sizeof(T) == 8
-                         ? 1
-                         : run_bytes(MODE, BACKWARD) / static_cast<int>(sizeof(T));
+// With KC channels per thread (propagate.h) the runs are KC times shorter (the same registers).
+template <typename T, int MODE, bool BACKWARD, int KC = 1>
+constexpr int kRun = steps_per_run(MODE, BACKWARD, static_cast<int>(sizeof(T)), KC);
 
 // Register cap of the warp mode: at most 65536 / (kWarpThreads * kWarpMinBlocks) registers
 // per thread (168), so that several CTAs share an SM (no barrier ties their warps together).
@@ -264,8 +280,12 @@ struct Line {
   int n_steps, n_line, W;
   int64_t step_stride, pos_stride;
 
-  __device__ __forceinline__ Line(const Geometry& geo, int dir) {
-    vertical = dir == kTopDownId || dir == kBottomUpId;
+  __device__ __forceinline__ Line(const Geometry& geo, int dir)
+      : Line(geo, dir, dir == kTopDownId || dir == kBottomUpId) {}
+  // `vert` must agree with dir; the kernels pass it as a compile-time constant, so that the
+  // loads and stores of their specialised bodies carry no test of the orientation.
+  __device__ __forceinline__ Line(const Geometry& geo, int dir, bool vert) {
+    vertical = vert;
     reverse = dir == kBottomUpId || dir == kRightLeftId;
     n_steps = vertical ? geo.H : geo.W;
     n_line = vertical ? geo.W : geo.H;
@@ -406,48 +426,54 @@ __device__ __forceinline__ void tap_weights(const Acc<T> (&a)[3][N], int p0, int
   }
 }
 
-// Per-run inputs of the forward scan, element (q, r) at q * R + r.
-template <typename T, int N, int R>
+// Per-run inputs of the forward scan for KC channels of one gate group, element (q, r) at
+// q * R + r.
+template <typename T, int N, int R, int KC>
 struct FwdRun {
-  RunBuf<T, N, R> x, lam, a[3], u;
+  RunBuf<T, N, R> x[KC], lam[KC], a[3], u[KC];
 
   __device__ __forceinline__ void canonical(const Line& line) {
     const bool hrev = !line.vertical && line.reverse;
-    x.canonical(line.vertical, hrev);
-    lam.canonical(line.vertical, hrev);
 #pragma unroll
     for (int k = 0; k < 3; ++k) a[k].canonical(line.vertical, hrev);
-    u.canonical(line.vertical, hrev);
+#pragma unroll
+    for (int kc = 0; kc < KC; ++kc) {
+      x[kc].canonical(line.vertical, hrev);
+      lam[kc].canonical(line.vertical, hrev);
+      u[kc].canonical(line.vertical, hrev);
+    }
   }
 };
 
-template <typename T, bool MERGE, int N, int R>
-__device__ __forceinline__ void load_fwd_run(FwdRun<T, N, R>& run, const Line& line, int s0,
+// xp, lp, up: the thread's first channel; its next ones follow at hw elements each.
+template <typename T, bool MERGE, int N, int R, int KC>
+__device__ __forceinline__ void load_fwd_run(FwdRun<T, N, R, KC>& run, const Line& line, int s0,
                                              int p0, bool vec_v, bool vec_h, const T* xp,
                                              const T* gp, const T* lp, const T* up, int64_t hw) {
-  load_block(run.x, xp, line, s0, p0, vec_v, vec_h);
-  load_block(run.lam, lp, line, s0, p0, vec_v, vec_h);
 #pragma unroll
   for (int k = 0; k < 3; ++k) load_block(run.a[k], gp + k * hw, line, s0, p0, vec_v, vec_h);
-  if (MERGE) load_block(run.u, up, line, s0, p0, vec_v, vec_h);
+#pragma unroll
+  for (int kc = 0; kc < KC; ++kc) {
+    load_block(run.x[kc], xp + kc * hw, line, s0, p0, vec_v, vec_h);
+    load_block(run.lam[kc], lp + kc * hw, line, s0, p0, vec_v, vec_h);
+    if (MERGE) load_block(run.u[kc], up + kc * hw, line, s0, p0, vec_v, vec_h);
+  }
 }
 
-template <typename T, bool NORMALIZE, bool MERGE, int MODE>
-__global__ void __launch_bounds__(MODE == kLongMode  ? kMaxThreads
-                                  : MODE == kCtaMode ? kShortThreads
-                                                     : kWarpThreads,
-                                  MODE == kWarpMode ? kWarpMinBlocks : 1)
-    propagate_forward_kernel(const FwdParams p) {
+// The forward scan of one CTA's lines, VERT: its direction is vertical (rows are its lines);
+// KC channels per thread.
+template <typename T, bool NORMALIZE, bool MERGE, int MODE, bool VERT, int KC>
+__device__ __forceinline__ void forward_lines(const FwdParams& p, int dir) {
   using A = Acc<T>;
   constexpr bool WARP = MODE == kWarpMode;
-  constexpr int N = kPositions, R = kRun<T, MODE, false>;
+  constexpr int N = kPositions, R = kRun<T, MODE, false, KC>;
   const Geometry& geo = p.geo;
   const int slice = blockIdx.x, di = blockIdx.y, b = blockIdx.z;
   const int tx = threadIdx.x, cy = threadIdx.y;
-  const int tpl = geo.threads_per_line, cpc = geo.channels_per_cta;
-  const int c = slice * cpc + cy;
+  const int tpl = geo.threads_per_line, cpc = geo.channels_per_cta, rows = cpc / KC;
+  const int c = slice * cpc + cy * KC;  // the thread's first channel
   const int g = c / (geo.C / geo.G);
-  const Line line(geo, direction_of(geo, di));
+  const Line line(geo, dir, VERT);
   const int64_t hw = static_cast<int64_t>(geo.H) * geo.W;
   const int64_t x_off = (static_cast<int64_t>(b) * geo.C + c) * hw;
   const int64_t dc_off = ((static_cast<int64_t>(b) * geo.D + di) * geo.C + c) * hw;
@@ -463,25 +489,31 @@ __global__ void __launch_bounds__(MODE == kLongMode  ? kMaxThreads
                 ? static_cast<A*>(p.partial) + ((static_cast<int64_t>(di) * geo.B + b) * geo.C + c) * hw
                 : nullptr;
 
-  // exchange[buffer][first or last position][cy][tx], double-buffered over steps (CTA modes;
-  // the warp mode shuffles instead).
+  // exchange[buffer][first or last position][cy][kc][tx], double-buffered over steps (CTA
+  // modes; the warp mode shuffles instead).
   extern __shared__ __align__(16) unsigned char smem[];
   A* exchange = reinterpret_cast<A*>(smem);
-  auto slot = [&](int buf, int which, int t) { return ((buf * 2 + which) * cpc + cy) * tpl + t; };
-  const unsigned lanes = warp_lanes(cy * tpl + tx, tpl * cpc);
+  auto slot = [&](int buf, int which, int kc, int t) {
+    return (((buf * 2 + which) * rows + cy) * KC + kc) * tpl + t;
+  };
+  const unsigned lanes = warp_lanes(cy * tpl + tx, tpl * rows);
 
-  FwdRun<T, N, R> cur, nxt;
-  A h[N];
+  FwdRun<T, N, R, KC> cur, nxt;
+  A h[KC][N];
 #pragma unroll
-  for (int q = 0; q < N; ++q) h[q] = 0;
+  for (int kc = 0; kc < KC; ++kc) {
+#pragma unroll
+    for (int q = 0; q < N; ++q) h[kc][q] = 0;
+  }
   if (line.n_steps > 0) {
-    load_fwd_run<T, MERGE, N, R>(cur, line, 0, p0, geo.vec, geo.vec_h, xp, gp, lp, up, hw);
+    load_fwd_run<T, MERGE, N, R, KC>(cur, line, 0, p0, geo.vec, geo.vec_h, xp, gp, lp, up, hw);
   }
 
   int phase = 0;
   for (int s0 = 0; s0 < line.n_steps; s0 += R) {
     if (s0 + R < line.n_steps) {
-      load_fwd_run<T, MERGE, N, R>(nxt, line, s0 + R, p0, geo.vec, geo.vec_h, xp, gp, lp, up, hw);
+      load_fwd_run<T, MERGE, N, R, KC>(nxt, line, s0 + R, p0, geo.vec, geo.vec_h, xp, gp, lp, up,
+                                       hw);
     }
     cur.canonical(line);
 #pragma unroll
@@ -489,19 +521,7 @@ __global__ void __launch_bounds__(MODE == kLongMode  ? kMaxThreads
       const int s = s0 + r;
       if (s >= line.n_steps) break;  // uniform over the CTA
       const bool restart = phase == 0;
-      A left = 0, right = 0;  // previous step's h at p0 - 1 and p0 + N
-      if constexpr (WARP) {
-        const A from_left = __shfl_up_sync(lanes, h[N - 1], 1, tpl);
-        const A from_right = __shfl_down_sync(lanes, h[0], 1, tpl);
-        if (!restart) {
-          if (tx > 0) left = from_left;
-          if (tx + 1 < tpl) right = from_right;
-        }
-      } else if (!restart) {
-        const int buf = (s + 1) & 1;
-        if (tx > 0) left = exchange[slot(buf, 1, tx - 1)];
-        if (tx + 1 < tpl) right = exchange[slot(buf, 0, tx + 1)];
-      }
+      // The tap weights of the step's positions, shared by the thread's KC channels.
       A a[3][N], w[3][N], comp[3][N];
 #pragma unroll
       for (int q = 0; q < N; ++q) {
@@ -509,36 +529,55 @@ __global__ void __launch_bounds__(MODE == kLongMode  ? kMaxThreads
         for (int k = 0; k < 3; ++k) a[k][q] = cur.a[k].get(q, r);
       }
       tap_weights<T, NORMALIZE, N>(a, p0, n, w, comp);
-      A hn[N];
-#pragma unroll
-      for (int q = 0; q < N; ++q) {
-        A acc = cur.lam.get(q, r) * cur.x.get(q, r);
-        if (!restart) {
-          const A hm = q == 0 ? left : h[q - 1];
-          const A hp = q == N - 1 ? right : h[q + 1];
-          acc += w[0][q] * hm + w[1][q] * h[q] + w[2][q] * hp;
-        }
-        hn[q] = acc;
-      }
-#pragma unroll
-      for (int q = 0; q < N; ++q) h[q] = hn[q];
-      if constexpr (!WARP) {
-        exchange[slot(s & 1, 0, tx)] = h[0];
-        exchange[slot(s & 1, 1, tx)] = h[N - 1];
-      }
-
       const int64_t off = line.step_offset(s);
-      if (!MERGE) {
-        store_step<T>(static_cast<T*>(p.out) + dc_off + off, p0, n, ps, vec_st, h);
-      } else {
-        if (p.hidden != nullptr) store_step<T>(static_cast<T*>(p.hidden) + dc_off + off, p0, n, ps, vec_st, h);
-        A contrib[N];
 #pragma unroll
-        for (int q = 0; q < N; ++q) contrib[q] = cur.u.get(q, r) * h[q];
-        if (geo.D == 1) {
-          store_step<T>(static_cast<T*>(p.out) + x_off + off, p0, n, ps, vec_st, contrib);
+      for (int kc = 0; kc < KC; ++kc) {
+        A left = 0, right = 0;  // previous step's h at p0 - 1 and p0 + N
+        if constexpr (WARP) {
+          const A from_left = __shfl_up_sync(lanes, h[kc][N - 1], 1, tpl);
+          const A from_right = __shfl_down_sync(lanes, h[kc][0], 1, tpl);
+          if (!restart) {
+            if (tx > 0) left = from_left;
+            if (tx + 1 < tpl) right = from_right;
+          }
+        } else if (!restart) {
+          const int buf = (s + 1) & 1;
+          if (tx > 0) left = exchange[slot(buf, 1, kc, tx - 1)];
+          if (tx + 1 < tpl) right = exchange[slot(buf, 0, kc, tx + 1)];
+        }
+        A hn[N];
+#pragma unroll
+        for (int q = 0; q < N; ++q) {
+          A acc = cur.lam[kc].get(q, r) * cur.x[kc].get(q, r);
+          if (!restart) {
+            const A hm = q == 0 ? left : h[kc][q - 1];
+            const A hp = q == N - 1 ? right : h[kc][q + 1];
+            acc += w[0][q] * hm + w[1][q] * h[kc][q] + w[2][q] * hp;
+          }
+          hn[q] = acc;
+        }
+#pragma unroll
+        for (int q = 0; q < N; ++q) h[kc][q] = hn[q];
+        if constexpr (!WARP) {
+          exchange[slot(s & 1, 0, kc, tx)] = h[kc][0];
+          exchange[slot(s & 1, 1, kc, tx)] = h[kc][N - 1];
+        }
+
+        const int64_t coff = kc * hw + off;
+        if (!MERGE) {
+          store_step<T>(static_cast<T*>(p.out) + dc_off + coff, p0, n, ps, vec_st, h[kc]);
         } else {
-          store_step<A>(part + off, p0, n, ps, vec_st, contrib);
+          if (p.hidden != nullptr) {
+            store_step<T>(static_cast<T*>(p.hidden) + dc_off + coff, p0, n, ps, vec_st, h[kc]);
+          }
+          A contrib[N];
+#pragma unroll
+          for (int q = 0; q < N; ++q) contrib[q] = cur.u[kc].get(q, r) * h[kc][q];
+          if (geo.D == 1) {
+            store_step<T>(static_cast<T*>(p.out) + x_off + coff, p0, n, ps, vec_st, contrib);
+          } else {
+            store_step<A>(part + coff, p0, n, ps, vec_st, contrib);
+          }
         }
       }
       if constexpr (!WARP) __syncthreads();
@@ -553,7 +592,7 @@ __global__ void __launch_bounds__(MODE == kLongMode  ? kMaxThreads
     __shared__ int is_last;
     __threadfence();
     __syncthreads();
-    const int tid = cy * tpl + tx, nthreads = tpl * cpc;
+    const int tid = cy * tpl + tx, nthreads = tpl * rows;
     if (tid == 0) {
       const int arrived = atomicAdd(p.arrivals + b * gridDim.x + slice, 1);
       is_last = arrived == geo.D - 1;
@@ -606,58 +645,80 @@ __global__ void __launch_bounds__(MODE == kLongMode  ? kMaxThreads
   }
 }
 
-// Per-run inputs of the backward (reverse) scan: everything at the run's steps, and h at
-// them with one position of halo on each side (hl: p0 - 1, hr: p0 + N; one word each, so
-// that their scalar loads need no merge).
-template <typename T, int N, int R>
-struct BwdRun {
-  RunBuf<T, N, R> go, u, a[3], lam, x, h;
-  RunBuf<T, 1, R, true> hl, hr;
-
-  __device__ __forceinline__ void canonical(const Line& line) {
-    const bool hrev = !line.vertical && line.reverse;
-    go.canonical(line.vertical, hrev);
-    u.canonical(line.vertical, hrev);
-#pragma unroll
-    for (int k = 0; k < 3; ++k) a[k].canonical(line.vertical, hrev);
-    lam.canonical(line.vertical, hrev);
-    x.canonical(line.vertical, hrev);
-    h.canonical(line.vertical, hrev);
-  }
-};
-
-template <typename T, bool MERGE, int N, int R>
-__device__ __forceinline__ void load_bwd_run(BwdRun<T, N, R>& run, const Line& line, int s0,
-                                             int p0, bool vec_v, bool vec_h, const T* gop,
-                                             const T* xp, const T* gp, const T* lp, const T* up,
-                                             const T* hp, int64_t hw) {
-  load_block(run.go, gop, line, s0, p0, vec_v, vec_h);
-  if (MERGE) load_block(run.u, up, line, s0, p0, vec_v, vec_h);
-#pragma unroll
-  for (int k = 0; k < 3; ++k) load_block(run.a[k], gp + k * hw, line, s0, p0, vec_v, vec_h);
-  load_block(run.lam, lp, line, s0, p0, vec_v, vec_h);
-  load_block(run.x, xp, line, s0, p0, vec_v, vec_h);
-  load_block(run.h, hp, line, s0, p0, vec_v, vec_h);
-  load_block(run.hl, hp, line, s0, p0 - 1, false, vec_h);
-  load_block(run.hr, hp, line, s0, p0 + N, false, vec_h);
-}
-
-template <typename T, bool NORMALIZE, bool MERGE, int MODE>
+// One specialised body per orientation (the orientation is uniform over a CTA); a run-time
+// test of it in every load and store made up much of the integer work of the scan loop.
+template <typename T, bool NORMALIZE, bool MERGE, int MODE, int KC>
 __global__ void __launch_bounds__(MODE == kLongMode  ? kMaxThreads
                                   : MODE == kCtaMode ? kShortThreads
                                                      : kWarpThreads,
                                   MODE == kWarpMode ? kWarpMinBlocks : 1)
-    propagate_backward_kernel(const BwdParams p) {
+    propagate_forward_kernel(const FwdParams p) {
+  const int dir = direction_of(p.geo, blockIdx.y);
+  if (dir == kTopDownId || dir == kBottomUpId) {
+    forward_lines<T, NORMALIZE, MERGE, MODE, true, KC>(p, dir);
+  } else {
+    forward_lines<T, NORMALIZE, MERGE, MODE, false, KC>(p, dir);
+  }
+}
+
+// Per-run inputs of the backward (reverse) scan for KC channels of one gate group:
+// everything at the run's steps, and h at them with one position of halo on each side (hl:
+// p0 - 1, hr: p0 + N; one word each, so that their scalar loads need no merge).
+template <typename T, int N, int R, int KC>
+struct BwdRun {
+  RunBuf<T, N, R> a[3], go[KC], u[KC], lam[KC], x[KC], h[KC];
+  RunBuf<T, 1, R, true> hl[KC], hr[KC];
+
+  __device__ __forceinline__ void canonical(const Line& line) {
+    const bool hrev = !line.vertical && line.reverse;
+#pragma unroll
+    for (int k = 0; k < 3; ++k) a[k].canonical(line.vertical, hrev);
+#pragma unroll
+    for (int kc = 0; kc < KC; ++kc) {
+      go[kc].canonical(line.vertical, hrev);
+      u[kc].canonical(line.vertical, hrev);
+      lam[kc].canonical(line.vertical, hrev);
+      x[kc].canonical(line.vertical, hrev);
+      h[kc].canonical(line.vertical, hrev);
+    }
+  }
+};
+
+// The pointers are at the thread's first channel; its next ones follow at hw elements each.
+template <typename T, bool MERGE, int N, int R, int KC>
+__device__ __forceinline__ void load_bwd_run(BwdRun<T, N, R, KC>& run, const Line& line, int s0,
+                                             int p0, bool vec_v, bool vec_h, const T* gop,
+                                             const T* xp, const T* gp, const T* lp, const T* up,
+                                             const T* hp, int64_t hw) {
+#pragma unroll
+  for (int k = 0; k < 3; ++k) load_block(run.a[k], gp + k * hw, line, s0, p0, vec_v, vec_h);
+#pragma unroll
+  for (int kc = 0; kc < KC; ++kc) {
+    const int64_t o = kc * hw;
+    load_block(run.go[kc], gop + o, line, s0, p0, vec_v, vec_h);
+    if (MERGE) load_block(run.u[kc], up + o, line, s0, p0, vec_v, vec_h);
+    load_block(run.lam[kc], lp + o, line, s0, p0, vec_v, vec_h);
+    load_block(run.x[kc], xp + o, line, s0, p0, vec_v, vec_h);
+    load_block(run.h[kc], hp + o, line, s0, p0, vec_v, vec_h);
+    load_block(run.hl[kc], hp + o, line, s0, p0 - 1, false, vec_h);
+    load_block(run.hr[kc], hp + o, line, s0, p0 + N, false, vec_h);
+  }
+}
+
+// The backward (reverse) scan of one CTA's lines, VERT and KC as in forward_lines. The
+// thread's gate-logit gradients are summed over its KC channels.
+template <typename T, bool NORMALIZE, bool MERGE, int MODE, bool VERT, int KC>
+__device__ __forceinline__ void backward_lines(const BwdParams& p, int dir) {
   using A = Acc<T>;
   constexpr bool WARP = MODE == kWarpMode;
-  constexpr int N = kPositions, R = kRun<T, MODE, true>;
+  constexpr int N = kPositions, R = kRun<T, MODE, true, KC>;
   const Geometry& geo = p.geo;
   const int slice = blockIdx.x, di = blockIdx.y, b = blockIdx.z;
   const int tx = threadIdx.x, cy = threadIdx.y;
-  const int tpl = geo.threads_per_line, cpc = geo.channels_per_cta;
-  const int c = slice * cpc + cy;
+  const int tpl = geo.threads_per_line, cpc = geo.channels_per_cta, rows = cpc / KC;
+  const int c = slice * cpc + cy * KC;  // the thread's first channel
   const int g = c / (geo.C / geo.G);
-  const Line line(geo, direction_of(geo, di));
+  const Line line(geo, dir, VERT);
   const int64_t hw = static_cast<int64_t>(geo.H) * geo.W;
   const int64_t x_off = (static_cast<int64_t>(b) * geo.C + c) * hw;
   const int64_t dc_off = ((static_cast<int64_t>(b) * geo.D + di) * geo.C + c) * hw;
@@ -671,34 +732,41 @@ __global__ void __launch_bounds__(MODE == kLongMode  ? kMaxThreads
   const int p0 = tx * N, n = line.n_line;
   const int64_t ps = line.pos_stride;
   const bool vec_st = geo.vec && line.vertical;
-  const bool direct_gates = geo.G == geo.C;
+  // The thread's KC channels are its whole gate group: gate gradients straight to grad_gates.
+  const bool direct_gates = geo.C / geo.G == KC;
 
-  // exchange[buffer][0: w_{-1} dh at p0, 1: w_{+1} dh at p0 + N - 1][cy][tx]
+  // exchange[buffer][0: w_{-1} dh at p0, 1: w_{+1} dh at p0 + N - 1][cy][kc][tx]
   extern __shared__ __align__(16) unsigned char smem[];
   A* exchange = reinterpret_cast<A*>(smem);
-  auto slot = [&](int buf, int which, int t) { return ((buf * 2 + which) * cpc + cy) * tpl + t; };
-  const unsigned lanes = warp_lanes(cy * tpl + tx, tpl * cpc);
+  auto slot = [&](int buf, int which, int kc, int t) {
+    return (((buf * 2 + which) * rows + cy) * KC + kc) * tpl + t;
+  };
+  const unsigned lanes = warp_lanes(cy * tpl + tx, tpl * rows);
   const bool hrev = !line.vertical && line.reverse;
-  A to_left = 0, to_right = 0;  // warp mode: w_{-1} dh at p0 and w_{+1} dh at p0 + N - 1 of step s + 1
+  // warp mode: w_{-1} dh at p0 and w_{+1} dh at p0 + N - 1 of step s + 1, per channel
+  A to_left[KC], to_right[KC];
 
-  BwdRun<T, N, R> cur, nxt;
-  A dh[N], wn[3][N];  // dh and tap weights of step s + 1
+  BwdRun<T, N, R, KC> cur, nxt;
+  A dh[KC][N], wn[3][N];  // dh and tap weights of step s + 1
 #pragma unroll
   for (int q = 0; q < N; ++q) {
-    dh[q] = 0;
+#pragma unroll
+    for (int kc = 0; kc < KC; ++kc) dh[kc][q] = 0;
 #pragma unroll
     for (int k = 0; k < 3; ++k) wn[k][q] = 0;
   }
+#pragma unroll
+  for (int kc = 0; kc < KC; ++kc) to_left[kc] = 0, to_right[kc] = 0;
   const int last = line.n_steps - 1;
   if (last >= 0) {
-    load_bwd_run<T, MERGE, N, R>(cur, line, (last / R) * R, p0, geo.vec, geo.vec_h, gop, xp, gp,
-                                 lp, up, hp, hw);
+    load_bwd_run<T, MERGE, N, R, KC>(cur, line, (last / R) * R, p0, geo.vec, geo.vec_h, gop, xp,
+                                     gp, lp, up, hp, hw);
   }
 
   for (int s0 = last >= 0 ? (last / R) * R : -1; s0 >= 0; s0 -= R) {
     if (s0 >= R) {
-      load_bwd_run<T, MERGE, N, R>(nxt, line, s0 - R, p0, geo.vec, geo.vec_h, gop, xp, gp, lp,
-                                   up, hp, hw);
+      load_bwd_run<T, MERGE, N, R, KC>(nxt, line, s0 - R, p0, geo.vec, geo.vec_h, gop, xp, gp,
+                                       lp, up, hp, hw);
     }
     cur.canonical(line);
 #pragma unroll
@@ -709,91 +777,103 @@ __global__ void __launch_bounds__(MODE == kLongMode  ? kMaxThreads
       // Step s + 1 feeds step s unless it restarted the hidden state (or does not exist).
       const bool cut = s == last || (geo.chunk > 0 && (s + 1) % geo.chunk == 0);
       const bool start = geo.chunk > 0 ? s % geo.chunk == 0 : s == 0;
-      A from_left = 0, from_right = 0;
-      if constexpr (WARP) {
-        const A fl = __shfl_up_sync(lanes, to_right, 1, tpl);
-        const A fr = __shfl_down_sync(lanes, to_left, 1, tpl);
-        if (!cut) {
-          if (tx > 0) from_left = fl;
-          if (tx + 1 < tpl) from_right = fr;
-        }
-      } else if (!cut) {
-        const int buf = (s + 1) & 1;
-        if (tx > 0) from_left = exchange[slot(buf, 1, tx - 1)];
-        if (tx + 1 < tpl) from_right = exchange[slot(buf, 0, tx + 1)];
-      }
-      A go[N], d[N];
-#pragma unroll
-      for (int q = 0; q < N; ++q) {
-        go[q] = cur.go.get(q, r);
-        A acc = MERGE ? cur.u.get(q, r) * go[q] : go[q];
-        if (!cut) {
-          acc += wn[1][q] * dh[q];
-          acc += q == 0 ? from_left : wn[2][q - 1] * dh[q - 1];
-          acc += q == N - 1 ? from_right : wn[0][q + 1] * dh[q + 1];
-        }
-        d[q] = acc;
-      }
-      // h at step s - 1 (positions p0 - 1 .. p0 + N), from this run or the next one.
-      A h_prev[N + 2];
-#pragma unroll
-      for (int q = 0; q < N + 2; ++q) {
-        if (r >= 1) {
-          h_prev[q] = q == 0       ? cur.hl.get(0, r - 1)
-                      : q == N + 1 ? cur.hr.get(0, r - 1)
-                                   : cur.h.get(q - 1, r - 1);
-        } else if (s >= 1) {
-          h_prev[q] = q == 0       ? nxt.hl.get(0, R - 1)
-                      : q == N + 1 ? nxt.hr.get(0, R - 1)
-                                   : nxt.h.get_stored(line.vertical, hrev, q - 1, R - 1);
-        } else {
-          h_prev[q] = 0;
-        }
-      }
-
       const int64_t off = line.step_offset(s);
-      A v[N];
-#pragma unroll
-      for (int q = 0; q < N; ++q) v[q] = cur.x.get(q, r) * d[q];
-      store_step<T>(static_cast<T*>(p.grad_lam) + dc_off + off, p0, n, ps, vec_st, v);
-#pragma unroll
-      for (int q = 0; q < N; ++q) v[q] = cur.lam.get(q, r) * d[q];
-      if (geo.D == 1) {
-        store_step<T>(static_cast<T*>(p.grad_x) + x_off + off, p0, n, ps, vec_st, v);
-      } else {
-        A* part = static_cast<A*>(p.partial_x) + ((static_cast<int64_t>(di) * geo.B + b) * geo.C + c) * hw;
-        store_step<A>(part + off, p0, n, ps, vec_st, v);
-      }
-      if (MERGE && p.grad_u != nullptr) {
-#pragma unroll
-        for (int q = 0; q < N; ++q) v[q] = cur.h.get(q, r) * go[q];
-        store_step<T>(static_cast<T*>(p.grad_u) + dc_off + off, p0, n, ps, vec_st, v);
-      }
-
-      // Gate gradients: dL/dw_k = dh[p] * h_prev[p + k], then through the normalisation.
-      A a[3][N], w[3][N], comp[3][N], da[3][N];
+      A a[3][N], w[3][N], comp[3][N], gsum[3][N];
 #pragma unroll
       for (int q = 0; q < N; ++q) {
 #pragma unroll
-        for (int k = 0; k < 3; ++k) a[k][q] = cur.a[k].get(q, r);
+        for (int k = 0; k < 3; ++k) a[k][q] = cur.a[k].get(q, r), gsum[k][q] = 0;
       }
       tap_weights<T, NORMALIZE, N>(a, p0, n, w, comp);
+      A d[KC][N];
+#pragma unroll
+      for (int kc = 0; kc < KC; ++kc) {
+        A from_left = 0, from_right = 0;
+        if constexpr (WARP) {
+          const A fl = __shfl_up_sync(lanes, to_right[kc], 1, tpl);
+          const A fr = __shfl_down_sync(lanes, to_left[kc], 1, tpl);
+          if (!cut) {
+            if (tx > 0) from_left = fl;
+            if (tx + 1 < tpl) from_right = fr;
+          }
+        } else if (!cut) {
+          const int buf = (s + 1) & 1;
+          if (tx > 0) from_left = exchange[slot(buf, 1, kc, tx - 1)];
+          if (tx + 1 < tpl) from_right = exchange[slot(buf, 0, kc, tx + 1)];
+        }
+        A go[N];
+#pragma unroll
+        for (int q = 0; q < N; ++q) {
+          go[q] = cur.go[kc].get(q, r);
+          A acc = MERGE ? cur.u[kc].get(q, r) * go[q] : go[q];
+          if (!cut) {
+            acc += wn[1][q] * dh[kc][q];
+            acc += q == 0 ? from_left : wn[2][q - 1] * dh[kc][q - 1];
+            acc += q == N - 1 ? from_right : wn[0][q + 1] * dh[kc][q + 1];
+          }
+          d[kc][q] = acc;
+        }
+        // h at step s - 1 (positions p0 - 1 .. p0 + N), from this run or the next one.
+        A h_prev[N + 2];
+#pragma unroll
+        for (int q = 0; q < N + 2; ++q) {
+          if (r >= 1) {
+            h_prev[q] = q == 0       ? cur.hl[kc].get(0, r - 1)
+                        : q == N + 1 ? cur.hr[kc].get(0, r - 1)
+                                     : cur.h[kc].get(q - 1, r - 1);
+          } else if (s >= 1) {
+            h_prev[q] = q == 0       ? nxt.hl[kc].get(0, R - 1)
+                        : q == N + 1 ? nxt.hr[kc].get(0, R - 1)
+                                     : nxt.h[kc].get_stored(line.vertical, hrev, q - 1, R - 1);
+          } else {
+            h_prev[q] = 0;
+          }
+        }
+
+        const int64_t coff = kc * hw + off;
+        A v[N];
+#pragma unroll
+        for (int q = 0; q < N; ++q) v[q] = cur.x[kc].get(q, r) * d[kc][q];
+        store_step<T>(static_cast<T*>(p.grad_lam) + dc_off + coff, p0, n, ps, vec_st, v);
+#pragma unroll
+        for (int q = 0; q < N; ++q) v[q] = cur.lam[kc].get(q, r) * d[kc][q];
+        if (geo.D == 1) {
+          store_step<T>(static_cast<T*>(p.grad_x) + x_off + coff, p0, n, ps, vec_st, v);
+        } else {
+          A* part = static_cast<A*>(p.partial_x) +
+                    ((static_cast<int64_t>(di) * geo.B + b) * geo.C + c) * hw;
+          store_step<A>(part + coff, p0, n, ps, vec_st, v);
+        }
+        if (MERGE && p.grad_u != nullptr) {
+#pragma unroll
+          for (int q = 0; q < N; ++q) v[q] = cur.h[kc].get(q, r) * go[q];
+          store_step<T>(static_cast<T*>(p.grad_u) + dc_off + coff, p0, n, ps, vec_st, v);
+        }
+        // dL/dw_k = dh[p] * h_prev[p + k], summed over the thread's channels (in channel order).
+        if (!start) {
+#pragma unroll
+          for (int q = 0; q < N; ++q) {
+#pragma unroll
+            for (int k = 0; k < 3; ++k) gsum[k][q] += d[kc][q] * h_prev[q + k];
+          }
+        }
+      }
+
+      // Gate-logit gradients through the normalisation.
+      A da[3][N];
 #pragma unroll
       for (int q = 0; q < N; ++q) {
         const int pos = p0 + q;
         const bool valid[3] = {pos >= 1 && pos < n, pos < n, pos + 1 < n};
-        A gw[3];
-#pragma unroll
-        for (int k = 0; k < 3; ++k) gw[k] = start ? A(0) : d[q] * h_prev[q + k];
         if (NORMALIZE) {
-          const A dot = w[0][q] * gw[0] + w[1][q] * gw[1] + w[2][q] * gw[2];
+          const A dot = w[0][q] * gsum[0][q] + w[1][q] * gsum[1][q] + w[2][q] * gsum[2][q];
 #pragma unroll
           for (int k = 0; k < 3; ++k) {
-            da[k][q] = valid[k] ? w[k][q] * comp[k][q] * (gw[k] - dot) : A(0);
+            da[k][q] = valid[k] ? w[k][q] * comp[k][q] * (gsum[k][q] - dot) : A(0);
           }
         } else {
 #pragma unroll
-          for (int k = 0; k < 3; ++k) da[k][q] = valid[k] ? gw[k] : A(0);
+          for (int k = 0; k < 3; ++k) da[k][q] = valid[k] ? gsum[k][q] : A(0);
         }
       }
       if (direct_gates) {
@@ -801,27 +881,46 @@ __global__ void __launch_bounds__(MODE == kLongMode  ? kMaxThreads
 #pragma unroll
         for (int k = 0; k < 3; ++k) store_step<T>(out + k * hw + off, p0, n, ps, vec_st, da[k]);
       } else {
-        A* out = static_cast<A*>(p.partial_gates) + ((static_cast<int64_t>(b) * geo.D + di) * geo.C + c) * 3 * hw;
+        A* out = static_cast<A*>(p.partial_gates) +
+                 ((static_cast<int64_t>(b) * geo.D + di) * (geo.C / KC) + c / KC) * 3 * hw;
 #pragma unroll
         for (int k = 0; k < 3; ++k) store_step<A>(out + k * hw + off, p0, n, ps, vec_st, da[k]);
       }
 
 #pragma unroll
       for (int q = 0; q < N; ++q) {
-        dh[q] = d[q];
+#pragma unroll
+        for (int kc = 0; kc < KC; ++kc) dh[kc][q] = d[kc][q];
 #pragma unroll
         for (int k = 0; k < 3; ++k) wn[k][q] = w[k][q];
       }
-      if constexpr (WARP) {
-        to_left = w[0][0] * d[0];
-        to_right = w[2][N - 1] * d[N - 1];
-      } else {
-        exchange[slot(s & 1, 0, tx)] = w[0][0] * d[0];
-        exchange[slot(s & 1, 1, tx)] = w[2][N - 1] * d[N - 1];
-        __syncthreads();
+#pragma unroll
+      for (int kc = 0; kc < KC; ++kc) {
+        if constexpr (WARP) {
+          to_left[kc] = w[0][0] * d[kc][0];
+          to_right[kc] = w[2][N - 1] * d[kc][N - 1];
+        } else {
+          exchange[slot(s & 1, 0, kc, tx)] = w[0][0] * d[kc][0];
+          exchange[slot(s & 1, 1, kc, tx)] = w[2][N - 1] * d[kc][N - 1];
+        }
       }
+      if constexpr (!WARP) __syncthreads();
     }
     cur = nxt;
+  }
+}
+
+template <typename T, bool NORMALIZE, bool MERGE, int MODE, int KC>
+__global__ void __launch_bounds__(MODE == kLongMode  ? kMaxThreads
+                                  : MODE == kCtaMode ? kShortThreads
+                                                     : kWarpThreads,
+                                  MODE == kWarpMode ? kWarpMinBlocks : 1)
+    propagate_backward_kernel(const BwdParams p) {
+  const int dir = direction_of(p.geo, blockIdx.y);
+  if (dir == kTopDownId || dir == kBottomUpId) {
+    backward_lines<T, NORMALIZE, MERGE, MODE, true, KC>(p, dir);
+  } else {
+    backward_lines<T, NORMALIZE, MERGE, MODE, false, KC>(p, dir);
   }
 }
 
@@ -1339,14 +1438,16 @@ void launch_forward_impl(const FwdParams& p, bool normalize, bool merge, cudaStr
     launch_plane_forward<T>(p, normalize, merge, stream);
     return;
   }
-  const dim3 block(geo.threads_per_line, geo.channels_per_cta);
+  const dim3 block(geo.threads_per_line, geo.channels_per_cta / geo.channels_per_thread);
   const dim3 grid(geo.C / geo.channels_per_cta, geo.D, geo.B);
   const size_t smem = 4 * sizeof(Acc<T>) * geo.threads_per_line * geo.channels_per_cta;
   GSPN2_BOOL_SWITCH(normalize, kNormalize, [&] {
     GSPN2_BOOL_SWITCH(merge, kMerge, [&] {
       GSPN2_MODE_SWITCH(geo.mode, kMode, [&] {
-        propagate_forward_kernel<T, kNormalize, kMerge, kMode>
-            <<<grid, block, kMode == kWarpMode ? 0 : smem, stream>>>(p);
+        GSPN2_KC_SWITCH(T, kMode, false, geo.channels_per_thread, kKC, [&] {
+          propagate_forward_kernel<T, kNormalize, kMerge, kMode, kKC>
+              <<<grid, block, kMode == kWarpMode ? 0 : smem, stream>>>(p);
+        });
       });
     });
   });
@@ -1355,20 +1456,23 @@ void launch_forward_impl(const FwdParams& p, bool normalize, bool merge, cudaStr
 template <typename T>
 void launch_backward_impl(const BwdParams& p, bool normalize, bool merge, cudaStream_t stream) {
   const Geometry& geo = p.geo;
-  // Channels whose gate-logit gradients one entry of partial_gates sums (in the CTA).
+  // Channels whose gate-logit gradients one entry of partial_gates sums (in the CTA or thread).
   int summed = 1;
   if (geo.mode == kPlaneMode) {
     launch_plane_backward<T>(p, normalize, merge, stream);
     summed = geo.channels_per_cta;
   } else {
-    const dim3 block(geo.threads_per_line, geo.channels_per_cta);
+    summed = geo.channels_per_thread;
+    const dim3 block(geo.threads_per_line, geo.channels_per_cta / geo.channels_per_thread);
     const dim3 grid(geo.C / geo.channels_per_cta, geo.D, geo.B);
     const size_t smem = 4 * sizeof(Acc<T>) * geo.threads_per_line * geo.channels_per_cta;
     GSPN2_BOOL_SWITCH(normalize, kNormalize, [&] {
       GSPN2_BOOL_SWITCH(merge, kMerge, [&] {
         GSPN2_MODE_SWITCH(geo.mode, kMode, [&] {
-          propagate_backward_kernel<T, kNormalize, kMerge, kMode>
-              <<<grid, block, kMode == kWarpMode ? 0 : smem, stream>>>(p);
+          GSPN2_KC_SWITCH(T, kMode, true, geo.channels_per_thread, kKC, [&] {
+            propagate_backward_kernel<T, kNormalize, kMerge, kMode, kKC>
+                <<<grid, block, kMode == kWarpMode ? 0 : smem, stream>>>(p);
+          });
         });
       });
     });

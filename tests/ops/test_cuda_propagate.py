@@ -27,15 +27,22 @@ PLANE_OFF, PLANE_AUTO, PLANE_FORCE = 0, 1, 2  # set_plane_mode policies (propaga
 TRANSPOSE_OFF, TRANSPOSE_AUTO, TRANSPOSE_FORCE = 0, 1, 2  # set_transpose_mode policies
 
 
-@pytest.fixture
-def line_modes(ext):
+CHANNELS_PER_THREAD_AUTO = 0  # set_channels_per_thread policy; 1, 2, 4 force at most that many
+
+
+@pytest.fixture(params=[1, 4], ids=lambda k: f'kc{k}')
+def line_modes(ext, request):
     """Forward and backward in the line modes (warp / CTA / long) even on planes that the
     plane mode would take, every direction in one fused launch (horizontal lines of any
-    length scanned in place, not through transposed planes)."""
-    previous = ext.set_plane_mode(PLANE_OFF), ext.set_transpose_mode(TRANSPOSE_OFF)
+    length scanned in place, not through transposed planes); one channel per thread, or
+    the most of 4 and 2 that divide the gate group and that the mode holds (the tap
+    weights shared by a thread's channels, their gate gradients summed in the thread)."""
+    previous = (ext.set_plane_mode(PLANE_OFF), ext.set_transpose_mode(TRANSPOSE_OFF),
+                ext.set_channels_per_thread(request.param))
     yield ext
     ext.set_plane_mode(previous[0])
     ext.set_transpose_mode(previous[1])
+    ext.set_channels_per_thread(previous[2])
 
 
 @pytest.fixture
@@ -100,6 +107,7 @@ CASES = [
     (1, 4, 1, 260, 64, (2, 1), 7),    # vertical vector path, horizontal lines of 260
     (1, 3, 1, 11, 36, (3, 2, 1), 5),  # horizontal vector runs, a partial vertical run
     (1, 2, 2, 1100, 6, (2, 3), 0),    # lines of 1100: CTAs of 275 threads, one-step runs
+    (1, 4, 1, 6, 1040, (0, 2, 1), 3),  # long mode with a gate group of 4 (2 per thread)
     # warp mode (lines of at most 128): 4 directions merged, G = 1, backbone line lengths
     (2, 24, 1, 56, 56, (0, 1, 2, 3), 0),  # 16 lanes per line, 8 channels per CTA
     (1, 48, 1, 28, 28, (0, 1, 2, 3), 2),  # 8 lanes per line, chunk 2
@@ -151,6 +159,43 @@ def test_transposed_equals_in_place(ext, dtype):
 def test_transpose_policy_is_checked(ext):
     with pytest.raises(RuntimeError, match='transpose policy must be 0'):
         ext.set_transpose_mode(3)
+
+
+def test_channels_per_thread_policy_is_checked(ext):
+    with pytest.raises(RuntimeError, match='channels-per-thread policy must be 0 .auto., 1, 2 or 4, got 3'):
+        ext.set_channels_per_thread(3)
+    assert ext.set_channels_per_thread(CHANNELS_PER_THREAD_AUTO) == CHANNELS_PER_THREAD_AUTO
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize('shape', [(2, 8, 1, 20, 300), (2, 16, 2, 28, 28), (1, 8, 1, 12, 1030)],
+                         ids=['cta', 'warp', 'long'])
+def test_channels_per_thread_agree(ext, dtype, shape):
+    """Forced 1, 2 and 4 channels per thread give the same outputs and gradients to rounding
+    (the gate gradients are summed in a different order), and each is bit-identical when
+    repeated."""
+    B, C, G, H, W = shape
+    x, gates, lam, u = (t.to(dtype) for t in _inputs(B, C, G, H, W, 4, True, 'cuda', seed=8))
+    dirs = [0, 1, 2, 3]
+    results = []
+    previous = ext.set_plane_mode(PLANE_OFF), ext.set_transpose_mode(TRANSPOSE_OFF)
+    try:
+        for kc in (1, 2, 4):
+            ext.set_channels_per_thread(kc)
+            out, hidden = ext.forward(x, gates, lam, u, dirs, 0, True, True, True)
+            grad_out = torch.ones_like(out)
+            grads = ext.backward(grad_out, x, gates, lam, u, hidden, dirs, 0, True, True)
+            again = ext.backward(grad_out, x, gates, lam, u, hidden, dirs, 0, True, True)
+            assert all(torch.equal(a, b) for a, b in zip(grads, again)), kc
+            results.append([out, hidden, *grads])
+    finally:
+        ext.set_plane_mode(previous[0])
+        ext.set_transpose_mode(previous[1])
+        ext.set_channels_per_thread(CHANNELS_PER_THREAD_AUTO)
+    names = ['y', 'hidden', 'grad_x', 'grad_gates', 'grad_lam', 'grad_u']
+    for other in results[1:]:
+        for name, a, b in zip(names, results[0], other):
+            assert _rel(a, b) <= FLOOR[dtype], (name, _rel(a, b))
 
 
 # Plane mode (forward and backward; propagate.h), forced: lines of at most 64 whose staged
