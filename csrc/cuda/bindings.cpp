@@ -66,28 +66,24 @@ int64_t set_channels_per_thread(int64_t policy) {
   return previous;
 }
 
-// Channels per thread of a line-mode launch: the largest of 4, 2, 1 dividing the gate group,
-// within the mode's max_channels_per_thread (and not above a forced policy); auto also keeps
-// at least kMinThreadsPerSM threads per SM (a thread of KC channels does KC times the work of
-// one, so fewer threads hold the lines).
-constexpr int64_t kMinThreadsPerSM = 256;
+// Channels per thread of a line-mode launch: the largest of 4, 2, 1 that divides the gate
+// group, is within the mode's max_channels_per_thread and is not above the policy's cap.
+// Auto caps it at what measured fastest (H100, bf16, 4 directions G = 1, docs/benchmarks/op.md;
+// forward / backward ms at KC = 1, 2, 4): CTA mode 2 (1024^2 10.48 / 9.21 / 11.48 and
+// 23.0 / 20.0 / 20.9); warp mode 2 on lines of at most 8 (7^2 0.139 / 0.129 / 0.163 and
+// 0.500 / 0.464 / -), else 1 (28^2 forward 0.508 / 0.704 / 1.165: fewer threads, each waiting
+// on KC updates per step); long mode 1 (2048^2 forward 12.5 / 15.0).
 int64_t channels_per_thread(const PropagateShape& shape, int64_t elem_size, int64_t tpl,
                             int mode, bool backward) {
   if (elem_size == 8) return 1;
   const int64_t group = shape.C / shape.G;
-  const int64_t cap = std::min<int64_t>(max_channels_per_thread(mode, backward),
-                                        channels_per_thread_policy == kChannelsPerThreadAuto
-                                            ? kMaxChannelsPerThread
-                                            : channels_per_thread_policy);
-  int sms = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount,
-                                        c10::cuda::current_device()));
+  int64_t cap = channels_per_thread_policy;
+  if (cap == kChannelsPerThreadAuto) {
+    cap = mode == kCtaMode || (mode == kWarpMode && tpl <= 2) ? 2 : 1;
+  }
+  cap = std::min<int64_t>(cap, max_channels_per_thread(mode, backward));
   for (int64_t kc = cap; kc > 1; kc /= 2) {
-    if (group % kc != 0) continue;
-    const int64_t threads = shape.B * shape.D * (shape.C / kc) * tpl;
-    if (channels_per_thread_policy != kChannelsPerThreadAuto || threads >= kMinThreadsPerSM * sms) {
-      return kc;
-    }
+    if (group % kc == 0) return kc;
   }
   return 1;
 }
