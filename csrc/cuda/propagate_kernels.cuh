@@ -239,73 +239,45 @@ __device__ __forceinline__ Acc<T> exp_acc(Acc<T> v) {
   }
 }
 
-// normalized_taps on saturated pixels: every sigmoid is computed scaled by exp(-shift),
-// shift = min(0, largest valid logit), as exp(min(a, 0) - shift) / (1 + exp(-|a|)); both
-// exponents are <= 0, so nothing overflows, and the largest scaled value is >= 1/2, so the
-// sum never underflows (logits of -200 on every tap used to give 0 / 0). The scale cancels
-// in w.
-template <typename T>
-__device__ __forceinline__ void normalized_taps_shifted(const Acc<T> (&a)[3],
-                                                        const bool (&valid)[3], Acc<T> (&w)[3],
-                                                        Acc<T> (&comp)[3]) {
-  using A = Acc<T>;
-  A m = -INFINITY;
-#pragma unroll
-  for (int k = 0; k < 3; ++k) m = valid[k] && a[k] > m ? a[k] : m;
-  const A shift = m < A(0) ? m : A(0);
-  A t[3], total = 0;
-#pragma unroll
-  for (int k = 0; k < 3; ++k) {
-    const A e = exp_acc<T>(-fabs(a[k]));  // in (0, 1]
-    const A inv = A(1) / (A(1) + e);
-    const A num = exp_acc<T>((a[k] < A(0) ? a[k] : A(0)) - shift);
-    t[k] = valid[k] ? num * inv : A(0);
-    comp[k] = a[k] >= A(0) ? e * inv : inv;
-    total += t[k];
-  }
-  const A inv_total = total > A(0) ? A(1) / total : A(0);
-#pragma unroll
-  for (int k = 0; k < 3; ++k) w[k] = t[k] * inv_total;
-}
-
-// Below this sum of a pixel's valid sigmoids the shifted form takes over: the float32 sigmoid
-// 1 / (1 + exp(-a)) flushes to 0 below about 1e-38, so a tap lost that way weighs less than
-// 1e-8 of a sum above 1e-30.
-template <typename T>
-constexpr Acc<T> kDirectTapsMinSum = sizeof(T) == 8 ? 1e-290 : 1e-30f;
-
 // Normalised tap weights of one pixel from its logits a[k] (valid[k]: the tap's neighbour
 // exists, the pixel lies on the line): w_k = sigmoid(a_k) / sum of the valid sigmoids, 0 for
 // invalid taps; comp[k] = 1 - sigmoid(a_k) = sigmoid(-a_k), which the backward needs
 // (dL/da_k = w_k comp_k (dL/dw_k - sum_j w_j dL/dw_j)).
 //
-// Directly, sigmoid(a) = 1 / (1 + exp(-a)) (one exponential and one reciprocal per tap:
-// exp(-a) = inf gives 0, its limit), unless every valid sigmoid of the pixel is near the
-// bottom of the float range (all valid logits below about -69): then through
-// normalized_taps_shifted, whose scaled sigmoids cannot underflow. (The shifted form for every
-// pixel, 2 exponentials and 2 reciprocals per tap, ran the paper bf16 forward in 0.716 ms,
-// H100, docs/benchmarks/op.md.) A NaN logit of a valid tap makes that tap's weight NaN.
+// sigmoid(a) = 1 / (1 + exp(-a)): one exponential and one reciprocal per tap (exp(-a) = inf
+// gives 0, its limit). Saturated pixels, whose valid sigmoids would all underflow (logits of
+// -200 on every tap gave 0 / 0), are shifted without a branch: the logits are taken minus
+// shift = min(0, m + kTapShift), m the largest valid logit. With shift < 0 every valid logit
+// minus shift is <= -kTapShift, where sigmoid(a) = exp(a) to a relative 1e-26, so the shift
+// cancels in w as in a softmax; and 1 - sigmoid(a_k) rounds to 1 for those logits. (A form
+// that took the shifted path by a branch per pixel ran the paper bf16 forward in 0.845 ms
+// against 0.716 ms for 2 exponentials and 2 reciprocals per tap, H100, 4b64ee0 and 7c58892:
+// the step's latency chain, not the SFU, bounds these kernels.)
+constexpr float kTapShift = 60.f;
+
 template <typename T>
 __device__ __forceinline__ void normalized_taps(const Acc<T> (&a)[3], const bool (&valid)[3],
                                                 Acc<T> (&w)[3], Acc<T> (&comp)[3]) {
   using A = Acc<T>;
+  A m = -INFINITY;
+#pragma unroll
+  for (int k = 0; k < 3; ++k) m = fmax(m, valid[k] ? a[k] : A(-INFINITY));  // NaN ignored here
+  const A shift = fmin(A(0), m + A(kTapShift));
   A e[3], sig[3], total = 0;
 #pragma unroll
   for (int k = 0; k < 3; ++k) {
-    e[k] = exp_acc<T>(-a[k]);
+    e[k] = exp_acc<T>(shift - a[k]);
     sig[k] = A(1) / (A(1) + e[k]);
-    total += valid[k] ? sig[k] : A(0);
-  }
-  if (valid[1] && total < kDirectTapsMinSum<T>) {
-    normalized_taps_shifted<T>(a, valid, w, comp);
-    return;
+    sig[k] = valid[k] ? sig[k] : A(0);
+    total += sig[k];
   }
   const A inv_total = total > A(0) ? A(1) / total : A(0);
 #pragma unroll
   for (int k = 0; k < 3; ++k) {
-    w[k] = valid[k] ? sig[k] * inv_total : A(0);
+    w[k] = sig[k] * inv_total;
     // 1 - sigmoid without cancellation: exp(-a) sigmoid(a) for a >= 0 (exp(-a) <= 1).
-    comp[k] = a[k] >= A(0) ? e[k] * sig[k] : A(1) - sig[k];
+    const A c = a[k] >= A(0) ? e[k] * sig[k] : A(1) - sig[k];
+    comp[k] = shift < A(0) ? A(1) : c;
   }
 }
 
