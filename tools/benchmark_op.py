@@ -252,9 +252,6 @@ def main():
     parser.add_argument('--channels-per-thread', type=int, default=0, choices=[0, 1, 2, 4],
                         help='line-mode channels per thread: 0 the default choice, else at most '
                              'that many (set_channels_per_thread, csrc/cuda/propagate.h)')
-    parser.add_argument('--positions-per-thread', type=int, default=0, choices=[0, 2, 4],
-                        help='CTA-mode forward positions per thread: 0 the default choice, else '
-                             'that many (set_positions_per_thread, csrc/cuda/propagate.h)')
     args = parser.parse_args()
     if args.plot:
         plot(args.plot)
@@ -262,7 +259,6 @@ def main():
     from gspn2_dense.ops._build import load_extension
     ext = load_extension('cuda')
     ext.set_channels_per_thread(args.channels_per_thread)
-    ext.set_positions_per_thread(args.positions_per_thread)
     props = torch.cuda.get_device_properties(0)
     bandwidth = copy_bandwidth(reps=max(2, min(10, args.reps)))
     commit = args.commit
@@ -274,8 +270,7 @@ def main():
     result = dict(device=props.name, torch=torch.__version__, cuda=torch.version.cuda,
                   date=datetime.date.today().isoformat(), commit=commit,
                   bandwidth_tbs=bandwidth / 1e12, copy_gib=2.0,
-                  channels_per_thread_policy=args.channels_per_thread,
-                  positions_per_thread_policy=args.positions_per_thread, cases=[])
+                  channels_per_thread_policy=args.channels_per_thread, cases=[])
     wanted = [w for w in args.cases.split(',') if w]
     for case in CASES:
         if wanted and not any(w in case[0] for w in wanted):

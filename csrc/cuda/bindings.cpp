@@ -90,18 +90,6 @@ int64_t channels_per_thread(const PropagateShape& shape, int64_t elem_size, int6
   return 1;
 }
 
-// Positions per thread of the CTA-mode forward at one channel per thread (propagate.h).
-int positions_policy = kPositionsAuto;
-
-int64_t set_positions_per_thread(int64_t policy) {
-  TORCH_CHECK(policy == kPositionsAuto || policy == kWidePositions || policy == kPositions,
-              "positions-per-thread policy must be 0 (auto), ", kWidePositions, " or ",
-              kPositions, ", got ", policy);
-  const int previous = positions_policy;
-  positions_policy = static_cast<int>(policy);
-  return previous;
-}
-
 // Fills the launch geometry shared by forward and backward.
 Geometry make_geometry(const PropagateShape& shape, const std::vector<int64_t>& directions,
                        int64_t chunk, int64_t elem_size, bool backward,
@@ -138,12 +126,6 @@ Geometry make_geometry(const PropagateShape& shape, const std::vector<int64_t>& 
     tpl = pow2;
   }
   const int64_t kc = channels_per_thread(shape, elem_size, tpl, geo.mode, backward, all_vertical);
-  int64_t positions = kPositions;
-  if (!backward && geo.mode == kCtaMode && kc == 1 && positions_policy != kPositions) {
-    positions = kWidePositions;
-    tpl = (longest_line + positions - 1) / positions;  // <= kWideThreads
-  }
-  geo.positions_per_thread = static_cast<int>(positions);
   int64_t rows = 1;  // blockDim.y
   for (int64_t k = 1; k <= shape.C / kc; ++k) {
     const int64_t target = geo.mode == kWarpMode ? kWarpThreads : kTargetThreads;
@@ -155,7 +137,7 @@ Geometry make_geometry(const PropagateShape& shape, const std::vector<int64_t>& 
   geo.channels_per_thread = static_cast<int>(kc);
   bool all_aligned = true;
   for (const void* ptr : ptrs) all_aligned = all_aligned && (ptr == nullptr || aligned(ptr, 16));
-  geo.vec = all_aligned && shape.W % positions == 0 && elem_size * positions <= 16;
+  geo.vec = all_aligned && shape.W % kPositions == 0 && elem_size * kPositions <= 16;
   geo.vec_h = all_aligned &&
               shape.W % steps_per_run(geo.mode, backward, static_cast<int>(elem_size),
                                       static_cast<int>(kc)) == 0;
@@ -177,7 +159,6 @@ Geometry make_geometry(const PropagateShape& shape, const std::vector<int64_t>& 
       geo.threads_per_line = static_cast<int>(longest_line);  // the launcher's positions per lane
       geo.channels_per_cta = static_cast<int>(cpc_plane);
       geo.channels_per_thread = 1;
-      geo.positions_per_thread = kPositions;
       geo.plane_vec = all_aligned && (shape.H * shape.W * elem_size) % 16 == 0;
     }
   }
@@ -200,7 +181,6 @@ Geometry make_geometry(const PropagateShape& shape, const std::vector<int64_t>& 
       geo.threads_per_line = static_cast<int>(longest_line);  // the launcher's positions per lane
       geo.channels_per_cta = static_cast<int>(cpc_plane);
       geo.channels_per_thread = 1;
-      geo.positions_per_thread = kPositions;
       geo.plane_vec = all_aligned && (shape.H * shape.W * elem_size) % 16 == 0;
     }
   }
@@ -550,10 +530,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_channels_per_thread", &gspn2::cuda::set_channels_per_thread,
         "channels of one gate group per thread of the line modes: 0 the measured choice "
         "(default), or at most 1, 2 or 4; returns the previous policy",
-        pybind11::arg("policy"));
-  m.def("set_positions_per_thread", &gspn2::cuda::set_positions_per_thread,
-        "positions per thread of the CTA-mode forward at one channel per thread: 0 the "
-        "measured choice (default), 2 or 4; returns the previous policy",
         pybind11::arg("policy"));
   m.def("backward", &gspn2::cuda::backward,
         "fused backward: (grad_x, grad_gates, grad_lam, grad_u)", pybind11::arg("grad_out"),

@@ -27,12 +27,6 @@ constexpr int kPositions = 4;     // consecutive line positions per thread
 constexpr int kMaxThreads = 512;  // per CTA, so lines may hold up to kPositions * 512 positions
 constexpr int kWarpThreads = 128;  // per CTA in the warp mode
 constexpr int kShortThreads = 256;  // CTAs up to this size get the longer runs (propagate_kernels.cuh)
-// The CTA-mode forward at one channel per thread may hold 2 positions per thread instead of
-// kPositions (Geometry::positions_per_thread): lines of up to 1024 over up to kWideThreads
-// threads, twice the warps per SM on the same lines. set_positions_per_thread: 0 auto (2
-// there), 2 or 4 (kPositions) forced.
-constexpr int kWidePositions = 2, kWideThreads = 512;
-constexpr int kPositionsAuto = 0;
 
 // Kernel modes (Geometry::mode). Warp: a line fits in one warp (threads_per_line a power of
 // two <= 32): neighbours through shuffles, no shared memory, no barrier per step. CTA: a line
@@ -138,7 +132,6 @@ struct Geometry {
   int threads_per_line;  // blockDim.x (plane mode: the longest line)
   int channels_per_cta;  // divides C: channels per CTA (line modes: blockDim.y * channels_per_thread)
   int channels_per_thread;  // line modes: KC, divides C / G (1 in the plane mode)
-  int positions_per_thread;  // line modes: kPositions, or kWidePositions (see above)
   int mode;              // kWarpMode, kCtaMode, kLongMode or kPlaneMode
   bool plane_vec;        // plane mode: aligned, H * W * elem % 16 == 0: 16-byte staging loads
   bool vec;              // aligned, W % kPositions == 0: vector accesses along rows

@@ -468,12 +468,12 @@ __device__ __forceinline__ void load_fwd_run(FwdRun<T, N, R, KC>& run, const Lin
 }
 
 // The forward scan of one CTA's lines, VERT: its direction is vertical (rows are its lines);
-// KC channels and N positions per thread.
-template <typename T, bool NORMALIZE, bool MERGE, int MODE, bool VERT, int KC, int N>
+// KC channels per thread.
+template <typename T, bool NORMALIZE, bool MERGE, int MODE, bool VERT, int KC>
 __device__ __forceinline__ void forward_lines(const FwdParams& p, int dir) {
   using A = Acc<T>;
   constexpr bool WARP = MODE == kWarpMode;
-  constexpr int R = kRun<T, MODE, false, KC>;
+  constexpr int N = kPositions, R = kRun<T, MODE, false, KC>;
   const Geometry& geo = p.geo;
   const int slice = blockIdx.x, di = blockIdx.y, b = blockIdx.z;
   const int tx = threadIdx.x, cy = threadIdx.y;
@@ -654,18 +654,17 @@ __device__ __forceinline__ void forward_lines(const FwdParams& p, int dir) {
 
 // One specialised body per orientation (the orientation is uniform over a CTA); a run-time
 // test of it in every load and store made up much of the integer work of the scan loop.
-template <typename T, bool NORMALIZE, bool MERGE, int MODE, int KC, int N>
+template <typename T, bool NORMALIZE, bool MERGE, int MODE, int KC>
 __global__ void __launch_bounds__(MODE == kLongMode  ? kMaxThreads
-                                  : MODE == kCtaMode ? (N == kWidePositions ? kWideThreads
-                                                                            : kShortThreads)
+                                  : MODE == kCtaMode ? kShortThreads
                                                      : kWarpThreads,
                                   MODE == kWarpMode ? kWarpMinBlocks : 1)
     propagate_forward_kernel(const FwdParams p) {
   const int dir = direction_of(p.geo, blockIdx.y);
   if (dir == kTopDownId || dir == kBottomUpId) {
-    forward_lines<T, NORMALIZE, MERGE, MODE, true, KC, N>(p, dir);
+    forward_lines<T, NORMALIZE, MERGE, MODE, true, KC>(p, dir);
   } else {
-    forward_lines<T, NORMALIZE, MERGE, MODE, false, KC, N>(p, dir);
+    forward_lines<T, NORMALIZE, MERGE, MODE, false, KC>(p, dir);
   }
 }
 
@@ -1453,14 +1452,7 @@ void launch_forward_impl(const FwdParams& p, bool normalize, bool merge, cudaStr
     GSPN2_BOOL_SWITCH(merge, kMerge, [&] {
       GSPN2_MODE_SWITCH(geo.mode, kMode, [&] {
         GSPN2_KC_SWITCH(T, kMode, false, geo.channels_per_thread, kKC, [&] {
-          if constexpr (kMode == kCtaMode && kKC == 1) {
-            if (geo.positions_per_thread == kWidePositions) {
-              propagate_forward_kernel<T, kNormalize, kMerge, kMode, kKC, kWidePositions>
-                  <<<grid, block, smem, stream>>>(p);
-              return;
-            }
-          }
-          propagate_forward_kernel<T, kNormalize, kMerge, kMode, kKC, kPositions>
+          propagate_forward_kernel<T, kNormalize, kMerge, kMode, kKC>
               <<<grid, block, kMode == kWarpMode ? 0 : smem, stream>>>(p);
         });
       });

@@ -30,22 +30,19 @@ TRANSPOSE_OFF, TRANSPOSE_AUTO, TRANSPOSE_FORCE = 0, 1, 2  # set_transpose_mode p
 CHANNELS_PER_THREAD_AUTO = 0  # set_channels_per_thread policy; 1, 2, 4 force at most that many
 
 
-@pytest.fixture(params=[(1, 2), (1, 4), (4, 0)], ids=lambda k: f'kc{k[0]}_pos{k[1]}')
+@pytest.fixture(params=[1, 4], ids=lambda k: f'kc{k}')
 def line_modes(ext, request):
     """Forward and backward in the line modes (warp / CTA / long) even on planes that the
     plane mode would take, every direction in one fused launch (horizontal lines of any
-    length scanned in place, not through transposed planes); one channel per thread (the
-    CTA-mode forward with 2 or 4 positions per thread), or the most of 4 and 2 channels that
-    divide the gate group and that the mode holds (the tap weights shared by a thread's
-    channels, their gate gradients summed in the thread)."""
-    kc, positions = request.param
+    length scanned in place, not through transposed planes); one channel per thread, or
+    the most of 4 and 2 that divide the gate group and that the mode holds (the tap
+    weights shared by a thread's channels, their gate gradients summed in the thread)."""
     previous = (ext.set_plane_mode(PLANE_OFF), ext.set_transpose_mode(TRANSPOSE_OFF),
-                ext.set_channels_per_thread(kc), ext.set_positions_per_thread(positions))
+                ext.set_channels_per_thread(request.param))
     yield ext
     ext.set_plane_mode(previous[0])
     ext.set_transpose_mode(previous[1])
     ext.set_channels_per_thread(previous[2])
-    ext.set_positions_per_thread(previous[3])
 
 
 @pytest.fixture
@@ -162,12 +159,6 @@ def test_transposed_equals_in_place(ext, dtype):
 def test_transpose_policy_is_checked(ext):
     with pytest.raises(RuntimeError, match='transpose policy must be 0'):
         ext.set_transpose_mode(3)
-
-
-def test_positions_per_thread_policy_is_checked(ext):
-    with pytest.raises(RuntimeError, match='positions-per-thread policy must be 0 .auto., 2 or 4, got 3'):
-        ext.set_positions_per_thread(3)
-    assert ext.set_positions_per_thread(0) == 0
 
 
 def test_channels_per_thread_policy_is_checked(ext):
