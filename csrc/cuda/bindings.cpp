@@ -76,14 +76,14 @@ int64_t set_channels_per_thread(int64_t policy) {
 // launch that scans horizontal lines in place, whose runs KC shortens (1024^2 in one fused
 // launch, forward 17.9 / 33.3 / 50.5).
 int64_t channels_per_thread(const PropagateShape& shape, int64_t elem_size, int64_t tpl,
-                            int mode, bool all_vertical) {
+                            int mode, bool backward, bool all_vertical) {
   if (elem_size == 8) return 1;
   const int64_t group = shape.C / shape.G;
   int64_t cap = channels_per_thread_policy;
   if (cap == kChannelsPerThreadAuto) {
     cap = (mode == kCtaMode && all_vertical) || (mode == kWarpMode && tpl <= 2) ? 2 : 1;
   }
-  cap = std::min<int64_t>(cap, max_channels_per_thread(mode));
+  cap = std::min<int64_t>(cap, max_channels_per_thread(mode, backward));
   for (int64_t kc = cap; kc > 1; kc /= 2) {
     if (group % kc == 0) return kc;
   }
@@ -125,7 +125,7 @@ Geometry make_geometry(const PropagateShape& shape, const std::vector<int64_t>& 
     while (pow2 < tpl) pow2 *= 2;
     tpl = pow2;
   }
-  const int64_t kc = channels_per_thread(shape, elem_size, tpl, geo.mode, all_vertical);
+  const int64_t kc = channels_per_thread(shape, elem_size, tpl, geo.mode, backward, all_vertical);
   int64_t rows = 1;  // blockDim.y
   for (int64_t k = 1; k <= shape.C / kc; ++k) {
     const int64_t target = geo.mode == kWarpMode ? kWarpThreads : kTargetThreads;

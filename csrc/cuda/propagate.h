@@ -103,10 +103,12 @@ constexpr int kMaxChannelsPerThread = 4;
 constexpr int kChannelsPerThreadAuto = 0;  // set_channels_per_thread policy: the measured choice
 
 // The most channels per thread a mode is instantiated for: the ones whose registers hold KC
-// channels without spilling (ptxas, sm_90, bfloat16: the long mode spilled 50-200 bytes at
-// KC = 2, the warp mode 70-600 at KC = 4).
-constexpr int max_channels_per_thread(int mode) {
-  return mode == kCtaMode ? 4 : (mode == kWarpMode ? 2 : 1);
+// channels without spilling more than a few words (ptxas, sm_90, bfloat16: the backward's
+// long mode spilled 200 bytes at KC = 2, its warp mode 280-600 at KC = 4).
+constexpr int max_channels_per_thread(int mode, bool backward) {
+  return mode == kCtaMode ? 4
+         : mode == kWarpMode ? (backward ? 2 : 4)
+                             : (backward ? 1 : 2);
 }
 
 // Steps per run of the line modes (the kernels' kRun; bindings.cpp's vec_h needs W to be a

@@ -54,20 +54,20 @@ namespace cuda {
   }()
 
 // Runs `...` with NAME = kc as a constexpr int: channels per thread 1, 2 or 4, at most
-// max_channels_per_thread(MODE) (make_geometry keeps to it; float64 only 1).
-#define GSPN2_KC_SWITCH(T, MODE, kc, NAME, ...)                                   \
-  [&] {                                                                           \
-    constexpr int kMaxKC = sizeof(T) == 8 ? 1 : max_channels_per_thread(MODE);    \
-    if (kc == 1) {                                                                \
-      constexpr int NAME = 1;                                                     \
-      return __VA_ARGS__();                                                       \
-    } else if (kc == 2) {                                                         \
-      constexpr int NAME = kMaxKC < 2 ? kMaxKC : 2;                               \
-      return __VA_ARGS__();                                                       \
-    } else {                                                                      \
-      constexpr int NAME = kMaxKC;                                                \
-      return __VA_ARGS__();                                                       \
-    }                                                                             \
+// max_channels_per_thread(MODE, BACKWARD) (make_geometry keeps to it; float64 only 1).
+#define GSPN2_KC_SWITCH(T, MODE, BACKWARD, kc, NAME, ...)                                  \
+  [&] {                                                                                    \
+    constexpr int kMaxKC = sizeof(T) == 8 ? 1 : max_channels_per_thread(MODE, BACKWARD);  \
+    if (kc == 1) {                                                                         \
+      constexpr int NAME = 1;                                                              \
+      return __VA_ARGS__();                                                                \
+    } else if (kc == 2) {                                                                  \
+      constexpr int NAME = kMaxKC < 2 ? kMaxKC : 2;                                        \
+      return __VA_ARGS__();                                                                \
+    } else {                                                                               \
+      constexpr int NAME = kMaxKC;                                                         \
+      return __VA_ARGS__();                                                                \
+    }                                                                                      \
   }()
 
 // Accumulation type of a storage type.
@@ -259,20 +259,14 @@ template <typename T>
 __device__ __forceinline__ void normalized_taps(const Acc<T> (&a)[3], const bool (&valid)[3],
                                                 Acc<T> (&w)[3], Acc<T> (&comp)[3]) {
   using A = Acc<T>;
-  A m = valid[0] ? a[0] : A(-INFINITY);
+  A m = -INFINITY;
 #pragma unroll
-  for (int k = 1; k < 3; ++k) m = fmax(m, valid[k] ? a[k] : A(-INFINITY));  // NaN ignored here
+  for (int k = 0; k < 3; ++k) m = fmax(m, valid[k] ? a[k] : A(-INFINITY));  // NaN ignored here
   const A shift = fmin(A(0), m + A(kTapShift));
-  constexpr float kLog2e = 1.4426950408889634f;
-  const float shift2 = static_cast<float>(shift) * kLog2e;  // float storage: exp through exp2
   A e[3], sig[3], total = 0;
 #pragma unroll
   for (int k = 0; k < 3; ++k) {
-    if constexpr (std::is_same<A, double>::value) {
-      e[k] = exp(shift - a[k]);
-    } else {
-      e[k] = exp2f(fmaf(a[k], -kLog2e, shift2));  // exp(shift - a), one FFMA and one MUFU
-    }
+    e[k] = exp_acc<T>(shift - a[k]);
     sig[k] = A(1) / (A(1) + e[k]);
     sig[k] = valid[k] ? sig[k] : A(0);
     total += sig[k];
@@ -394,26 +388,6 @@ __device__ __forceinline__ void load_block(RunBuf<T, NQ, R, WIDE>& buf, const T*
   }
 }
 
-// load_block's vertical case for a thread whose NQ positions all lie on the line, with
-// vector access allowed, on a run whose R steps all exist: step r of the run is the row at
-// first + r * dstep. No bounds tests and no scalar fallback, so no branch per load.
-template <typename T, int NQ, int R, bool WIDE>
-__device__ __forceinline__ void load_rows(RunBuf<T, NQ, R, WIDE>& buf, const T* first,
-                                          int64_t dstep) {
-  using Buf = RunBuf<T, NQ, R, WIDE>;
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    const T* row = first + r * dstep;
-    if constexpr (Buf::kPacked16 && NQ % 2 == 0) {
-      buf.template copy_words<NQ>(r * NQ, row);
-    } else {
-      const Pack<RawOf<T>, NQ> pk = *reinterpret_cast<const Pack<RawOf<T>, NQ>*>(row);
-#pragma unroll
-      for (int q = 0; q < NQ; ++q) buf.set(Buf::stored(true, false, q, r), pk.v[q]);
-    }
-  }
-}
-
 // Writes N consecutive line positions p0 .. p0 + N - 1 of one step (element stride
 // `stride`); positions outside [0, n) are skipped. `vec` promises stride 1 and alignment.
 template <typename T, typename V, int N>
@@ -479,26 +453,10 @@ struct FwdRun {
 };
 
 // xp, lp, up: the thread's first channel; its next ones follow at hw elements each.
-// row_loads: the thread may use load_rows (vertical direction, its positions on the line,
-// vector access); decided per run, so one branch per run instead of one per load.
 template <typename T, bool MERGE, int N, int R, int KC>
 __device__ __forceinline__ void load_fwd_run(FwdRun<T, N, R, KC>& run, const Line& line, int s0,
                                              int p0, bool vec_v, bool vec_h, const T* xp,
-                                             const T* gp, const T* lp, const T* up, int64_t hw,
-                                             bool row_loads) {
-  if (row_loads && s0 + R <= line.n_steps) {
-    const int64_t first = line.step_offset(s0) + p0;
-    const int64_t dstep = line.reverse ? -static_cast<int64_t>(line.W) : line.W;
-#pragma unroll
-    for (int k = 0; k < 3; ++k) load_rows(run.a[k], gp + k * hw + first, dstep);
-#pragma unroll
-    for (int kc = 0; kc < KC; ++kc) {
-      load_rows(run.x[kc], xp + kc * hw + first, dstep);
-      load_rows(run.lam[kc], lp + kc * hw + first, dstep);
-      if (MERGE) load_rows(run.u[kc], up + kc * hw + first, dstep);
-    }
-    return;
-  }
+                                             const T* gp, const T* lp, const T* up, int64_t hw) {
 #pragma unroll
   for (int k = 0; k < 3; ++k) load_block(run.a[k], gp + k * hw, line, s0, p0, vec_v, vec_h);
 #pragma unroll
@@ -547,9 +505,7 @@ __device__ __forceinline__ void forward_lines(const FwdParams& p, int dir) {
   };
   const unsigned lanes = warp_lanes(cy * tpl + tx, tpl * rows);
 
-  // load_rows allowed (load_fwd_run): vertical, the thread's positions on the line, vectors.
-  const bool row_loads = VERT && geo.vec && p0 + N <= n;
-  FwdRun<T, N, R, KC> buf[2];
+  FwdRun<T, N, R, KC> cur, nxt;
   A h[KC][N];
 #pragma unroll
   for (int kc = 0; kc < KC; ++kc) {
@@ -557,13 +513,15 @@ __device__ __forceinline__ void forward_lines(const FwdParams& p, int dir) {
     for (int q = 0; q < N; ++q) h[kc][q] = 0;
   }
   if (line.n_steps > 0) {
-    load_fwd_run<T, MERGE, N, R, KC>(buf[0], line, 0, p0, geo.vec, geo.vec_h, xp, gp, lp, up, hw,
-                                     row_loads);
+    load_fwd_run<T, MERGE, N, R, KC>(cur, line, 0, p0, geo.vec, geo.vec_h, xp, gp, lp, up, hw);
   }
 
   int phase = 0;
-  // Walks the run of steps s0 .. s0 + R - 1 held in `cur`.
-  auto walk = [&](FwdRun<T, N, R, KC>& cur, int s0) {
+  for (int s0 = 0; s0 < line.n_steps; s0 += R) {
+    if (s0 + R < line.n_steps) {
+      load_fwd_run<T, MERGE, N, R, KC>(nxt, line, s0 + R, p0, geo.vec, geo.vec_h, xp, gp, lp, up,
+                                       hw);
+    }
     cur.canonical(line);
 #pragma unroll
     for (int r = 0; r < R; ++r) {
@@ -590,9 +548,9 @@ __device__ __forceinline__ void forward_lines(const FwdParams& p, int dir) {
             if (tx + 1 < tpl) right = from_right;
           }
         } else if (!restart) {
-          const int xb = (s + 1) & 1;
-          if (tx > 0) left = exchange[slot(xb, 1, kc, tx - 1)];
-          if (tx + 1 < tpl) right = exchange[slot(xb, 0, kc, tx + 1)];
+          const int buf = (s + 1) & 1;
+          if (tx > 0) left = exchange[slot(buf, 1, kc, tx - 1)];
+          if (tx + 1 < tpl) right = exchange[slot(buf, 0, kc, tx + 1)];
         }
         A hn[N];
 #pragma unroll
@@ -632,20 +590,7 @@ __device__ __forceinline__ void forward_lines(const FwdParams& p, int dir) {
       if constexpr (!WARP) __syncthreads();
       phase = (geo.chunk > 0 && phase + 1 == geo.chunk) ? 0 : phase + 1;
     }
-  };
-  // Two buffers walked in turn (the next run loads into the other one): no copy between runs.
-  for (int s0 = 0; s0 < line.n_steps; s0 += 2 * R) {
-    if (s0 + R < line.n_steps) {
-      load_fwd_run<T, MERGE, N, R, KC>(buf[1], line, s0 + R, p0, geo.vec, geo.vec_h, xp, gp, lp,
-                                       up, hw, row_loads);
-    }
-    walk(buf[0], s0);
-    if (s0 + R >= line.n_steps) break;
-    if (s0 + 2 * R < line.n_steps) {
-      load_fwd_run<T, MERGE, N, R, KC>(buf[0], line, s0 + 2 * R, p0, geo.vec, geo.vec_h, xp, gp,
-                                       lp, up, hw, row_loads);
-    }
-    walk(buf[1], s0 + R);
+    cur = nxt;
   }
 
   if (MERGE && geo.D > 1) {
@@ -1506,7 +1451,7 @@ void launch_forward_impl(const FwdParams& p, bool normalize, bool merge, cudaStr
   GSPN2_BOOL_SWITCH(normalize, kNormalize, [&] {
     GSPN2_BOOL_SWITCH(merge, kMerge, [&] {
       GSPN2_MODE_SWITCH(geo.mode, kMode, [&] {
-        GSPN2_KC_SWITCH(T, kMode, geo.channels_per_thread, kKC, [&] {
+        GSPN2_KC_SWITCH(T, kMode, false, geo.channels_per_thread, kKC, [&] {
           propagate_forward_kernel<T, kNormalize, kMerge, kMode, kKC>
               <<<grid, block, kMode == kWarpMode ? 0 : smem, stream>>>(p);
         });
@@ -1531,7 +1476,7 @@ void launch_backward_impl(const BwdParams& p, bool normalize, bool merge, cudaSt
     GSPN2_BOOL_SWITCH(normalize, kNormalize, [&] {
       GSPN2_BOOL_SWITCH(merge, kMerge, [&] {
         GSPN2_MODE_SWITCH(geo.mode, kMode, [&] {
-          GSPN2_KC_SWITCH(T, kMode, geo.channels_per_thread, kKC, [&] {
+          GSPN2_KC_SWITCH(T, kMode, true, geo.channels_per_thread, kKC, [&] {
             propagate_backward_kernel<T, kNormalize, kMerge, kMode, kKC>
                 <<<grid, block, kMode == kWarpMode ? 0 : smem, stream>>>(p);
           });
