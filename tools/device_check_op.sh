@@ -5,8 +5,9 @@
 # all); also "errors" (bad input given to both extensions in fresh processes; a native
 # backtrace through cuda-gdb if one crashes) and "ncu" (NCU_CASES, ";"-separated benchmark
 # case names, profiled by Nsight Compute: the first NCU_COUNT kernels matching the regex
-# NCU_KERNEL, default "propagate") and "sass" (resource usage and gzipped SASS of the
-# built extension).
+# NCU_KERNEL, default "propagate"; with NCU_SOURCE=1 also a report of the first one with
+# per-SASS-instruction execution counts and stall samples as CSV) and "sass" (resource usage
+# and gzipped SASS of the built extension).
 set -uo pipefail
 OUT=${OUT:-./device_out}
 STAGES=${STAGES:-"build test sanitize bench"}
@@ -138,6 +139,15 @@ if has ncu; then
       --section LaunchStats --metrics l1tex__t_sector_hit_rate.pct,lts__t_sector_hit_rate.pct,l1tex__t_sectors_pipe_lsu_mem_global_op_ld.sum,l1tex__t_requests_pipe_lsu_mem_global_op_ld.sum,l1tex__t_sectors_pipe_lsu_mem_global_op_st.sum,l1tex__t_requests_pipe_lsu_mem_global_op_st.sum,smsp__inst_executed_op_local_ld.sum,dram__bytes_read.sum,dram__bytes_write.sum,l1tex__data_pipe_lsu_wavefronts_mem_shared.sum,smsp__inst_executed.sum \
       python3 tools/benchmark_op.py --out /tmp/ncu_bench --cases "$c" --no-reference \
       --sdpa-sizes "" --reps 1 --warmup 0 > "$OUT/ncu_${NCU_TAG:-}$i.log" 2>&1 || status=1
+    if [ -n "${NCU_SOURCE:-}" ]; then
+      # executed instructions and stall samples per SASS instruction of the first matching kernel
+      ncu --kernel-name "regex:${NCU_KERNEL:-propagate}" -c 1 --section SourceCounters \
+        --section WarpStateStats --import-source no -o "$OUT/ncu_${NCU_TAG:-}$i" \
+        python3 tools/benchmark_op.py --out /tmp/ncu_bench --cases "$c" --no-reference \
+        --sdpa-sizes "" --reps 1 --warmup 0 > /dev/null 2>&1 || status=1
+      ncu -i "$OUT/ncu_${NCU_TAG:-}$i.ncu-rep" --page source --csv --print-source sass \
+        > "$OUT/ncu_${NCU_TAG:-}${i}_sass.csv" 2>&1 || status=1
+    fi
     echo "-- ncu case '$c' ($OUT/ncu_${NCU_TAG:-}$i.log)"
     grep -E "^  [a-z_]+propagate|Duration|DRAM Throughput|Achieved Occupancy|Registers Per|hit_rate|pipe_lsu|local_ld|dram__bytes|inst_executed|L1/TEX Hit|L2 Hit|Block Size|Grid Size|Stall" "$OUT/ncu_${NCU_TAG:-}$i.log" | head -60
   done
