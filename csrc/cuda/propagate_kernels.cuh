@@ -388,43 +388,24 @@ __device__ __forceinline__ void load_block(RunBuf<T, NQ, R, WIDE>& buf, const T*
   }
 }
 
-// load_block for a thread whose NQ positions all lie on the line, on a run whose R steps all
-// exist, where vector access is allowed (vertical: vec_v; horizontal: vec_h or R = 1): no
-// bounds tests and no scalar fallback, so no branch per load (each load of load_block sat in
-// its own branch region: paper bf16 forward 0.670 -> 0.569 ms, H100, docs/benchmarks/op.md).
+// load_block's vertical case for a thread whose NQ positions all lie on the line, with vector
+// access allowed, on a run whose R steps all exist: step r of the run is the row at
+// first + r * dstep. No bounds tests and no scalar fallback, so no branch per load (each load
+// of load_block sat in its own branch region: paper bf16 forward 0.670 -> 0.569 ms, H100,
+// docs/benchmarks/op.md).
 template <typename T, int NQ, int R, bool WIDE>
-__device__ __forceinline__ void load_unchecked(RunBuf<T, NQ, R, WIDE>& buf,
-                                               const T* __restrict__ plane, const Line& line,
-                                               int s0, int p0) {
+__device__ __forceinline__ void load_rows(RunBuf<T, NQ, R, WIDE>& buf, const T* first,
+                                          int64_t dstep) {
   using Buf = RunBuf<T, NQ, R, WIDE>;
-  if (line.vertical) {
-    const T* first = plane + line.step_offset(s0) + p0;
-    const int64_t dstep = line.reverse ? -static_cast<int64_t>(line.W) : line.W;
 #pragma unroll
-    for (int r = 0; r < R; ++r) {
-      const T* row = first + r * dstep;
-      if constexpr (Buf::kPacked16 && NQ % 2 == 0) {
-        buf.template copy_words<NQ>(r * NQ, row);
-      } else {
-        const Pack<RawOf<T>, NQ> pk = *reinterpret_cast<const Pack<RawOf<T>, NQ>*>(row);
+  for (int r = 0; r < R; ++r) {
+    const T* row = first + r * dstep;
+    if constexpr (Buf::kPacked16 && NQ % 2 == 0) {
+      buf.template copy_words<NQ>(r * NQ, row);
+    } else {
+      const Pack<RawOf<T>, NQ> pk = *reinterpret_cast<const Pack<RawOf<T>, NQ>*>(row);
 #pragma unroll
-        for (int q = 0; q < NQ; ++q) buf.set(Buf::stored(true, false, q, r), pk.v[q]);
-      }
-    }
-  } else {
-    const int c0 = line.reverse ? line.W - s0 - R : s0;  // the run's first column in memory
-#pragma unroll
-    for (int q = 0; q < NQ; ++q) {
-      const T* row = plane + static_cast<int64_t>(p0 + q) * line.W + c0;
-      if constexpr (R == 1) {
-        buf.set(q, load_raw(row));
-      } else if constexpr (Buf::kPacked16 && R % 2 == 0) {
-        buf.template copy_words<R>(q * R, row);
-      } else {
-        const Pack<RawOf<T>, R> pk = *reinterpret_cast<const Pack<RawOf<T>, R>*>(row);
-#pragma unroll
-        for (int r = 0; r < R; ++r) buf.set(q * R + r, pk.v[line.reverse ? R - 1 - r : r]);
-      }
+      for (int q = 0; q < NQ; ++q) buf.set(Buf::stored(true, false, q, r), pk.v[q]);
     }
   }
 }
@@ -498,17 +479,19 @@ template <typename T, bool MERGE, int N, int R, int KC>
 __device__ __forceinline__ void load_fwd_run(FwdRun<T, N, R, KC>& run, const Line& line, int s0,
                                              int p0, bool vec_v, bool vec_h, const T* xp,
                                              const T* gp, const T* lp, const T* up, int64_t hw,
-                                             bool unchecked) {
-  // unchecked: the thread may use load_unchecked (its positions on the line, vector access);
-  // decided once per run.
-  if (unchecked && s0 + R <= line.n_steps) {
+                                             bool row_loads) {
+  // row_loads: the thread may use load_rows (vertical direction, its positions on the line,
+  // vector access); decided once per run.
+  if (row_loads && s0 + R <= line.n_steps) {
+    const int64_t first = line.step_offset(s0) + p0;
+    const int64_t dstep = line.reverse ? -static_cast<int64_t>(line.W) : line.W;
 #pragma unroll
-    for (int k = 0; k < 3; ++k) load_unchecked(run.a[k], gp + k * hw, line, s0, p0);
+    for (int k = 0; k < 3; ++k) load_rows(run.a[k], gp + k * hw + first, dstep);
 #pragma unroll
     for (int kc = 0; kc < KC; ++kc) {
-      load_unchecked(run.x[kc], xp + kc * hw, line, s0, p0);
-      load_unchecked(run.lam[kc], lp + kc * hw, line, s0, p0);
-      if (MERGE) load_unchecked(run.u[kc], up + kc * hw, line, s0, p0);
+      load_rows(run.x[kc], xp + kc * hw + first, dstep);
+      load_rows(run.lam[kc], lp + kc * hw + first, dstep);
+      if (MERGE) load_rows(run.u[kc], up + kc * hw + first, dstep);
     }
     return;
   }
@@ -560,8 +543,7 @@ __device__ __forceinline__ void forward_lines(const FwdParams& p, int dir) {
   };
   const unsigned lanes = warp_lanes(cy * tpl + tx, tpl * rows);
 
-  // load_unchecked allowed: the thread's positions on the line, vector access
-  const bool unchecked = p0 + N <= n && (VERT ? geo.vec : (R == 1 || geo.vec_h));
+  const bool row_loads = VERT && geo.vec && p0 + N <= n;  // load_rows allowed
   FwdRun<T, N, R, KC> cur, nxt;
   A h[KC][N];
 #pragma unroll
@@ -571,14 +553,14 @@ __device__ __forceinline__ void forward_lines(const FwdParams& p, int dir) {
   }
   if (line.n_steps > 0) {
     load_fwd_run<T, MERGE, N, R, KC>(cur, line, 0, p0, geo.vec, geo.vec_h, xp, gp, lp, up, hw,
-                                     unchecked);
+                                     row_loads);
   }
 
   int phase = 0;
   for (int s0 = 0; s0 < line.n_steps; s0 += R) {
     if (s0 + R < line.n_steps) {
       load_fwd_run<T, MERGE, N, R, KC>(nxt, line, s0 + R, p0, geo.vec, geo.vec_h, xp, gp, lp, up,
-                                       hw, unchecked);
+                                       hw, row_loads);
     }
     cur.canonical(line);
 #pragma unroll
@@ -754,21 +736,23 @@ template <typename T, bool MERGE, int N, int R, int KC>
 __device__ __forceinline__ void load_bwd_run(BwdRun<T, N, R, KC>& run, const Line& line, int s0,
                                              int p0, bool vec_v, bool vec_h, const T* gop,
                                              const T* xp, const T* gp, const T* lp, const T* up,
-                                             const T* hp, int64_t hw, bool unchecked) {
-  // unchecked as in load_fwd_run (the halo positions hl, hr keep their bounds tests).
-  if (unchecked && s0 + R <= line.n_steps) {
+                                             const T* hp, int64_t hw, bool row_loads) {
+  // row_loads as in load_fwd_run (the halo positions hl, hr keep their bounds tests).
+  if (row_loads && s0 + R <= line.n_steps) {
+    const int64_t first = line.step_offset(s0) + p0;
+    const int64_t dstep = line.reverse ? -static_cast<int64_t>(line.W) : line.W;
 #pragma unroll
-    for (int k = 0; k < 3; ++k) load_unchecked(run.a[k], gp + k * hw, line, s0, p0);
+    for (int k = 0; k < 3; ++k) load_rows(run.a[k], gp + k * hw + first, dstep);
 #pragma unroll
     for (int kc = 0; kc < KC; ++kc) {
-      const int64_t o = kc * hw;
-      load_unchecked(run.go[kc], gop + o, line, s0, p0);
-      if (MERGE) load_unchecked(run.u[kc], up + o, line, s0, p0);
-      load_unchecked(run.lam[kc], lp + o, line, s0, p0);
-      load_unchecked(run.x[kc], xp + o, line, s0, p0);
-      load_unchecked(run.h[kc], hp + o, line, s0, p0);
-      load_block(run.hl[kc], hp + o, line, s0, p0 - 1, false, vec_h);
-      load_block(run.hr[kc], hp + o, line, s0, p0 + N, false, vec_h);
+      const int64_t o = kc * hw + first;
+      load_rows(run.go[kc], gop + o, dstep);
+      if (MERGE) load_rows(run.u[kc], up + o, dstep);
+      load_rows(run.lam[kc], lp + o, dstep);
+      load_rows(run.x[kc], xp + o, dstep);
+      load_rows(run.h[kc], hp + o, dstep);
+      load_block(run.hl[kc], hp + kc * hw, line, s0, p0 - 1, false, vec_h);
+      load_block(run.hr[kc], hp + kc * hw, line, s0, p0 + N, false, vec_h);
     }
     return;
   }
@@ -828,8 +812,7 @@ __device__ __forceinline__ void backward_lines(const BwdParams& p, int dir) {
   // warp mode: w_{-1} dh at p0 and w_{+1} dh at p0 + N - 1 of step s + 1, per channel
   A to_left[KC], to_right[KC];
 
-  // load_unchecked allowed: the thread's positions on the line, vector access
-  const bool unchecked = p0 + N <= n && (VERT ? geo.vec : (R == 1 || geo.vec_h));
+  const bool row_loads = VERT && geo.vec && p0 + N <= n;  // load_rows allowed
   BwdRun<T, N, R, KC> cur, nxt;
   A dh[KC][N], wn[3][N];  // dh and tap weights of step s + 1
 #pragma unroll
@@ -844,13 +827,13 @@ __device__ __forceinline__ void backward_lines(const BwdParams& p, int dir) {
   const int last = line.n_steps - 1;
   if (last >= 0) {
     load_bwd_run<T, MERGE, N, R, KC>(cur, line, (last / R) * R, p0, geo.vec, geo.vec_h, gop, xp,
-                                     gp, lp, up, hp, hw, unchecked);
+                                     gp, lp, up, hp, hw, row_loads);
   }
 
   for (int s0 = last >= 0 ? (last / R) * R : -1; s0 >= 0; s0 -= R) {
     if (s0 >= R) {
       load_bwd_run<T, MERGE, N, R, KC>(nxt, line, s0 - R, p0, geo.vec, geo.vec_h, gop, xp, gp,
-                                       lp, up, hp, hw, unchecked);
+                                       lp, up, hp, hw, row_loads);
     }
     cur.canonical(line);
 #pragma unroll
