@@ -141,6 +141,14 @@ Geometry make_geometry(const PropagateShape& shape, const std::vector<int64_t>& 
   geo.vec_h = all_aligned &&
               shape.W % steps_per_run(geo.mode, backward, static_cast<int>(elem_size),
                                       static_cast<int>(kc)) == 0;
+  // The plane mode with `cpc` channels per CTA, in place of the line mode chosen above.
+  auto take_plane_mode = [&](int64_t cpc) {
+    geo.mode = kPlaneMode;
+    geo.threads_per_line = static_cast<int>(longest_line);  // the launcher's positions per lane
+    geo.channels_per_cta = static_cast<int>(cpc);
+    geo.channels_per_thread = 1;
+    geo.plane_vec = all_aligned && (shape.H * shape.W * elem_size) % 16 == 0;
+  };
   // Plane-mode backward: lines of kPlaneBwdMinLine .. kPlaneMaxLine (any length <= kPlaneMaxLine
   // under kPlaneForce) whose staged planes fit the budget.
   if (backward && plane_policy != kPlaneOff && longest_line <= kPlaneMaxLine &&
@@ -154,13 +162,7 @@ Geometry make_geometry(const PropagateShape& shape, const std::vector<int64_t>& 
         cpc_plane = k;
       }
     }
-    if (cpc_plane > 0) {
-      geo.mode = kPlaneMode;
-      geo.threads_per_line = static_cast<int>(longest_line);  // the launcher's positions per lane
-      geo.channels_per_cta = static_cast<int>(cpc_plane);
-      geo.channels_per_thread = 1;
-      geo.plane_vec = all_aligned && (shape.H * shape.W * elem_size) % 16 == 0;
-    }
+    if (cpc_plane > 0) take_plane_mode(cpc_plane);
   }
   // Plane mode: forward, short lines, the staged plane within the shared-memory budget.
   const int64_t min_line =
@@ -176,13 +178,7 @@ Geometry make_geometry(const PropagateShape& shape, const std::vector<int64_t>& 
         cpc_plane = k;
       }
     }
-    if (cpc_plane > 0) {
-      geo.mode = kPlaneMode;
-      geo.threads_per_line = static_cast<int>(longest_line);  // the launcher's positions per lane
-      geo.channels_per_cta = static_cast<int>(cpc_plane);
-      geo.channels_per_thread = 1;
-      geo.plane_vec = all_aligned && (shape.H * shape.W * elem_size) % 16 == 0;
-    }
+    if (cpc_plane > 0) take_plane_mode(cpc_plane);
   }
   return geo;
 }

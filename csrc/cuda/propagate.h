@@ -114,11 +114,8 @@ constexpr int max_channels_per_thread(int mode, bool backward) {
 // Steps per run of the line modes (the kernels' kRun; bindings.cpp's vec_h needs W to be a
 // multiple): run_bytes of each input per position, over KC channels per thread.
 constexpr int steps_per_run(int mode, bool backward, int elem_size, int kc) {
-  return mode == kLongMode || elem_size == 8
-             ? 1
-             : (run_bytes(mode, backward) / elem_size / kc > 1
-                    ? run_bytes(mode, backward) / elem_size / kc
-                    : 1);
+  const int steps = run_bytes(mode, backward) / elem_size / kc;  // 0 in the long mode
+  return elem_size == 8 || steps < 1 ? 1 : steps;
 }
 
 // Direction ids, the values of gspn2::Direction (gspn2_common.h; bindings.cpp checks they
