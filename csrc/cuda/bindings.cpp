@@ -90,11 +90,15 @@ int64_t channels_per_thread(const PropagateShape& shape, int64_t elem_size, int6
   return 1;
 }
 
-// Fills the launch geometry shared by forward and backward.
+// Fills the launch geometry shared by forward and backward: the launch scans directions
+// `directions` (shape.D of them), stored as entries `entries` of per-direction tensors with
+// `stored_D` entries.
 Geometry make_geometry(const PropagateShape& shape, const std::vector<int64_t>& directions,
-                       int64_t chunk, int64_t elem_size, bool backward,
-                       const std::vector<const void*>& ptrs) {
+                       const std::vector<int64_t>& entries, int64_t stored_D, int64_t chunk,
+                       int64_t elem_size, bool backward, const std::vector<const void*>& ptrs) {
   Geometry geo{};
+  geo.stored_D = static_cast<int>(stored_D);
+  for (int64_t d = 0; d < shape.D; ++d) geo.slot[d] = static_cast<int>(entries[d]);
   geo.B = static_cast<int>(shape.B);
   geo.C = static_cast<int>(shape.C);
   geo.H = static_cast<int>(shape.H);
@@ -192,36 +196,37 @@ void check_cuda(const torch::Tensor& t, const char* name) {
               t.scalar_type());
 }
 
-// One fused launch over every direction (the horizontal ones scanning columns in place).
-std::tuple<torch::Tensor, torch::Tensor> forward_fused(
-    const torch::Tensor& x, const torch::Tensor& gates, const torch::Tensor& lam,
-    const c10::optional<torch::Tensor>& u, const std::vector<int64_t>& directions, int64_t chunk,
-    bool normalize, bool merge, bool save_hidden) {
-  const PropagateShape shape = check_propagate_inputs(x, gates, lam, u, directions, chunk, merge);
-  check_cuda(x, "x");
-  const c10::cuda::CUDAGuard guard(x.device());
-  const int64_t B = shape.B, C = shape.C, H = shape.H, W = shape.W, D = shape.D;
-  torch::Tensor out = merge ? torch::empty({B, C, H, W}, x.options())
-                            : torch::empty({B, D, C, H, W}, x.options());
-  torch::Tensor hidden = merge && save_hidden ? torch::empty({B, D, C, H, W}, x.options())
-                                              : torch::empty({0}, x.options());
-  if (out.numel() == 0) return {out, hidden};
+// The sizes of one launch: `shape` with D the number of directions it scans.
+PropagateShape launch_shape(PropagateShape shape, const std::vector<int64_t>& entries) {
+  shape.D = static_cast<int64_t>(entries.size());
+  return shape;
+}
 
+// One fused launch scanning entries `entries` of the per-direction tensors (gates, lam, u, and
+// out when not merged, hidden) in directions `scan_dirs` (the horizontal ones scanning columns
+// in place). Writes out (merge: (B, C, H, W), the sum over the launch's directions; else the
+// entries of a tensor shaped like lam) and, if defined and not empty, the entries of hidden.
+void forward_launch(const PropagateShape& shape, const torch::Tensor& x,
+                    const torch::Tensor& gates, const torch::Tensor& lam,
+                    const c10::optional<torch::Tensor>& u, const std::vector<int64_t>& scan_dirs,
+                    const std::vector<int64_t>& entries, int64_t chunk, bool normalize, bool merge,
+                    torch::Tensor& out, torch::Tensor& hidden) {
+  const PropagateShape ls = launch_shape(shape, entries);
   FwdParams p{};
   p.x = x.data_ptr();
   p.gates = gates.data_ptr();
   p.lam = lam.data_ptr();
   p.u = merge ? u->data_ptr() : nullptr;
   p.out = out.data_ptr();
-  p.hidden = hidden.numel() > 0 ? hidden.data_ptr() : nullptr;
+  p.hidden = hidden.defined() && hidden.numel() > 0 ? hidden.data_ptr() : nullptr;
   torch::Tensor partial, arrivals;
   // (partial comes from the same allocator as the other tensors: it does not change `vec`.)
-  p.geo = make_geometry(shape, directions, chunk, x.element_size(), false,
+  p.geo = make_geometry(ls, scan_dirs, entries, gates.size(1), chunk, x.element_size(), false,
                         {p.x, p.gates, p.lam, p.u, p.out, p.hidden});
-  if (merge && D > 1 && p.geo.mode != kPlaneMode) {
-    partial = torch::empty({D, B, C, H, W}, x.options().dtype(acc_dtype(x)));
+  if (merge && ls.D > 1 && p.geo.mode != kPlaneMode) {
+    partial = torch::empty({ls.D, ls.B, ls.C, ls.H, ls.W}, x.options().dtype(acc_dtype(x)));
     p.partial = partial.data_ptr();
-    arrivals = torch::zeros({B, C / p.geo.channels_per_cta}, x.options().dtype(torch::kInt));
+    arrivals = torch::zeros({ls.B, ls.C / p.geo.channels_per_cta}, x.options().dtype(torch::kInt));
     p.arrivals = arrivals.data_ptr<int>();
   }
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -229,7 +234,13 @@ std::tuple<torch::Tensor, torch::Tensor> forward_fused(
     launch_forward<scalar_t>(p, normalize, merge, stream);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return {out, hidden};
+}
+
+// All directions of a call, in one launch.
+std::vector<int64_t> all_entries(int64_t D) {
+  std::vector<int64_t> entries(D);
+  for (int64_t d = 0; d < D; ++d) entries[d] = d;
+  return entries;
 }
 
 // grad_out and hidden of a backward call, against the forward inputs.
@@ -249,29 +260,16 @@ void check_backward_inputs(const PropagateShape& shape, const torch::Tensor& gra
   check_same(hidden, "hidden", x);
 }
 
-std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> backward_fused(
-    const torch::Tensor& grad_out, const torch::Tensor& x, const torch::Tensor& gates,
-    const torch::Tensor& lam, const c10::optional<torch::Tensor>& u, const torch::Tensor& hidden,
-    const std::vector<int64_t>& directions, int64_t chunk, bool normalize, bool merge) {
-  const PropagateShape shape = check_propagate_inputs(x, gates, lam, u, directions, chunk, merge);
-  check_cuda(x, "x");
-  const c10::cuda::CUDAGuard guard(x.device());
-  const int64_t B = shape.B, C = shape.C, H = shape.H, W = shape.W, D = shape.D, G = shape.G;
-  check_backward_inputs(shape, grad_out, x, lam, hidden, merge);
-
-  torch::Tensor grad_x = torch::empty_like(x);
-  torch::Tensor grad_gates = torch::empty_like(gates);
-  torch::Tensor grad_lam = torch::empty_like(lam);
-  torch::Tensor grad_u;
-  if (u.has_value()) grad_u = merge ? torch::empty_like(*u) : torch::zeros_like(*u);
-  if (x.numel() == 0) {
-    grad_x.zero_();
-    grad_gates.zero_();
-    grad_lam.zero_();
-    if (grad_u.defined()) grad_u.zero_();
-    return {grad_x, grad_gates, grad_lam, grad_u};
-  }
-
+// One fused launch of the backward over entries `entries` (see forward_launch): writes
+// grad_x ((B, C, H, W), the sum over the launch's directions) and the entries of grad_gates,
+// grad_lam and (merge) grad_u.
+void backward_launch(const PropagateShape& shape, const torch::Tensor& grad_out,
+                     const torch::Tensor& x, const torch::Tensor& gates, const torch::Tensor& lam,
+                     const c10::optional<torch::Tensor>& u, const torch::Tensor& hidden,
+                     const std::vector<int64_t>& scan_dirs, const std::vector<int64_t>& entries,
+                     int64_t chunk, bool normalize, bool merge, torch::Tensor& grad_x,
+                     torch::Tensor& grad_gates, torch::Tensor& grad_lam, torch::Tensor& grad_u) {
+  const PropagateShape ls = launch_shape(shape, entries);
   BwdParams p{};
   p.grad_out = grad_out.data_ptr();
   p.x = x.data_ptr();
@@ -285,19 +283,20 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> backward_
   p.grad_u = merge && grad_u.defined() ? grad_u.data_ptr() : nullptr;
   // (The float buffers come from the same allocator as the other tensors: they do not change
   // `vec`, so they are allocated once the geometry says which are needed.)
-  p.geo = make_geometry(shape, directions, chunk, x.element_size(), true,
+  p.geo = make_geometry(ls, scan_dirs, entries, gates.size(1), chunk, x.element_size(), true,
                         {p.grad_out, p.x, p.gates, p.lam, p.u, p.hidden, p.grad_x, p.grad_gates,
                          p.grad_lam, p.grad_u});
   torch::Tensor partial_x, partial_gates;
-  if (D > 1) {
-    partial_x = torch::empty({D, B, C, H, W}, x.options().dtype(acc_dtype(x)));
+  if (ls.D > 1) {
+    partial_x = torch::empty({ls.D, ls.B, ls.C, ls.H, ls.W}, x.options().dtype(acc_dtype(x)));
     p.partial_x = partial_x.data_ptr();
   }
   // Gate-logit gradients summed over `summed` channels each (plane mode: in the CTA).
   const int64_t summed =
       p.geo.mode == kPlaneMode ? p.geo.channels_per_cta : p.geo.channels_per_thread;
-  if (C / G > summed) {
-    partial_gates = torch::empty({B, D, C / summed, 3, H, W}, x.options().dtype(acc_dtype(x)));
+  if (ls.C / ls.G > summed) {
+    partial_gates = torch::empty({ls.B, ls.D, ls.C / summed, 3, ls.H, ls.W},
+                                 x.options().dtype(acc_dtype(x)));
     p.partial_gates = partial_gates.data_ptr();
   }
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -305,9 +304,7 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> backward_
     launch_backward<scalar_t>(p, normalize, merge, stream);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return {grad_x, grad_gates, grad_lam, grad_u};
 }
-
 
 // ---- Horizontal directions through transposed planes (propagate.h) ----
 
@@ -388,16 +385,6 @@ void put_transposed(const torch::Tensor& src, torch::Tensor& dst,
   }
 }
 
-// The direction entries `entries` of (B, D, ...) as a contiguous (B, E, ...) tensor.
-torch::Tensor take(const torch::Tensor& t, const std::vector<int64_t>& entries) {
-  if (static_cast<int64_t>(entries.size()) == t.size(1)) return t;
-  return t.index_select(1, torch::tensor(entries, t.options().dtype(torch::kLong)));
-}
-
-void put(const torch::Tensor& src, torch::Tensor& dst, const std::vector<int64_t>& entries) {
-  dst.index_copy_(1, torch::tensor(entries, dst.options().dtype(torch::kLong)), src);
-}
-
 // The scan of the entries that stay in place, and the directions the transposed entries
 // become: left-to-right scans the columns of the transposed planes from the top, right-to-
 // left from the bottom (taps stay in increasing order along the line).
@@ -425,41 +412,46 @@ std::tuple<torch::Tensor, torch::Tensor> forward(
     bool normalize, bool merge, bool save_hidden) {
   const PropagateShape shape = check_propagate_inputs(x, gates, lam, u, directions, chunk, merge);
   check_cuda(x, "x");
-  const std::vector<int64_t> tr = transposed_entries(shape.H, directions);
-  if (tr.empty() || x.numel() == 0) {
-    return forward_fused(x, gates, lam, u, directions, chunk, normalize, merge, save_hidden);
-  }
   const c10::cuda::CUDAGuard guard(x.device());
-  const DirectionSplit s = split_directions(directions, tr);
-  const c10::optional<torch::Tensor> u_t =
-      merge ? c10::optional<torch::Tensor>(take_transposed(*u, tr)) : c10::nullopt;
-  auto [out_t, hidden_t] =
-      forward_fused(transposed_image(x), take_transposed(gates, tr), take_transposed(lam, tr),
-                    u_t, s.transposed_dirs, chunk, normalize, merge, save_hidden);
-  torch::Tensor out, hidden_v;
-  if (!s.vertical.empty()) {
-    const c10::optional<torch::Tensor> u_v =
-        merge ? c10::optional<torch::Tensor>(take(*u, s.vertical)) : c10::nullopt;
-    std::tie(out, hidden_v) = forward_fused(x, take(gates, s.vertical), take(lam, s.vertical), u_v,
-                                            s.vertical_dirs, chunk, normalize, merge, save_hidden);
-  }
-  if (merge) {
-    // y = (vertical directions' sum) + transpose of the transposed directions' sum
-    const bool add = out.defined();
-    if (!add) out = torch::empty_like(x);
-    transposed_image(out_t, out, add);
-    torch::Tensor hidden = torch::empty({0}, x.options());
-    if (save_hidden) {
-      hidden = torch::empty_like(lam);
-      if (hidden_v.defined()) put(hidden_v, hidden, s.vertical);
-      put_transposed(hidden_t, hidden, tr);
-    }
+  const int64_t B = shape.B, C = shape.C, H = shape.H, W = shape.W;
+  torch::Tensor out = merge ? torch::empty({B, C, H, W}, x.options()) : torch::empty_like(lam);
+  torch::Tensor hidden =
+      merge && save_hidden ? torch::empty_like(lam) : torch::empty({0}, x.options());
+  if (out.numel() == 0) return {out, hidden};
+  const std::vector<int64_t> tr = transposed_entries(H, directions);
+  if (tr.empty()) {
+    forward_launch(shape, x, gates, lam, u, directions, all_entries(shape.D), chunk, normalize,
+                   merge, out, hidden);
     return {out, hidden};
   }
-  torch::Tensor all = torch::empty_like(lam);
-  if (out.defined()) put(out, all, s.vertical);
-  put_transposed(out_t, all, tr);
-  return {all, torch::empty({0}, x.options())};
+  const DirectionSplit s = split_directions(directions, tr);
+  {
+    // The horizontal directions as top-down / bottom-up scans of transposed planes.
+    const int64_t E = static_cast<int64_t>(tr.size());
+    const PropagateShape shape_t{B, C, W, H, E, shape.G};
+    const torch::Tensor lam_t = take_transposed(lam, tr);
+    const c10::optional<torch::Tensor> u_t =
+        merge ? c10::optional<torch::Tensor>(take_transposed(*u, tr)) : c10::nullopt;
+    torch::Tensor out_t =
+        merge ? torch::empty({B, C, W, H}, x.options()) : torch::empty_like(lam_t);
+    torch::Tensor hidden_t =
+        hidden.numel() > 0 ? torch::empty_like(lam_t) : torch::empty({0}, x.options());
+    forward_launch(shape_t, transposed_image(x), take_transposed(gates, tr), lam_t, u_t,
+                   s.transposed_dirs, all_entries(E), chunk, normalize, merge, out_t, hidden_t);
+    // The vertical directions in place, straight into their entries of out and hidden; then
+    // the transposed results added (merge) or put into theirs.
+    if (!s.vertical.empty()) {
+      forward_launch(shape, x, gates, lam, u, s.vertical_dirs, s.vertical, chunk, normalize,
+                     merge, out, hidden);
+    }
+    if (merge) {
+      transposed_image(out_t, out, !s.vertical.empty());
+      if (hidden.numel() > 0) put_transposed(hidden_t, hidden, tr);
+    } else {
+      put_transposed(out_t, out, tr);
+    }
+  }
+  return {out, hidden};
 }
 
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> backward(
@@ -469,39 +461,50 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> backward(
   const PropagateShape shape = check_propagate_inputs(x, gates, lam, u, directions, chunk, merge);
   check_cuda(x, "x");
   check_backward_inputs(shape, grad_out, x, lam, hidden, merge);
-  const std::vector<int64_t> tr = transposed_entries(shape.H, directions);
-  if (tr.empty() || x.numel() == 0) {
-    return backward_fused(grad_out, x, gates, lam, u, hidden, directions, chunk, normalize, merge);
-  }
   const c10::cuda::CUDAGuard guard(x.device());
-  const DirectionSplit s = split_directions(directions, tr);
-  const c10::optional<torch::Tensor> u_t =
-      merge ? c10::optional<torch::Tensor>(take_transposed(*u, tr)) : c10::nullopt;
-  auto [gx_t, gg_t, gl_t, gu_t] = backward_fused(
-      merge ? transposed_image(grad_out) : take_transposed(grad_out, tr), transposed_image(x),
-      take_transposed(gates, tr), take_transposed(lam, tr), u_t, take_transposed(hidden, tr),
-      s.transposed_dirs, chunk, normalize, merge);
-  torch::Tensor grad_x, grad_gates = torch::empty_like(gates), grad_lam = torch::empty_like(lam);
+  const int64_t B = shape.B, C = shape.C, H = shape.H, W = shape.W;
+  torch::Tensor grad_x = torch::empty_like(x);
+  torch::Tensor grad_gates = torch::empty_like(gates);
+  torch::Tensor grad_lam = torch::empty_like(lam);
   torch::Tensor grad_u;
   if (u.has_value()) grad_u = merge ? torch::empty_like(*u) : torch::zeros_like(*u);
-  if (!s.vertical.empty()) {
-    const c10::optional<torch::Tensor> u_v =
-        merge ? c10::optional<torch::Tensor>(take(*u, s.vertical)) : c10::nullopt;
-    auto [gx, gg, gl, gu] = backward_fused(
-        merge ? grad_out : take(grad_out, s.vertical), x, take(gates, s.vertical),
-        take(lam, s.vertical), u_v, take(hidden, s.vertical), s.vertical_dirs, chunk, normalize,
-        merge);
-    grad_x = gx;
-    put(gg, grad_gates, s.vertical);
-    put(gl, grad_lam, s.vertical);
-    if (merge && grad_u.defined()) put(gu, grad_u, s.vertical);
+  if (x.numel() == 0) {
+    grad_x.zero_();
+    grad_gates.zero_();
+    grad_lam.zero_();
+    if (grad_u.defined()) grad_u.zero_();
+    return {grad_x, grad_gates, grad_lam, grad_u};
   }
-  const bool add = grad_x.defined();
-  if (!add) grad_x = torch::empty_like(x);
-  transposed_image(gx_t, grad_x, add);
-  put_transposed(gg_t, grad_gates, tr);
-  put_transposed(gl_t, grad_lam, tr);
-  if (merge && grad_u.defined()) put_transposed(gu_t, grad_u, tr);
+  const std::vector<int64_t> tr = transposed_entries(H, directions);
+  if (tr.empty()) {
+    backward_launch(shape, grad_out, x, gates, lam, u, hidden, directions,
+                    all_entries(shape.D), chunk, normalize, merge, grad_x, grad_gates, grad_lam,
+                    grad_u);
+    return {grad_x, grad_gates, grad_lam, grad_u};
+  }
+  const DirectionSplit s = split_directions(directions, tr);
+  {
+    const int64_t E = static_cast<int64_t>(tr.size());
+    const PropagateShape shape_t{B, C, W, H, E, shape.G};
+    const torch::Tensor gates_t = take_transposed(gates, tr), lam_t = take_transposed(lam, tr);
+    const c10::optional<torch::Tensor> u_t =
+        merge ? c10::optional<torch::Tensor>(take_transposed(*u, tr)) : c10::nullopt;
+    torch::Tensor gx_t = torch::empty({B, C, W, H}, x.options());
+    torch::Tensor gg_t = torch::empty_like(gates_t), gl_t = torch::empty_like(lam_t);
+    torch::Tensor gu_t = merge ? torch::empty_like(*u_t) : torch::Tensor();
+    backward_launch(shape_t, merge ? transposed_image(grad_out) : take_transposed(grad_out, tr),
+                    transposed_image(x), gates_t, lam_t, u_t, take_transposed(hidden, tr),
+                    s.transposed_dirs, all_entries(E), chunk, normalize, merge, gx_t, gg_t, gl_t,
+                    gu_t);
+    if (!s.vertical.empty()) {
+      backward_launch(shape, grad_out, x, gates, lam, u, hidden, s.vertical_dirs, s.vertical,
+                      chunk, normalize, merge, grad_x, grad_gates, grad_lam, grad_u);
+    }
+    transposed_image(gx_t, grad_x, !s.vertical.empty());
+    put_transposed(gg_t, grad_gates, tr);
+    put_transposed(gl_t, grad_lam, tr);
+    if (merge && grad_u.defined()) put_transposed(gu_t, grad_u, tr);
+  }
   return {grad_x, grad_gates, grad_lam, grad_u};
 }
 

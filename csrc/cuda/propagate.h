@@ -123,8 +123,13 @@ constexpr int steps_per_run(int mode, bool backward, int elem_size, int kc) {
 constexpr int kTopDownId = 0, kBottomUpId = 1, kLeftRightId = 2, kRightLeftId = 3;
 
 struct Geometry {
-  int B, C, H, W, D, G;
-  int dirs[4];           // direction id of each entry of the direction dimension
+  int B, C, H, W, D, G;  // D: the directions this launch scans
+  int dirs[4];           // direction id of each of them
+  // The per-direction tensors (gates, lam, u, hidden, per-direction out / grad_out, and their
+  // gradients) hold stored_D entries; direction di of the launch is entry slot[di] (a launch
+  // may scan some directions of a tensor in place). Internal buffers have D entries.
+  int stored_D;
+  int slot[4];
   int chunk;             // restart period in steps, 0 = global scan
   int threads_per_line;  // blockDim.x (plane mode: the longest line)
   int channels_per_cta;  // divides C: channels per CTA (line modes: blockDim.y * channels_per_thread)

@@ -317,6 +317,17 @@ __device__ __forceinline__ int direction_of(const Geometry& geo, int di) {
   return dir;
 }
 
+// Index of batch item b's entry of direction di in the stored per-direction tensors, seen as
+// (B * stored_D) entries (Geometry::slot; constant indices only, as in direction_of).
+__device__ __forceinline__ int64_t stored_entry(const Geometry& geo, int b, int di) {
+  int slot = geo.slot[0];
+#pragma unroll
+  for (int k = 1; k < 4; ++k) {
+    if (k == di) slot = geo.slot[k];
+  }
+  return static_cast<int64_t>(b) * geo.stored_D + slot;
+}
+
 // Reads the run of steps s0 .. s0 + R - 1 at positions p0 .. p0 + NQ - 1 of one (H, W) plane
 // into buf (in its stored order, see RunBuf); positions outside [0, n_line) and steps
 // outside [0, n_steps) read as 0. vec_v / vec_h promise aligned vector runs on vertical /
@@ -521,10 +532,10 @@ __device__ __forceinline__ void forward_lines(const FwdParams& p, int dir) {
   const Line line(geo, dir, VERT);
   const int64_t hw = static_cast<int64_t>(geo.H) * geo.W;
   const int64_t x_off = (static_cast<int64_t>(b) * geo.C + c) * hw;
-  const int64_t dc_off = ((static_cast<int64_t>(b) * geo.D + di) * geo.C + c) * hw;
+  const int64_t dc_off = (stored_entry(geo, b, di) * geo.C + c) * hw;
   const T* xp = static_cast<const T*>(p.x) + x_off;
   const T* gp = static_cast<const T*>(p.gates) +
-                ((static_cast<int64_t>(b) * geo.D + di) * geo.G + g) * 3 * hw;
+                (stored_entry(geo, b, di) * geo.G + g) * 3 * hw;
   const T* lp = static_cast<const T*>(p.lam) + dc_off;
   const T* up = MERGE ? static_cast<const T*>(p.u) + dc_off : nullptr;
   const int p0 = tx * N, n = line.n_line;
@@ -787,8 +798,8 @@ __device__ __forceinline__ void backward_lines(const BwdParams& p, int dir) {
   const Line line(geo, dir, VERT);
   const int64_t hw = static_cast<int64_t>(geo.H) * geo.W;
   const int64_t x_off = (static_cast<int64_t>(b) * geo.C + c) * hw;
-  const int64_t dc_off = ((static_cast<int64_t>(b) * geo.D + di) * geo.C + c) * hw;
-  const int64_t bdg = (static_cast<int64_t>(b) * geo.D + di) * geo.G + g;
+  const int64_t dc_off = (stored_entry(geo, b, di) * geo.C + c) * hw;
+  const int64_t bdg = stored_entry(geo, b, di) * geo.G + g;
   const T* gop = static_cast<const T*>(p.grad_out) + (MERGE ? x_off : dc_off);
   const T* xp = static_cast<const T*>(p.x) + x_off;
   const T* gp = static_cast<const T*>(p.gates) + bdg * 3 * hw;
@@ -1003,19 +1014,24 @@ __global__ void sum_directions_kernel(const Acc<T>* __restrict__ partial, T* __r
   }
 }
 
-// Gate gradients of channel-shared gates: out[(bdg, r)] = sum over the group's channels cc
-// of partial[((bdg * group + cc), r)], r indexing (3, H, W), in channel order.
+// Gate gradients of channel-shared gates: grad_gates entry (b, slot[d], g) at r = sum over the
+// group's channels cc of partial[(((b * D + d) * G + g) * group + cc), r)], r indexing
+// (3, H, W), in channel order.
 template <typename T>
 __global__ void sum_group_channels_kernel(const Acc<T>* __restrict__ partial,
-                                          T* __restrict__ out, int group, int64_t plane,
-                                          int64_t n) {
+                                          T* __restrict__ out, const Geometry geo, int group,
+                                          int64_t plane, int64_t n) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t bdg = i / plane, r = i % plane;
+    const int g = static_cast<int>(bdg % geo.G);
+    const int64_t bd = bdg / geo.G;
+    const int b = static_cast<int>(bd / geo.D), d = static_cast<int>(bd % geo.D);
     const Acc<T>* src = partial + bdg * group * plane + r;
     Acc<T> acc = 0;
     for (int cc = 0; cc < group; ++cc) acc += src[cc * plane];
-    *reinterpret_cast<RawOf<T>*>(out + i) = acc_to_raw<T>(acc);
+    const int64_t dst = (stored_entry(geo, b, d) * geo.G + g) * plane + r;
+    *reinterpret_cast<RawOf<T>*>(out + dst) = acc_to_raw<T>(acc);
   }
 }
 
@@ -1117,7 +1133,7 @@ __global__ void __launch_bounds__(kPlaneThreads, 1) propagate_plane_forward_kern
 
   // Stage the group's gates once, then x, lam and u of each channel.
   for (int di = 0; di < D; ++di) {
-    const T* gp = static_cast<const T*>(p.gates) + ((static_cast<int64_t>(b) * D + di) * geo.G + g) * 3 * hw;
+    const T* gp = static_cast<const T*>(p.gates) + (stored_entry(geo, b, di) * geo.G + g) * 3 * hw;
 #pragma unroll
     for (int k = 0; k < 3; ++k) stage_plane(gp + k * hw, gsm + (di * 3 + k) * plane, 1, H, W, P, geo.plane_vec);
   }
@@ -1126,7 +1142,7 @@ __global__ void __launch_bounds__(kPlaneThreads, 1) propagate_plane_forward_kern
     stage_plane(static_cast<const T*>(p.x) + (static_cast<int64_t>(b) * geo.C + c) * hw, x_of(cs),
                 1, H, W, P, geo.plane_vec);
     for (int di = 0; di < D; ++di) {
-      const int64_t dc_off = ((static_cast<int64_t>(b) * D + di) * geo.C + c) * hw;
+      const int64_t dc_off = (stored_entry(geo, b, di) * geo.C + c) * hw;
       Raw* pr = reinterpret_cast<Raw*>(pairs_of(cs) + di * plane);
       stage_plane(static_cast<const T*>(p.lam) + dc_off, pr, 2, H, W, P, geo.plane_vec);
       if (MERGE) stage_plane(static_cast<const T*>(p.u) + dc_off, pr + 1, 2, H, W, P, geo.plane_vec);
@@ -1141,7 +1157,7 @@ __global__ void __launch_bounds__(kPlaneThreads, 1) propagate_plane_forward_kern
     const int c = c0 + cs;
     const Line line(geo, direction_of(geo, di));
     const int n = line.n_line;
-    const int64_t dc_off = ((static_cast<int64_t>(b) * D + di) * geo.C + c) * hw;
+    const int64_t dc_off = (stored_entry(geo, b, di) * geo.C + c) * hw;
     T* hidden = MERGE && p.hidden != nullptr ? static_cast<T*>(p.hidden) + dc_off : nullptr;
     const Raw* ga = gsm + di * 3 * plane;
     LamU<T>* pr = pairs_of(cs) + di * plane;
@@ -1214,7 +1230,7 @@ __global__ void __launch_bounds__(kPlaneThreads, 1) propagate_plane_forward_kern
           acc_to_raw<T>(acc);
     } else {
       for (int d = 0; d < D; ++d) {
-        const int64_t dc_off = ((static_cast<int64_t>(b) * D + d) * geo.C + c) * hw;
+        const int64_t dc_off = (stored_entry(geo, b, d) * geo.C + c) * hw;
         *reinterpret_cast<Raw*>(static_cast<T*>(p.out) + dc_off + pix) =
             acc_to_raw<T>(*reinterpret_cast<const A*>(pr + d * plane + idx));
       }
@@ -1288,7 +1304,7 @@ __global__ void __launch_bounds__(32 * kPlaneMaxChannels, 1)
   A* lines = reinterpret_cast<A*>(smem + gate_bytes + cpc * slot_bytes);  // [2][cpc][3][kPlaneMaxLine]
   auto line_at = [&](int buf, int cs, int k) { return lines + ((buf * cpc + cs) * 3 + k) * kPlaneMaxLine; };
 
-  const int64_t bdg = (static_cast<int64_t>(b) * D + di) * geo.G + g;
+  const int64_t bdg = stored_entry(geo, b, di) * geo.G + g;
   {
     const T* gp = static_cast<const T*>(p.gates) + bdg * 3 * hw;
 #pragma unroll
@@ -1297,7 +1313,7 @@ __global__ void __launch_bounds__(32 * kPlaneMaxChannels, 1)
   for (int cs = 0; cs < cpc; ++cs) {
     const int c = c0 + cs;
     const int64_t x_off = (static_cast<int64_t>(b) * geo.C + c) * hw;
-    const int64_t dc_off = ((static_cast<int64_t>(b) * D + di) * geo.C + c) * hw;
+    const int64_t dc_off = (stored_entry(geo, b, di) * geo.C + c) * hw;
     Raw* pr = reinterpret_cast<Raw*>(pairs_of(cs));
     stage_plane(static_cast<const T*>(p.lam) + dc_off, pr, 2, H, W, P, geo.plane_vec);
     stage_plane(static_cast<const T*>(p.x) + x_off, pr + 1, 2, H, W, P, geo.plane_vec);
@@ -1454,7 +1470,7 @@ __global__ void __launch_bounds__(32 * kPlaneMaxChannels, 1)
     const int i = pix / W, j = pix - i * W, idx = i * P + j;
     const int c = c0 + o;
     const int64_t x_off = (static_cast<int64_t>(b) * geo.C + c) * hw;
-    const int64_t dc_off = ((static_cast<int64_t>(b) * D + di) * geo.C + c) * hw;
+    const int64_t dc_off = (stored_entry(geo, b, di) * geo.C + c) * hw;
     *reinterpret_cast<Raw*>(static_cast<T*>(p.grad_lam) + dc_off + pix) = go_of(o)[idx];
     if (MERGE && p.grad_u != nullptr) {
       *reinterpret_cast<Raw*>(static_cast<T*>(p.grad_u) + dc_off + pix) = u_of(o)[idx];
@@ -1553,7 +1569,7 @@ void launch_backward_impl(const BwdParams& p, bool normalize, bool merge, cudaSt
   if (geo.C / geo.G > summed) {
     const int64_t n = static_cast<int64_t>(geo.B) * geo.D * geo.G * 3 * hw;
     sum_group_channels_kernel<T><<<reduction_grid(n), 256, 0, stream>>>(
-        static_cast<const Acc<T>*>(p.partial_gates), static_cast<T*>(p.grad_gates),
+        static_cast<const Acc<T>*>(p.partial_gates), static_cast<T*>(p.grad_gates), geo,
         geo.C / geo.G / summed, 3 * hw, n);
   }
 }
