@@ -97,8 +97,13 @@ Geometry make_geometry(const PropagateShape& shape, const std::vector<int64_t>& 
                        const std::vector<int64_t>& entries, int64_t stored_D, int64_t chunk,
                        int64_t elem_size, bool backward, const std::vector<const void*>& ptrs) {
   Geometry geo{};
-  geo.stored_D = static_cast<int>(stored_D);
-  for (int64_t d = 0; d < shape.D; ++d) geo.slot[d] = static_cast<int>(entries[d]);
+  const int64_t step = shape.D > 1 ? entries[1] - entries[0] : 1;
+  for (int64_t d = 0; d < shape.D; ++d) {
+    TORCH_CHECK(entries[d] == entries[0] + d * step,
+                "internal: a launch scans evenly spaced direction entries");
+  }
+  geo.packed = pack_slots(static_cast<int>(stored_D), static_cast<int>(entries[0]),
+                         static_cast<int>(step));
   geo.B = static_cast<int>(shape.B);
   geo.C = static_cast<int>(shape.C);
   geo.H = static_cast<int>(shape.H);

@@ -125,11 +125,6 @@ constexpr int kTopDownId = 0, kBottomUpId = 1, kLeftRightId = 2, kRightLeftId = 
 struct Geometry {
   int B, C, H, W, D, G;  // D: the directions this launch scans
   int dirs[4];           // direction id of each of them
-  // The per-direction tensors (gates, lam, u, hidden, per-direction out / grad_out, and their
-  // gradients) hold stored_D entries; direction di of the launch is entry slot[di] (a launch
-  // may scan some directions of a tensor in place). Internal buffers have D entries.
-  int stored_D;
-  int slot[4];
   int chunk;             // restart period in steps, 0 = global scan
   int threads_per_line;  // blockDim.x (plane mode: the longest line)
   int channels_per_cta;  // divides C: channels per CTA (line modes: blockDim.y * channels_per_thread)
@@ -138,7 +133,20 @@ struct Geometry {
   bool plane_vec;        // plane mode: aligned, H * W * elem % 16 == 0: 16-byte staging loads
   bool vec;              // aligned, W % kPositions == 0: vector accesses along rows
   bool vec_h;            // aligned, W % (steps per run) == 0: vector runs along rows
+  // One byte (pack_slots): the per-direction tensors (gates, lam, u, hidden, per-direction
+  // out / grad_out, and their gradients) hold stored_D entries and direction di of the launch
+  // is entry first_slot + di * slot_step (a launch may scan some directions of a tensor in
+  // place: bindings.cpp's split takes at most two; internal buffers have D entries). Kept in
+  // the struct's last byte: as three more ints (68 bytes) they made nvcc turn every input load
+  // of the forward kernels into a non-coherent (LDG.CONSTANT) load, and the small-batch
+  // forward went from 0.52 to 0.62 ms, the paper bf16 one from 0.58 to 0.62 (H100).
+  unsigned char packed;
 };
+
+constexpr unsigned char pack_slots(int stored_D, int first_slot, int slot_step) {
+  return static_cast<unsigned char>((stored_D - 1) | (first_slot << 2) | ((slot_step + 4) << 4));
+}
+static_assert(sizeof(Geometry) == 64, "Geometry grew: check the kernels' loads (see packed)");
 
 struct FwdParams {
   Geometry geo;

@@ -318,14 +318,11 @@ __device__ __forceinline__ int direction_of(const Geometry& geo, int di) {
 }
 
 // Index of batch item b's entry of direction di in the stored per-direction tensors, seen as
-// (B * stored_D) entries (Geometry::slot; constant indices only, as in direction_of).
+// (B * stored_D) entries (Geometry::packed).
 __device__ __forceinline__ int64_t stored_entry(const Geometry& geo, int b, int di) {
-  int slot = geo.slot[0];
-#pragma unroll
-  for (int k = 1; k < 4; ++k) {
-    if (k == di) slot = geo.slot[k];
-  }
-  return static_cast<int64_t>(b) * geo.stored_D + slot;
+  const int stored_D = (geo.packed & 3) + 1, first = (geo.packed >> 2) & 3,
+            step = ((geo.packed >> 4) & 7) - 4;
+  return static_cast<int64_t>(b) * stored_D + first + di * step;
 }
 
 // Reads the run of steps s0 .. s0 + R - 1 at positions p0 .. p0 + NQ - 1 of one (H, W) plane
