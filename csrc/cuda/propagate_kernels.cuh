@@ -999,36 +999,104 @@ __global__ void __launch_bounds__(MODE == kLongMode  ? kMaxThreads
   }
 }
 
-// out[i] = sum over d of partial[d * n + i], in direction order.
+// The two float-buffer reductions of the backward move 4 consecutive elements per thread and
+// keep several independent loads in flight (one scalar load per dependent add moved about
+// 0.9 and 1.4 TB/s on the H100 at 1024^2); the sums keep their order, so the bits do not change.
+
+// Four accumulation-type values from a 16-byte-aligned address.
+template <typename A>
+__device__ __forceinline__ void load4(const A* ptr, A (&v)[4]) {
+  load_cg4(ptr, v);
+}
+
+// The 4 values v stored at out (aligned to 4 elements).
 template <typename T>
+__device__ __forceinline__ void store4(T* out, const Acc<T> (&v)[4]) {
+  Pack<RawOf<T>, 4> pk;
+#pragma unroll
+  for (int e = 0; e < 4; ++e) pk.v[e] = acc_to_raw<T>(v[e]);
+  *reinterpret_cast<Pack<RawOf<T>, 4>*>(out) = pk;
+}
+
+// out[i] = sum over d of partial[d * n + i], in direction order. VEC: n % 4 == 0, 4 elements
+// per thread and iteration.
+template <typename T, bool VEC>
 __global__ void sum_directions_kernel(const Acc<T>* __restrict__ partial, T* __restrict__ out,
                                       int D, int64_t n) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    Acc<T> acc = 0;
-    for (int d = 0; d < D; ++d) acc += partial[d * n + i];
-    *reinterpret_cast<RawOf<T>*>(out + i) = acc_to_raw<T>(acc);
+  using A = Acc<T>;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if constexpr (VEC) {
+    for (int64_t i = first * 4; i < n; i += stride * 4) {
+      A v[4][4];
+#pragma unroll
+      for (int d = 0; d < 4; ++d) {
+        if (d < D) load4(partial + d * n + i, v[d]);
+      }
+      A acc[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        acc[e] = v[0][e];
+#pragma unroll
+        for (int d = 1; d < 4; ++d) {
+          if (d < D) acc[e] += v[d][e];
+        }
+      }
+      store4<T>(out + i, acc);
+    }
+  } else {
+    for (int64_t i = first; i < n; i += stride) {
+      A acc = 0;
+      for (int d = 0; d < D; ++d) acc += partial[d * n + i];
+      *reinterpret_cast<RawOf<T>*>(out + i) = acc_to_raw<T>(acc);
+    }
   }
 }
 
 // Gate gradients of channel-shared gates: grad_gates entry (b, slot[d], g) at r = sum over the
 // group's channels cc of partial[(((b * D + d) * G + g) * group + cc), r)], r indexing
-// (3, H, W), in channel order.
-template <typename T>
+// (3, H, W), in channel order. VEC: plane % 4 == 0, 4 consecutive r per thread, the loads of
+// 4 channels in flight at once.
+template <typename T, bool VEC>
 __global__ void sum_group_channels_kernel(const Acc<T>* __restrict__ partial,
                                           T* __restrict__ out, const Geometry geo, int group,
                                           int64_t plane, int64_t n) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  using A = Acc<T>;
+  constexpr int V = VEC ? 4 : 1;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x * V;
+  for (int64_t i = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) * V; i < n;
+       i += stride) {
     const int64_t bdg = i / plane, r = i % plane;
     const int g = static_cast<int>(bdg % geo.G);
     const int64_t bd = bdg / geo.G;
     const int b = static_cast<int>(bd / geo.D), d = static_cast<int>(bd % geo.D);
-    const Acc<T>* src = partial + bdg * group * plane + r;
-    Acc<T> acc = 0;
-    for (int cc = 0; cc < group; ++cc) acc += src[cc * plane];
-    const int64_t dst = (stored_entry(geo, b, d) * geo.G + g) * plane + r;
-    *reinterpret_cast<RawOf<T>*>(out + dst) = acc_to_raw<T>(acc);
+    const A* src = partial + bdg * group * plane + r;
+    T* dst = out + (stored_entry(geo, b, d) * geo.G + g) * plane + r;
+    if constexpr (VEC) {
+      A acc[4] = {0, 0, 0, 0};
+      int cc = 0;
+      for (; cc + 4 <= group; cc += 4) {
+        A v[4][4];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) load4(src + (cc + k) * plane, v[k]);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc[e] += v[k][e];
+        }
+      }
+      for (; cc < group; ++cc) {
+        A v[4];
+        load4(src + cc * plane, v);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[e] += v[e];
+      }
+      store4<T>(dst, acc);
+    } else {
+      A acc = 0;
+      for (int cc = 0; cc < group; ++cc) acc += src[cc * plane];
+      *reinterpret_cast<RawOf<T>*>(dst) = acc_to_raw<T>(acc);
+    }
   }
 }
 
@@ -1558,16 +1626,23 @@ void launch_backward_impl(const BwdParams& p, bool normalize, bool merge, cudaSt
     });
   }
   const int64_t hw = static_cast<int64_t>(geo.H) * geo.W;
+  // (the buffers and outputs come from the caching allocator: aligned for 4-element accesses
+  // when the element counts are multiples of 4)
+  const bool vec = hw % 4 == 0;
   if (geo.D > 1) {
     const int64_t n = static_cast<int64_t>(geo.B) * geo.C * hw;
-    sum_directions_kernel<T><<<reduction_grid(n), 256, 0, stream>>>(
-        static_cast<const Acc<T>*>(p.partial_x), static_cast<T*>(p.grad_x), geo.D, n);
+    GSPN2_BOOL_SWITCH(vec, kVec, [&] {
+      sum_directions_kernel<T, kVec><<<reduction_grid(kVec ? n / 4 : n), 256, 0, stream>>>(
+          static_cast<const Acc<T>*>(p.partial_x), static_cast<T*>(p.grad_x), geo.D, n);
+    });
   }
   if (geo.C / geo.G > summed) {
     const int64_t n = static_cast<int64_t>(geo.B) * geo.D * geo.G * 3 * hw;
-    sum_group_channels_kernel<T><<<reduction_grid(n), 256, 0, stream>>>(
-        static_cast<const Acc<T>*>(p.partial_gates), static_cast<T*>(p.grad_gates), geo,
-        geo.C / geo.G / summed, 3 * hw, n);
+    GSPN2_BOOL_SWITCH(vec, kVec, [&] {
+      sum_group_channels_kernel<T, kVec><<<reduction_grid(kVec ? n / 4 : n), 256, 0, stream>>>(
+          static_cast<const Acc<T>*>(p.partial_gates), static_cast<T*>(p.grad_gates), geo,
+          geo.C / geo.G / summed, 3 * hw, n);
+    });
   }
 }
 

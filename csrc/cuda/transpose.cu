@@ -1,4 +1,7 @@
 // Plane transposes of the horizontal directions (propagate.h, bindings.cpp).
+#include <algorithm>
+#include <type_traits>
+
 #include "propagate_kernels.cuh"
 
 namespace gspn2 {
@@ -15,43 +18,71 @@ constexpr int pair_width() {
   return sizeof(T) == 2 ? 2 : 1;
 }
 
-// One tile of every plane of a grid-stride loop over planes: read along src rows, written
-// along dst rows (src columns) through a padded shared tile, so both sides are coalesced.
-// PAIRS: 16-bit elements, even rows and columns and plane offsets (whole-word accesses).
+// A grid-stride loop over the tiles of every plane: each tile read along src rows and written
+// along dst rows (src columns) through a padded shared tile, so both sides are coalesced. The
+// next tile's loads are sent before the current tile is written out, so that a CTA always has
+// reads in flight. PAIRS: 16-bit elements, even rows, columns and plane offsets (whole-word
+// accesses).
 template <typename T, bool ACCUMULATE, bool PAIRS>
 __global__ void __launch_bounds__(kThreadsX * kThreadsY)
     transpose_planes_kernel(const TransposeParams p) {
   using Raw = RawOf<T>;
-  constexpr int V = PAIRS ? 2 : 1, kTile = kThreadsX * V;
+  using Word = std::conditional_t<PAIRS, uint32_t, Raw>;  // what one access moves
+  constexpr int V = PAIRS ? 2 : 1, kTile = kThreadsX * V, kLoads = kTile / kThreadsY;
   __shared__ Raw tile[kTile][kTile + 1];
   const T* src = static_cast<const T*>(p.src);
   T* dst = static_cast<T*>(p.dst);
-  const int c0 = blockIdx.x * kTile, r0 = blockIdx.y * kTile;
   const int tx = threadIdx.x, ty = threadIdx.y;
-  for (int64_t plane = blockIdx.z; plane < p.n0 * p.n1; plane += gridDim.z) {
+  const int tiles_c = (p.cols + kTile - 1) / kTile, tiles_r = (p.rows + kTile - 1) / kTile;
+  const int64_t per_plane = static_cast<int64_t>(tiles_c) * tiles_r;
+  const int64_t tiles = per_plane * p.n0 * p.n1;
+  struct Tile {
+    const T* s;
+    T* d;
+    int r0, c0;
+  };
+  auto tile_of = [&](int64_t t) {
+    const int64_t plane = t / per_plane, within = t % per_plane;
     const int64_t a = plane / p.n1, b = plane % p.n1;
-    const T* s = src + p.src_map.base + a * p.src_map.s0 + b * p.src_map.s1;
-    T* d = dst + p.dst_map.base + a * p.dst_map.s0 + b * p.dst_map.s1;
+    return Tile{src + p.src_map.base + a * p.src_map.s0 + b * p.src_map.s1,
+                dst + p.dst_map.base + a * p.dst_map.s0 + b * p.dst_map.s1,
+                static_cast<int>(within / tiles_c) * kTile, static_cast<int>(within % tiles_c) * kTile};
+  };
+  Word w[kLoads];
+  auto load = [&](const Tile& tl) {
 #pragma unroll
-    for (int k = 0; k < kTile; k += kThreadsY) {
-      const int r = r0 + ty + k, c = c0 + tx * V;  // src row r, columns c .. c + V - 1
-      if (r < p.rows && c < p.cols) {
-        const T* at = s + static_cast<int64_t>(r) * p.cols + c;
-        if constexpr (PAIRS) {
-          const uint32_t word = *reinterpret_cast<const uint32_t*>(at);
-          tile[ty + k][tx * 2] = static_cast<Raw>(word & 0xffffu);
-          tile[ty + k][tx * 2 + 1] = static_cast<Raw>(word >> 16);
-        } else {
-          tile[ty + k][tx] = load_raw(at);
-        }
+    for (int k = 0; k < kLoads; ++k) {
+      const int r = tl.r0 + ty + k * kThreadsY, c = tl.c0 + tx * V;  // src row r, columns c, c + 1
+      w[k] = r < p.rows && c < p.cols
+                 ? *reinterpret_cast<const Word*>(tl.s + static_cast<int64_t>(r) * p.cols + c)
+                 : Word(0);
+    }
+  };
+  int64_t t = blockIdx.x;
+  if (t >= tiles) return;
+  Tile cur = tile_of(t);
+  load(cur);
+  for (; t < tiles; t += gridDim.x) {
+#pragma unroll
+    for (int k = 0; k < kLoads; ++k) {
+      if constexpr (PAIRS) {
+        tile[ty + k * kThreadsY][tx * 2] = static_cast<Raw>(w[k] & 0xffffu);
+        tile[ty + k * kThreadsY][tx * 2 + 1] = static_cast<Raw>(w[k] >> 16);
+      } else {
+        tile[ty + k * kThreadsY][tx] = w[k];
       }
     }
     __syncthreads();
+    const Tile out = cur;
+    if (t + gridDim.x < tiles) {
+      cur = tile_of(t + gridDim.x);
+      load(cur);  // in flight while this tile is written
+    }
 #pragma unroll
     for (int k = 0; k < kTile; k += kThreadsY) {
-      const int c = c0 + ty + k, r = r0 + tx * V;  // dst row c, columns r .. r + V - 1
+      const int c = out.c0 + ty + k, r = out.r0 + tx * V;  // dst row c, columns r .. r + V - 1
       if (r < p.rows && c < p.cols) {
-        T* at = d + static_cast<int64_t>(c) * p.rows + r;
+        T* at = out.d + static_cast<int64_t>(c) * p.rows + r;
         if constexpr (PAIRS) {
           Raw lo = tile[tx * 2][ty + k], hi = tile[tx * 2 + 1][ty + k];
           uint32_t* word = reinterpret_cast<uint32_t*>(at);
@@ -62,10 +93,10 @@ __global__ void __launch_bounds__(kThreadsX * kThreadsY)
           }
           *word = static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
         } else {
-          Raw* out = reinterpret_cast<Raw*>(at);
+          Raw* o = reinterpret_cast<Raw*>(at);
           Raw v = tile[tx][ty + k];
-          if (ACCUMULATE) v = acc_to_raw<T>(raw_to_acc<T>(*out) + raw_to_acc<T>(v));
-          *out = v;
+          if (ACCUMULATE) v = acc_to_raw<T>(raw_to_acc<T>(*o) + raw_to_acc<T>(v));
+          *o = v;
         }
       }
     }
@@ -85,9 +116,17 @@ void launch_transpose(const TransposeParams& p, cudaStream_t stream) {
                      even(p.dst_map.base) && even(p.dst_map.s0) && even(p.dst_map.s1) &&
                      reinterpret_cast<uintptr_t>(p.src) % 4 == 0 &&
                      reinterpret_cast<uintptr_t>(p.dst) % 4 == 0;
-  const int tile = kThreadsX * (pairs ? 2 : 1);
-  const dim3 grid((p.cols + tile - 1) / tile, (p.rows + tile - 1) / tile,
-                  static_cast<unsigned>(planes < 65535 ? planes : 65535));
+  const int64_t tile = kThreadsX * (pairs ? 2 : 1);
+  const int64_t tiles = (p.cols + tile - 1) / tile * ((p.rows + tile - 1) / tile) * planes;
+  // a resident grid: the SMs times the CTAs of 256 threads one SM holds
+  // (the launch check in bindings.cpp reports a failed query)
+  int device = 0, sms = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+    sms = 0;
+  }
+  const int64_t resident = sms > 0 ? static_cast<int64_t>(sms) * 8 : tiles;
+  const dim3 grid(static_cast<unsigned>(std::min<int64_t>(tiles, std::min<int64_t>(resident, 1 << 30))));
   const dim3 block(kThreadsX, kThreadsY);
   GSPN2_BOOL_SWITCH(p.accumulate, kAccumulate, [&] {
     GSPN2_BOOL_SWITCH(pairs, kPairs, [&] {
