@@ -26,8 +26,8 @@ from benchmark_op import CASES, make_inputs  # noqa: E402
 
 # kernel-name pattern -> category, first match wins (backbone profiles)
 CATEGORIES = [
-    ('gspn2 op', r'gspn2|propagate'),
     ('gspn2 transpose', r'transpose_planes|TransposeParams'),
+    ('gspn2 op', r'gspn2|propagate'),
     ('matmul / 1x1 conv', r'gemm|sm90_xmma|cutlass|cublas|nvjet|Kernel2'),
     ('convolution', r'conv|implicit|winograd|dgrad|wgrad|fprop'),
     ('normalisation', r'norm|welford|layer_norm|batch_norm'),
