@@ -21,22 +21,7 @@ from pathlib import Path
 
 import torch
 
-DIRS4 = [0, 1, 2, 3]
-
-# name, B, C, H, W, directions, G (None = C), dtype, targets (fwd, bwd efficiency)
-CASES = [
-    ('paper fp32 1dir', 16, 8, 1024, 1024, [0], None, torch.float32, (0.90, 0.75)),
-    ('paper bf16 1dir', 16, 8, 1024, 1024, [0], None, torch.bfloat16, (None, None)),
-    ('4dir G1 bf16 56^2', 128, 24, 56, 56, DIRS4, 1, torch.bfloat16, (None, None)),
-    ('4dir G1 bf16 28^2', 128, 48, 28, 28, DIRS4, 1, torch.bfloat16, (None, None)),
-    ('4dir G1 bf16 14^2', 128, 96, 14, 14, DIRS4, 1, torch.bfloat16, (None, None)),
-    ('4dir G1 bf16 7^2', 128, 192, 7, 7, DIRS4, 1, torch.bfloat16, (None, None)),
-    ('4dir G1 fp32 28^2', 128, 48, 28, 28, DIRS4, 1, torch.float32, (None, None)),
-    ('4dir G1 bf16 1024^2', 4, 32, 1024, 1024, DIRS4, 1, torch.bfloat16, (0.85, 0.70)),
-    ('4dir G1 bf16 2048^2', 1, 32, 2048, 2048, DIRS4, 1, torch.bfloat16, (0.85, 0.70)),
-    ('small batch fp32 1dir', 1, 8, 1024, 1024, [0], None, torch.float32, (None, None)),
-]
-
+from gspn2_dense.ops.benchmark import DIRS4, GPU_CASES, make_gpu_inputs
 
 def copy_bandwidth(gib=2.0, reps=10):
     """Bytes read plus written per second of a large device-to-device copy."""
@@ -64,13 +49,6 @@ def time_ms(fn, n_sets, reps=20, warmup=3):
     return statistics.median(times)
 
 
-def make_inputs(B, C, H, W, D, G, dtype, seed):
-    gen = torch.Generator(device='cuda').manual_seed(seed)
-    kw = dict(device='cuda', dtype=dtype, generator=gen)
-    return dict(x=torch.randn(B, C, H, W, **kw), gates=torch.randn(B, D, G, 3, H, W, **kw),
-                lam=torch.rand(B, D, C, H, W, **kw), u=torch.randn(B, D, C, H, W, **kw))
-
-
 @contextlib.contextmanager
 def line_modes_in_place(ext):
     """Policies 0 (off) of set_plane_mode and set_transpose_mode (csrc/cuda/propagate.h)."""
@@ -93,7 +71,7 @@ def run_case(ext, name, B, C, H, W, dirs, G, dtype, targets, bandwidth, l2_bytes
     # backward reads grad_out, x, gates, lam, (u), hidden; writes grad_x, grad_gates, grad_lam, (grad_u)
     bwd_bytes = out_b + xb + gb + lb + lb + (2 * lb if merge else 0) + xb + gb + lb
     n_sets = max(1, min(4, math.ceil(4 * l2_bytes / fwd_bytes)))
-    sets = [make_inputs(B, C, H, W, D, G, dtype, seed=s) for s in range(n_sets)]
+    sets = [make_gpu_inputs(B, C, H, W, D, G, dtype, seed=s) for s in range(n_sets)]
     u_of = lambda s: s['u'] if merge else None  # noqa: E731
     fwd = lambda i: ext.forward(sets[i]['x'], sets[i]['gates'], sets[i]['lam'], u_of(sets[i]),  # noqa: E731
                                 dirs, 0, True, merge, False)
@@ -136,7 +114,7 @@ def run_case(ext, name, B, C, H, W, dirs, G, dtype, targets, bandwidth, l2_bytes
 def reference_loop_ms():
     """The PyTorch reference loop (one direction, fp32) at the paper shape."""
     from gspn2_dense.ops import gspn_scan_ref
-    s = make_inputs(16, 8, 1024, 1024, 1, 8, torch.float32, seed=0)
+    s = make_gpu_inputs(16, 8, 1024, 1024, 1, 8, torch.float32, seed=0)
     with torch.no_grad():
         return time_ms(lambda _: gspn_scan_ref(s['x'], s['gates'][:, 0], s['lam'][:, 0],
                                                'top_down'), 1, reps=3, warmup=1)
@@ -149,7 +127,7 @@ def sdpa_sweep(ext, sizes, C=32):
     for side in sizes:
         tokens = side * side
         entry = dict(side=side, tokens=tokens)
-        s = make_inputs(1, C, side, side, 4, 1, torch.bfloat16, seed=side)
+        s = make_gpu_inputs(1, C, side, side, 4, 1, torch.bfloat16, seed=side)
         entry['op_fwd_ms'] = time_ms(lambda _: ext.forward(s['x'], s['gates'], s['lam'], s['u'],
                                                            DIRS4, 0, True, True, False), 1)
         del s
@@ -272,7 +250,7 @@ def main():
                   bandwidth_tbs=bandwidth / 1e12, copy_gib=2.0,
                   channels_per_thread_policy=args.channels_per_thread, cases=[])
     wanted = [w for w in args.cases.split(',') if w]
-    for case in CASES:
+    for case in GPU_CASES:
         if wanted and not any(w in case[0] for w in wanted):
             continue
         r = run_case(ext, *case, bandwidth=bandwidth, l2_bytes=props.L2_cache_size,

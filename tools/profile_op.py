@@ -21,8 +21,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark_op import CASES, make_inputs  # noqa: E402
+from gspn2_dense.ops.benchmark import GPU_CASES, make_gpu_inputs
 
 # kernel-name pattern -> category, first match wins (backbone profiles)
 CATEGORIES = [
@@ -81,12 +80,12 @@ def grouped(times):
 
 def profile_cases(ext, wanted, reps):
     sections, record = [], []
-    for name, B, C, H, W, dirs, G, dtype, _ in CASES:
+    for name, B, C, H, W, dirs, G, dtype, _ in GPU_CASES:
         if not any(w in name for w in wanted):
             continue
         D, G = len(dirs), G or C
         merge = D > 1
-        s = make_inputs(B, C, H, W, D, G, dtype, seed=0)
+        s = make_gpu_inputs(B, C, H, W, D, G, dtype, seed=0)
         u = s['u'] if merge else None
         out, hidden = ext.forward(s['x'], s['gates'], s['lam'], u, dirs, 0, True, merge, True)
         grad = torch.randn_like(out)

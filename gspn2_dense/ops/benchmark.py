@@ -1,6 +1,8 @@
-"""Timing the compiled propagation op against its pure-PyTorch reference.
+"""Timing the compiled propagation op against its pure-PyTorch reference, and the GPU cases.
 
 Used by ``tools/benchmark_op_cpu.py``; the figures land in ``docs/benchmarks/op_cpu.{md,json}``.
+``GPU_CASES`` and ``make_gpu_inputs`` are the cases of the GPU benchmark and profile
+(``tools/benchmark_op.py``, ``tools/profile_op.py``, issue 4).
 Each case is timed as the median of several runs after a warm-up run, forward alone (under
 ``torch.no_grad``) and forward + backward (``torch.autograd.grad`` for every input, so no
 gradient accumulation is timed). Wall-clock time is what a user waits; the process CPU time
@@ -20,6 +22,32 @@ import torch
 
 from .propagate import gspn_propagate, gspn_scan
 from .reference import gspn_propagate_ref, gspn_scan_ref
+
+
+DIRS4 = [0, 1, 2, 3]
+
+# name, B, C, H, W, directions, G (None = C), dtype, targets (fwd, bwd efficiency)
+GPU_CASES = [
+    ('paper fp32 1dir', 16, 8, 1024, 1024, [0], None, torch.float32, (0.90, 0.75)),
+    ('paper bf16 1dir', 16, 8, 1024, 1024, [0], None, torch.bfloat16, (None, None)),
+    ('4dir G1 bf16 56^2', 128, 24, 56, 56, DIRS4, 1, torch.bfloat16, (None, None)),
+    ('4dir G1 bf16 28^2', 128, 48, 28, 28, DIRS4, 1, torch.bfloat16, (None, None)),
+    ('4dir G1 bf16 14^2', 128, 96, 14, 14, DIRS4, 1, torch.bfloat16, (None, None)),
+    ('4dir G1 bf16 7^2', 128, 192, 7, 7, DIRS4, 1, torch.bfloat16, (None, None)),
+    ('4dir G1 fp32 28^2', 128, 48, 28, 28, DIRS4, 1, torch.float32, (None, None)),
+    ('4dir G1 bf16 1024^2', 4, 32, 1024, 1024, DIRS4, 1, torch.bfloat16, (0.85, 0.70)),
+    ('4dir G1 bf16 2048^2', 1, 32, 2048, 2048, DIRS4, 1, torch.bfloat16, (0.85, 0.70)),
+    ('small batch fp32 1dir', 1, 8, 1024, 1024, [0], None, torch.float32, (None, None)),
+]
+
+
+def make_gpu_inputs(B: int, C: int, H: int, W: int, D: int, G: int, dtype: torch.dtype,
+                    seed: int) -> Dict[str, torch.Tensor]:
+    """Random x, gates, lam, u of one case on the current CUDA device."""
+    gen = torch.Generator(device='cuda').manual_seed(seed)
+    kw = dict(device='cuda', dtype=dtype, generator=gen)
+    return dict(x=torch.randn(B, C, H, W, **kw), gates=torch.randn(B, D, G, 3, H, W, **kw),
+                lam=torch.rand(B, D, C, H, W, **kw), u=torch.randn(B, D, C, H, W, **kw))
 
 
 def _median_ms(fn: Callable[[], object], repeats: int) -> Tuple[float, float]:
