@@ -430,31 +430,29 @@ std::tuple<torch::Tensor, torch::Tensor> forward(
     return {out, hidden};
   }
   const DirectionSplit s = split_directions(directions, tr);
-  {
-    // The horizontal directions as top-down / bottom-up scans of transposed planes.
-    const int64_t E = static_cast<int64_t>(tr.size());
-    const PropagateShape shape_t{B, C, W, H, E, shape.G};
-    const torch::Tensor lam_t = take_transposed(lam, tr);
-    const c10::optional<torch::Tensor> u_t =
-        merge ? c10::optional<torch::Tensor>(take_transposed(*u, tr)) : c10::nullopt;
-    torch::Tensor out_t =
-        merge ? torch::empty({B, C, W, H}, x.options()) : torch::empty_like(lam_t);
-    torch::Tensor hidden_t =
-        hidden.numel() > 0 ? torch::empty_like(lam_t) : torch::empty({0}, x.options());
-    forward_launch(shape_t, transposed_image(x), take_transposed(gates, tr), lam_t, u_t,
-                   s.transposed_dirs, all_entries(E), chunk, normalize, merge, out_t, hidden_t);
-    // The vertical directions in place, straight into their entries of out and hidden; then
-    // the transposed results added (merge) or put into theirs.
-    if (!s.vertical.empty()) {
-      forward_launch(shape, x, gates, lam, u, s.vertical_dirs, s.vertical, chunk, normalize,
-                     merge, out, hidden);
-    }
-    if (merge) {
-      transposed_image(out_t, out, !s.vertical.empty());
-      if (hidden.numel() > 0) put_transposed(hidden_t, hidden, tr);
-    } else {
-      put_transposed(out_t, out, tr);
-    }
+  // The horizontal directions as top-down / bottom-up scans of transposed planes.
+  const int64_t E = static_cast<int64_t>(tr.size());
+  const PropagateShape shape_t{B, C, W, H, E, shape.G};
+  const torch::Tensor lam_t = take_transposed(lam, tr);
+  const c10::optional<torch::Tensor> u_t =
+      merge ? c10::optional<torch::Tensor>(take_transposed(*u, tr)) : c10::nullopt;
+  torch::Tensor out_t =
+      merge ? torch::empty({B, C, W, H}, x.options()) : torch::empty_like(lam_t);
+  torch::Tensor hidden_t =
+      hidden.numel() > 0 ? torch::empty_like(lam_t) : torch::empty({0}, x.options());
+  forward_launch(shape_t, transposed_image(x), take_transposed(gates, tr), lam_t, u_t,
+                 s.transposed_dirs, all_entries(E), chunk, normalize, merge, out_t, hidden_t);
+  // The vertical directions in place, straight into their entries of out and hidden; then
+  // the transposed results added (merge) or put into theirs.
+  if (!s.vertical.empty()) {
+    forward_launch(shape, x, gates, lam, u, s.vertical_dirs, s.vertical, chunk, normalize,
+                   merge, out, hidden);
+  }
+  if (merge) {
+    transposed_image(out_t, out, !s.vertical.empty());
+    if (hidden.numel() > 0) put_transposed(hidden_t, hidden, tr);
+  } else {
+    put_transposed(out_t, out, tr);
   }
   return {out, hidden};
 }
@@ -488,28 +486,26 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> backward(
     return {grad_x, grad_gates, grad_lam, grad_u};
   }
   const DirectionSplit s = split_directions(directions, tr);
-  {
-    const int64_t E = static_cast<int64_t>(tr.size());
-    const PropagateShape shape_t{B, C, W, H, E, shape.G};
-    const torch::Tensor gates_t = take_transposed(gates, tr), lam_t = take_transposed(lam, tr);
-    const c10::optional<torch::Tensor> u_t =
-        merge ? c10::optional<torch::Tensor>(take_transposed(*u, tr)) : c10::nullopt;
-    torch::Tensor gx_t = torch::empty({B, C, W, H}, x.options());
-    torch::Tensor gg_t = torch::empty_like(gates_t), gl_t = torch::empty_like(lam_t);
-    torch::Tensor gu_t = merge ? torch::empty_like(*u_t) : torch::Tensor();
-    backward_launch(shape_t, merge ? transposed_image(grad_out) : take_transposed(grad_out, tr),
-                    transposed_image(x), gates_t, lam_t, u_t, take_transposed(hidden, tr),
-                    s.transposed_dirs, all_entries(E), chunk, normalize, merge, gx_t, gg_t, gl_t,
-                    gu_t);
-    if (!s.vertical.empty()) {
-      backward_launch(shape, grad_out, x, gates, lam, u, hidden, s.vertical_dirs, s.vertical,
-                      chunk, normalize, merge, grad_x, grad_gates, grad_lam, grad_u);
-    }
-    transposed_image(gx_t, grad_x, !s.vertical.empty());
-    put_transposed(gg_t, grad_gates, tr);
-    put_transposed(gl_t, grad_lam, tr);
-    if (merge && grad_u.defined()) put_transposed(gu_t, grad_u, tr);
+  const int64_t E = static_cast<int64_t>(tr.size());
+  const PropagateShape shape_t{B, C, W, H, E, shape.G};
+  const torch::Tensor gates_t = take_transposed(gates, tr), lam_t = take_transposed(lam, tr);
+  const c10::optional<torch::Tensor> u_t =
+      merge ? c10::optional<torch::Tensor>(take_transposed(*u, tr)) : c10::nullopt;
+  torch::Tensor gx_t = torch::empty({B, C, W, H}, x.options());
+  torch::Tensor gg_t = torch::empty_like(gates_t), gl_t = torch::empty_like(lam_t);
+  torch::Tensor gu_t = merge ? torch::empty_like(*u_t) : torch::Tensor();
+  backward_launch(shape_t, merge ? transposed_image(grad_out) : take_transposed(grad_out, tr),
+                  transposed_image(x), gates_t, lam_t, u_t, take_transposed(hidden, tr),
+                  s.transposed_dirs, all_entries(E), chunk, normalize, merge, gx_t, gg_t, gl_t,
+                  gu_t);
+  if (!s.vertical.empty()) {
+    backward_launch(shape, grad_out, x, gates, lam, u, hidden, s.vertical_dirs, s.vertical,
+                    chunk, normalize, merge, grad_x, grad_gates, grad_lam, grad_u);
   }
+  transposed_image(gx_t, grad_x, !s.vertical.empty());
+  put_transposed(gg_t, grad_gates, tr);
+  put_transposed(gl_t, grad_lam, tr);
+  if (merge && grad_u.defined()) put_transposed(gu_t, grad_u, tr);
   return {grad_x, grad_gates, grad_lam, grad_u};
 }
 
