@@ -1,6 +1,7 @@
 // Python bindings of the fused GSPN-2 CUDA kernels: the contract of gspn2_common.h.
 //
 // This file validates, allocates and packs; the kernels live in propagate_kernels.cuh.
+#include <c10/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -396,6 +397,26 @@ void put_transposed(const torch::Tensor& src, torch::Tensor& dst,
 struct DirectionSplit {
   std::vector<int64_t> vertical, vertical_dirs, transposed_dirs;
 };
+// Runs `work` on a stream from the pool that first waits for the current stream's work so far,
+// and returns the event that marks its end: the caller makes the current stream wait on it
+// before it touches what `work` wrote. Tensors allocated inside `work` belong to the side
+// stream; those it uses from outside are the caller's, alive until after that wait.
+template <typename Work>
+c10::cuda::CUDAEvent on_side_stream(const torch::Tensor& like, Work&& work) {
+  const c10::cuda::CUDAStream current = c10::cuda::getCurrentCUDAStream();
+  const c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool(false, like.device().index());
+  c10::cuda::CUDAEvent ready;
+  ready.record(current);
+  ready.block(side);
+  {
+    const c10::cuda::CUDAStreamGuard guard(side);
+    work();
+  }
+  c10::cuda::CUDAEvent done;
+  done.record(side);
+  return done;
+}
+
 DirectionSplit split_directions(const std::vector<int64_t>& directions,
                                 const std::vector<int64_t>& transposed) {
   DirectionSplit s;
@@ -430,6 +451,16 @@ std::tuple<torch::Tensor, torch::Tensor> forward(
     return {out, hidden};
   }
   const DirectionSplit s = split_directions(directions, tr);
+  // The vertical directions in place, straight into their entries of out and hidden, on a
+  // side stream: each half fills at most half the SMs where B * C lines are few (2048^2),
+  // and the transposes of the other half run beside it.
+  c10::cuda::CUDAEvent vertical_done;
+  if (!s.vertical.empty()) {
+    vertical_done = on_side_stream(x, [&] {
+      forward_launch(shape, x, gates, lam, u, s.vertical_dirs, s.vertical, chunk, normalize,
+                     merge, out, hidden);
+    });
+  }
   // The horizontal directions as top-down / bottom-up scans of transposed planes.
   const int64_t E = static_cast<int64_t>(tr.size());
   const PropagateShape shape_t{B, C, W, H, E, shape.G};
@@ -442,12 +473,8 @@ std::tuple<torch::Tensor, torch::Tensor> forward(
       hidden.numel() > 0 ? torch::empty_like(lam_t) : torch::empty({0}, x.options());
   forward_launch(shape_t, transposed_image(x), take_transposed(gates, tr), lam_t, u_t,
                  s.transposed_dirs, all_entries(E), chunk, normalize, merge, out_t, hidden_t);
-  // The vertical directions in place, straight into their entries of out and hidden; then
-  // the transposed results added (merge) or put into theirs.
-  if (!s.vertical.empty()) {
-    forward_launch(shape, x, gates, lam, u, s.vertical_dirs, s.vertical, chunk, normalize,
-                   merge, out, hidden);
-  }
+  // The transposed results added to the vertical ones (merge) or put into their entries.
+  if (!s.vertical.empty()) vertical_done.block(c10::cuda::getCurrentCUDAStream());
   if (merge) {
     transposed_image(out_t, out, !s.vertical.empty());
     if (hidden.numel() > 0) put_transposed(hidden_t, hidden, tr);
@@ -486,6 +513,14 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> backward(
     return {grad_x, grad_gates, grad_lam, grad_u};
   }
   const DirectionSplit s = split_directions(directions, tr);
+  // The vertical directions in place on a side stream (see forward).
+  c10::cuda::CUDAEvent vertical_done;
+  if (!s.vertical.empty()) {
+    vertical_done = on_side_stream(x, [&] {
+      backward_launch(shape, grad_out, x, gates, lam, u, hidden, s.vertical_dirs, s.vertical,
+                      chunk, normalize, merge, grad_x, grad_gates, grad_lam, grad_u);
+    });
+  }
   const int64_t E = static_cast<int64_t>(tr.size());
   const PropagateShape shape_t{B, C, W, H, E, shape.G};
   const torch::Tensor gates_t = take_transposed(gates, tr), lam_t = take_transposed(lam, tr);
@@ -498,10 +533,7 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> backward(
                   transposed_image(x), gates_t, lam_t, u_t, take_transposed(hidden, tr),
                   s.transposed_dirs, all_entries(E), chunk, normalize, merge, gx_t, gg_t, gl_t,
                   gu_t);
-  if (!s.vertical.empty()) {
-    backward_launch(shape, grad_out, x, gates, lam, u, hidden, s.vertical_dirs, s.vertical,
-                    chunk, normalize, merge, grad_x, grad_gates, grad_lam, grad_u);
-  }
+  if (!s.vertical.empty()) vertical_done.block(c10::cuda::getCurrentCUDAStream());
   transposed_image(gx_t, grad_x, !s.vertical.empty());
   put_transposed(gg_t, grad_gates, tr);
   put_transposed(gl_t, grad_lam, tr);

@@ -156,6 +156,34 @@ def test_transposed_equals_in_place(ext, dtype):
         assert _rel(a, b) <= FLOOR[dtype], (name, _rel(a, b))
 
 
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_split_follows_the_callers_stream(ext, dtype):
+    """The split runs its vertical half on a side stream. Called on a user stream that is
+    still busy (a sleep) when it fills in the inputs, forward and backward must wait for it
+    and give, bit for bit, the results of the same call on the default stream."""
+    inputs = [t.to(dtype) for t in _inputs(1, 4, 1, 160, 144, 4, True, 'cuda', seed=11)]
+    dirs = [2, 0, 3, 1]  # lines of 160 > 128: the horizontal entries go through transposes
+
+    def call(x, gates, lam, u):
+        out, hidden = ext.forward(x, gates, lam, u, dirs, 0, True, True, True)
+        grads = ext.backward(torch.ones_like(out), x, gates, lam, u, hidden, dirs, 0, True, True)
+        return [out, hidden, *grads]
+
+    want = call(*inputs)
+    blanks = [torch.zeros_like(t) for t in inputs]
+    stream = torch.cuda.Stream()
+    torch.cuda.synchronize()
+    with torch.cuda.stream(stream):
+        torch.cuda._sleep(100_000_000)  # about 50 ms before the inputs are written
+        for blank, t in zip(blanks, inputs):
+            blank.copy_(t)
+        got = call(*blanks)
+    torch.cuda.synchronize()
+    for name, a, b in zip(['y', 'hidden', 'grad_x', 'grad_gates', 'grad_lam', 'grad_u'], got,
+                          want):
+        assert torch.equal(a, b), name
+
+
 def test_transpose_policy_is_checked(ext):
     with pytest.raises(RuntimeError, match='transpose policy must be 0'):
         ext.set_transpose_mode(3)
