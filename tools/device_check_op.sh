@@ -92,6 +92,8 @@ for plane, dtype, kc in ((False, torch.float32, 1), (False, torch.bfloat16, 1),
               ([3, 1], 2, 3, False, 19, 22),
               ([2], 4, 0, True, 19, 22),
               ([0, 1, 2, 3], 1, 0, True, 19, 150),  # CTA mode
+              ([1, 0], 1, 0, True, 300, 200),  # CTA mode, paired merge
+              ([0, 1], 2, 0, True, 40, 1100),  # long mode, paired merge
               ([2, 0], 2, 3, False, 1100, 5)))  # long mode
     for dirs, G, chunk, merge, H, W in cases:
         B, C = 2, 4

@@ -202,6 +202,8 @@ void check_cuda(const torch::Tensor& t, const char* name) {
               t.scalar_type());
 }
 
+bool is_vertical(int64_t dir) { return dir == kTopDown || dir == kBottomUp; }
+
 // The sizes of one launch: `shape` with D the number of directions it scans.
 PropagateShape launch_shape(PropagateShape shape, const std::vector<int64_t>& entries) {
   shape.D = static_cast<int64_t>(entries.size());
@@ -232,7 +234,14 @@ void forward_launch(const PropagateShape& shape, const torch::Tensor& x,
   if (merge && ls.D > 1 && p.geo.mode != kPlaneMode) {
     partial = torch::empty({ls.D, ls.B, ls.C, ls.H, ls.W}, x.options().dtype(acc_dtype(x)));
     p.partial = partial.data_ptr();
-    arrivals = torch::zeros({ls.B, ls.C / p.geo.channels_per_cta}, x.options().dtype(torch::kInt));
+    // The paired merge (propagate.h): top-down with bottom-up in the CTA mode; its counters
+    // follow the arrivals.
+    const bool paired = ls.D == 2 && p.geo.mode == kCtaMode &&
+                        is_vertical(scan_dirs[0]) && is_vertical(scan_dirs[1]) &&
+                        scan_dirs[0] != scan_dirs[1];
+    if (paired) p.geo.packed |= kPairedMerge;
+    arrivals = torch::zeros({(paired ? 5 : 1) * ls.B * (ls.C / p.geo.channels_per_cta)},
+                            x.options().dtype(torch::kInt));
     p.arrivals = arrivals.data_ptr<int>();
   }
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -323,8 +332,6 @@ int64_t set_transpose_mode(int64_t policy) {
   transpose_policy = static_cast<int>(policy);
   return previous;
 }
-
-bool is_vertical(int64_t dir) { return dir == kTopDown || dir == kBottomUp; }
 
 // The entries of `directions` that the current policy scans through transposed planes: the
 // horizontal ones, when their lines (H positions) are longer than kTransposeMinLine.

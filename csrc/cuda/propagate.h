@@ -148,6 +148,17 @@ constexpr unsigned char pack_slots(int stored_D, int first_slot, int slot_step) 
 }
 static_assert(sizeof(Geometry) == 64, "Geometry grew: check the kernels' loads (see packed)");
 
+// Bit 7 of Geometry::packed: the paired merge. Set by the forward of a merged launch of the two
+// vertical directions (top-down and bottom-up, either order) in the CTA mode. Its two CTAs of a
+// (batch, channel slice) sweep the plane from opposite ends, and each publishes every
+// kMergePeriod steps how many it has done (FwdParams::arrivals) until it merges. A CTA that
+// reaches rows the other has already written adds the other's float contribution to its own
+// and writes y there (from then on every row, as the other's progress only grows);
+// the rows both wrote before seeing each other are summed at the end by the last one. The sum
+// of two terms is the same in either order, so y does not depend on who merged which row.
+constexpr unsigned char kPairedMerge = 0x80;
+constexpr int kMergePeriod = 16;
+
 struct FwdParams {
   Geometry geo;
   const void* x;      // (B, C, H, W)
@@ -157,7 +168,9 @@ struct FwdParams {
   void* out;          // merge: (B, C, H, W); else (B, D, C, H, W)
   void* hidden;       // (B, D, C, H, W) or nullptr
   void* partial;      // merge and D > 1: (D, B, C, H, W) per-direction u_d * h_d (accumulation type)
-  int* arrivals;      // merge and D > 1: (B, C / channels_per_cta) zeroed counters
+  int* arrivals;      // merge and D > 1: (B, C / channels_per_cta) zeroed counters; with the
+                      // paired merge followed by (B, C / channels_per_cta, 2) steps done and
+                      // (B, C / channels_per_cta, 2) first merged step, per (batch, slice, di)
 };
 
 struct BwdParams {

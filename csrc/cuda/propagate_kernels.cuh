@@ -230,6 +230,84 @@ __device__ __forceinline__ void load_cg4(const double* ptr, double (&v)[4]) {
   v[0] = a.x, v[1] = a.y, v[2] = b.x, v[3] = b.y;
 }
 
+// N consecutive accumulation-type line positions p0 .. p0 + N - 1 of one step through L2
+// (store_step's layout; outside [0, n) read as 0).
+template <typename A, int N>
+__device__ __forceinline__ void load_step_cg(const A* base, int p0, int n, int64_t stride,
+                                             bool vec, A (&v)[N]) {
+  if constexpr (N == 4) {
+    if (vec && p0 + N <= n) {
+      load_cg4(base + p0, v);
+      return;
+    }
+  }
+#pragma unroll
+  for (int q = 0; q < N; ++q) {
+    v[q] = p0 + q < n ? __ldcg(base + static_cast<int64_t>(p0 + q) * stride) : A(0);
+  }
+}
+
+// A sum that the compiler may not contract with the product that made one of its terms: the
+// paired merge must give the bits of the summing tail (a product rounded, then added).
+__device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
+__device__ __forceinline__ double add_rn(double a, double b) { return __dadd_rn(a, b); }
+
+// Progress counters of the paired merge (propagate.h), shared between CTAs of a launch.
+__device__ __forceinline__ int load_acquire(const int* ptr) {
+  int v;
+  asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(v) : "l"(ptr) : "memory");
+  return v;
+}
+__device__ __forceinline__ void store_release(int* ptr, int v) {
+  asm volatile("st.release.gpu.global.s32 [%0], %1;" ::"l"(ptr), "r"(v) : "memory");
+}
+
+// out[e] = sum over the D directions of parts[d * dir_stride + e] (in direction order) for e
+// in [begin, end), by the threads of one CTA. `vec`: begin, end and the pointers at 4-element
+// boundaries.
+template <typename T>
+__device__ __forceinline__ void sum_direction_range(const Acc<T>* parts, int64_t dir_stride,
+                                                    int D, T* out, int64_t begin, int64_t end,
+                                                    bool vec, int tid, int nthreads) {
+  using A = Acc<T>;
+  // 4 consecutive elements per thread and two of those per iteration, so that 2 * D vector
+  // loads are in flight (a scalar loop of dependent iterations made this tail the longest
+  // part of small-image forwards).
+  const int64_t vec_end = vec ? end : begin;
+  for (int64_t e0 = begin + static_cast<int64_t>(tid) * 4; e0 < vec_end; e0 += 8 * nthreads) {
+    A v[2][4][4];
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int64_t e = e0 + static_cast<int64_t>(half) * 4 * nthreads;
+#pragma unroll
+      for (int d = 0; d < 4; ++d) {
+        if (d < D && e < vec_end) load_cg4(parts + d * dir_stride + e, v[half][d]);
+      }
+    }
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int64_t e = e0 + static_cast<int64_t>(half) * 4 * nthreads;
+      if (e >= vec_end) break;
+      Pack<RawOf<T>, 4> pk;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        A acc = v[half][0][i];
+#pragma unroll
+        for (int d = 1; d < 4; ++d) {
+          if (d < D) acc += v[half][d][i];
+        }
+        pk.v[i] = acc_to_raw<T>(acc);
+      }
+      *reinterpret_cast<Pack<RawOf<T>, 4>*>(out + e) = pk;
+    }
+  }
+  for (int64_t e = vec_end + tid; e < end; e += nthreads) {
+    A acc = 0;
+    for (int d = 0; d < D; ++d) acc += __ldcg(parts + d * dir_stride + e);
+    *reinterpret_cast<RawOf<T>*>(out + e) = acc_to_raw<T>(acc);
+  }
+}
+
 template <typename T>
 __device__ __forceinline__ Acc<T> exp_acc(Acc<T> v) {
   if constexpr (std::is_same<T, double>::value) {
@@ -541,6 +619,22 @@ __device__ __forceinline__ void forward_lines(const FwdParams& p, int dir) {
   A* part = MERGE && geo.D > 1
                 ? static_cast<A*>(p.partial) + ((static_cast<int64_t>(di) * geo.B + b) * geo.C + c) * hw
                 : nullptr;
+  // The paired merge (propagate.h): the other direction's contributions, its progress and
+  // this CTA's; runs from merge_from on (a multiple of R, uniform over the CTA) add them.
+  // (Compiled in the CTA mode only: in the long mode's one-step runs its code made the
+  // unpaired scan 20% slower at 2048^2, and pairing did not gain there.)
+  const bool paired = MERGE && VERT && MODE == kCtaMode && (geo.packed & kPairedMerge) != 0;
+  const bool lead = tx == 0 && cy == 0;
+  const int pair = b * gridDim.x + slice, pairs = geo.B * gridDim.x;
+  int* const progress = p.arrivals + pairs;  // [pair][di]; first merged steps follow
+  const A* other_part =
+      paired ? static_cast<const A*>(p.partial) +
+                   ((static_cast<int64_t>(1 - di) * geo.B + b) * geo.C + c) * hw
+             : nullptr;
+  __shared__ int seen[2];  // the other's progress as read by the lead thread, per period
+  int merge_from = line.n_steps;
+  int other_done = 0;  // lead thread: loaded at a period's start, shared at its end
+  static_assert(kMergePeriod % R == 0, "a merge period is whole runs");
 
   // exchange[buffer][first or last position][cy][kc][tx], double-buffered over steps (CTA
   // modes; the warp mode shuffles instead).
@@ -566,6 +660,17 @@ __device__ __forceinline__ void forward_lines(const FwdParams& p, int dir) {
 
   int phase = 0;
   for (int s0 = 0; s0 < line.n_steps; s0 += R) {
+    // Once merging, a CTA neither reads nor publishes progress: its rows are then the other's.
+    if (paired && s0 < merge_from && s0 % kMergePeriod == 0) {
+      if (s0 > 0) {
+        // Steps s >= n_steps - done reach rows the other has written.
+        const int done = seen[(s0 / kMergePeriod) & 1];
+        const int from = (line.n_steps - done + R - 1) / R * R;
+        merge_from = min(merge_from, max(s0, from));
+      }
+      if (lead) other_done = load_acquire(progress + pair * 2 + 1 - di);
+    }
+    const bool merged = paired && s0 >= merge_from;
     if (s0 + R < line.n_steps) {
       load_fwd_run<T, MERGE, N, R, KC>(nxt, line, s0 + R, p0, geo.vec, geo.vec_h, xp, gp, lp, up,
                                        hw, row_loads);
@@ -576,6 +681,14 @@ __device__ __forceinline__ void forward_lines(const FwdParams& p, int dir) {
       const int s = s0 + r;
       if (s >= line.n_steps) break;  // uniform over the CTA
       const bool restart = phase == 0;
+      A other[KC][N];  // merged: the other direction's contributions at this step
+      if (merged) {
+#pragma unroll
+        for (int kc = 0; kc < KC; ++kc) {
+          load_step_cg<A, N>(other_part + kc * hw + line.step_offset(s), p0, n, ps, vec_st,
+                             other[kc]);
+        }
+      }
       // The tap weights of the step's positions, shared by the thread's KC channels.
       A a[3][N], w[3][N], comp[3][N];
 #pragma unroll
@@ -630,12 +743,21 @@ __device__ __forceinline__ void forward_lines(const FwdParams& p, int dir) {
           for (int q = 0; q < N; ++q) contrib[q] = cur.u[kc].get(q, r) * h[kc][q];
           if (geo.D == 1) {
             store_step<T>(static_cast<T*>(p.out) + x_off + coff, p0, n, ps, vec_st, contrib);
+          } else if (merged) {
+#pragma unroll
+            for (int q = 0; q < N; ++q) contrib[q] = add_rn(contrib[q], other[kc][q]);
+            store_step<T>(static_cast<T*>(p.out) + x_off + coff, p0, n, ps, vec_st, contrib);
           } else {
             store_step<A>(part + coff, p0, n, ps, vec_st, contrib);
           }
         }
       }
+      // A period's end: its last barrier shares what the lead thread read, and the lead thread
+      // then publishes the period's rows (the barrier orders the CTA's stores before it).
+      const bool period_end = paired && !merged && (s + 1) % kMergePeriod == 0;
+      if (period_end && lead) seen[((s + 1) / kMergePeriod) & 1] = other_done;
       if constexpr (!WARP) __syncthreads();
+      if (period_end && lead) store_release(progress + pair * 2 + di, s + 1);
       phase = (geo.chunk > 0 && phase + 1 == geo.chunk) ? 0 : phase + 1;
     }
     cur = nxt;
@@ -649,6 +771,10 @@ __device__ __forceinline__ void forward_lines(const FwdParams& p, int dir) {
     __syncthreads();
     const int tid = cy * tpl + tx, nthreads = tpl * rows;
     if (tid == 0) {
+      if (paired) {
+        progress[pairs * 2 + pair * 2 + di] = merge_from;
+        __threadfence();
+      }
       const int arrived = atomicAdd(p.arrivals + b * gridDim.x + slice, 1);
       is_last = arrived == geo.D - 1;
     }
@@ -656,45 +782,25 @@ __device__ __forceinline__ void forward_lines(const FwdParams& p, int dir) {
     if (is_last) {
       __threadfence();
       const int64_t c0 = static_cast<int64_t>(slice) * cpc;
-      const int64_t count = cpc * hw;
       const int64_t dir_stride = static_cast<int64_t>(geo.B) * geo.C * hw;
       const A* parts = static_cast<const A*>(p.partial) + (static_cast<int64_t>(b) * geo.C + c0) * hw;
       T* out = static_cast<T*>(p.out) + (static_cast<int64_t>(b) * geo.C + c0) * hw;
-      // One CTA sums cpc whole planes: 4 consecutive elements per thread and two of those
-      // per iteration, so that 2 * D vector loads are in flight (a scalar loop of dependent
-      // iterations made this tail the longest part of small-image forwards).
-      const int64_t vec_end = hw % 4 == 0 ? count : 0;
-      for (int64_t e0 = static_cast<int64_t>(tid) * 4; e0 < vec_end; e0 += 8 * nthreads) {
-        A v[2][4][4];
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const int64_t e = e0 + static_cast<int64_t>(half) * 4 * nthreads;
-#pragma unroll
-          for (int d = 0; d < 4; ++d) {
-            if (d < geo.D && e < vec_end) load_cg4(parts + d * dir_stride + e, v[half][d]);
-          }
+      if (!paired) {
+        // One CTA sums cpc whole planes.
+        sum_direction_range<T>(parts, dir_stride, geo.D, out, 0, cpc * hw, hw % 4 == 0, tid,
+                               nthreads);
+      } else {
+        // The rows both directions wrote as contributions: top-down rows [0, its first merged
+        // step), bottom-up rows [H - its first merged step, H).
+        const int other_from = load_acquire(progress + pairs * 2 + pair * 2 + 1 - di);
+        const int td_from = line.reverse ? other_from : merge_from;
+        const int bu_from = line.reverse ? merge_from : other_from;
+        const int64_t lo = static_cast<int64_t>(geo.H - bu_from) * geo.W;
+        const int64_t hi = static_cast<int64_t>(td_from) * geo.W;
+        for (int k = 0; k < cpc && lo < hi; ++k) {
+          sum_direction_range<T>(parts, dir_stride, geo.D, out, k * hw + lo, k * hw + hi,
+                                 geo.W % 4 == 0, tid, nthreads);
         }
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const int64_t e = e0 + static_cast<int64_t>(half) * 4 * nthreads;
-          if (e >= vec_end) break;
-          Pack<RawOf<T>, 4> pk;
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            A acc = v[half][0][i];
-#pragma unroll
-            for (int d = 1; d < 4; ++d) {
-              if (d < geo.D) acc += v[half][d][i];
-            }
-            pk.v[i] = acc_to_raw<T>(acc);
-          }
-          *reinterpret_cast<Pack<RawOf<T>, 4>*>(out + e) = pk;
-        }
-      }
-      for (int64_t e = vec_end + tid; e < count; e += nthreads) {
-        A acc = 0;
-        for (int d = 0; d < geo.D; ++d) acc += __ldcg(parts + d * dir_stride + e);
-        *reinterpret_cast<RawOf<T>*>(out + e) = acc_to_raw<T>(acc);
       }
     }
   }

@@ -117,6 +117,9 @@ CASES = [
     (1, 2, 1, 129, 10, (2, 3), 0),        # the shortest CTA-mode line
     (1, 3, 3, 14, 200, (0, 1), 5),
     (1, 4, 2, 300, 12, (2, 3, 0), 0),
+    # the paired merge: top-down with bottom-up in the CTA and long modes
+    (1, 4, 1, 300, 200, (0, 1), 0),
+    (1, 2, 1, 200, 1100, (1, 0), 5),
 ]
 
 
@@ -331,6 +334,31 @@ def _check_against_reference(ext, case, normalize, merge, dtype):
     again = ext.backward(grad_out.to(dtype), *low, saved, list(dirs), chunk, normalize, merge)
     for name, g, g2 in zip(names, grads, again):
         assert torch.equal(g, g2), f'backward of {name} is not deterministic'
+
+
+PAIRED_SHAPES = [
+    # B, C, G, H, W: CTA mode (vector and scalar rows), long mode, more CTAs than SMs (pairs
+    # that do not run side by side), fewer rows than a merge period
+    (1, 4, 1, 512, 200), (1, 2, 2, 200, 131), (2, 2, 2, 300, 1100), (64, 16, 1, 96, 160),
+    (1, 8, 1, 13, 132),
+]
+
+
+@pytest.mark.parametrize('shape', PAIRED_SHAPES, ids=lambda s: 'x'.join(map(str, s)))
+@pytest.mark.parametrize('dirs', [[0, 1], [1, 0]], ids=['td_bu', 'bu_td'])
+def test_paired_merge_is_exact(ext, shape, dirs):
+    """A merged launch of top-down and bottom-up adds the two directions' u * h as float32
+    products rounded before the sum, whoever adds them (the CTA that reaches a row second or
+    the last one, for rows both wrote before seeing each other's progress): y is, bit for
+    bit, u0 * h0 + u1 * h1 of the saved float32 hidden states, on every call."""
+    B, C, G, H, W = shape
+    x, gates, lam, u = (t.float() for t in _inputs(B, C, G, H, W, 2, True, 'cuda', seed=H))
+    for _ in range(3):
+        out, hidden = ext.forward(x, gates, lam, u, dirs, 0, True, True, True)
+        want = u[:, 0] * hidden[:, 0] + u[:, 1] * hidden[:, 1]
+        assert torch.equal(out, want), (out - want).abs().max().item()
+    ref = _reference(x.double(), gates.double(), lam.double(), u.double(), dirs, 0, True, True)
+    assert _rel(out, ref) <= FLOOR[torch.float32]
 
 
 def test_hidden_is_each_direction(ext):
