@@ -150,7 +150,9 @@ def main():
     device = torch.cuda.get_device_name()
     head = (f'# Kernel time breakdown on {device}\n\ntorch {torch.__version__}, commit '
             f'{args.commit}; `{" ".join(sys.argv)}`; device time per call summed by kernel '
-            f'(torch.profiler, {args.reps} calls after a warm-up).\n\n')
+            f'(torch.profiler, {args.reps} calls after a warm-up). Kernels on concurrent '
+            f'streams overlap (the op runs the vertical half of a transposed split on a side '
+            f'stream), so a sum can exceed the call\'s time.\n\n')
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(f'{args.out}.md').write_text(head + '\n'.join(sections))
     Path(f'{args.out}.json').write_text(json.dumps(dict(device=device, commit=args.commit,
