@@ -204,6 +204,19 @@ void check_cuda(const torch::Tensor& t, const char* name) {
 
 bool is_vertical(int64_t dir) { return dir == kTopDown || dir == kBottomUp; }
 
+// Lines (rows of W positions for the vertical directions, columns of H for the horizontal
+// ones) within what a CTA holds; checked on the caller's sizes before any launch (a split
+// call's transposed launch would otherwise report its own, swapped ones).
+void check_line_lengths(const PropagateShape& shape, const std::vector<int64_t>& directions) {
+  for (const int64_t dir : directions) {
+    const int64_t line = is_vertical(dir) ? shape.W : shape.H;
+    TORCH_CHECK(line <= kPositions * kMaxThreads, "the CUDA kernel handles lines of at most ",
+                kPositions * kMaxThreads, " positions, got a line of ", line, " (H = ", shape.H,
+                ", W = ", shape.W, "; direction ", dir, " scans ",
+                is_vertical(dir) ? "rows of W" : "columns of H", " positions)");
+  }
+}
+
 // The sizes of one launch: `shape` with D the number of directions it scans.
 PropagateShape launch_shape(PropagateShape shape, const std::vector<int64_t>& entries) {
   shape.D = static_cast<int64_t>(entries.size());
@@ -404,25 +417,41 @@ void put_transposed(const torch::Tensor& src, torch::Tensor& dst,
 struct DirectionSplit {
   std::vector<int64_t> vertical, vertical_dirs, transposed_dirs;
 };
-// Runs `work` on a stream from the pool that first waits for the current stream's work so far,
-// and returns the event that marks its end: the caller makes the current stream wait on it
-// before it touches what `work` wrote. Tensors allocated inside `work` belong to the side
-// stream; those it uses from outside are the caller's, alive until after that wait.
-template <typename Work>
-c10::cuda::CUDAEvent on_side_stream(const torch::Tensor& like, Work&& work) {
-  const c10::cuda::CUDAStream current = c10::cuda::getCurrentCUDAStream();
-  const c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool(false, like.device().index());
-  c10::cuda::CUDAEvent ready;
-  ready.record(current);
-  ready.block(side);
-  {
-    const c10::cuda::CUDAStreamGuard guard(side);
-    work();
+// Work run on a stream from the pool after the current stream's work so far. join() makes the
+// current stream wait for it; so does the destructor, also when an error unwinds the caller,
+// so that no tensor the work writes goes back to the allocator while it runs. Tensors
+// allocated inside the work belong to the side stream.
+class SideStream {
+ public:
+  template <typename Work>
+  void run(const torch::Tensor& like, Work&& work) {
+    const c10::cuda::CUDAStream current = c10::cuda::getCurrentCUDAStream();
+    const c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool(false, like.device().index());
+    c10::cuda::CUDAEvent ready;
+    ready.record(current);
+    ready.block(side);
+    {
+      const c10::cuda::CUDAStreamGuard guard(side);
+      work();
+    }
+    done_.record(side);
+    pending_ = true;
   }
-  c10::cuda::CUDAEvent done;
-  done.record(side);
-  return done;
-}
+  void join() {
+    if (pending_) done_.block(c10::cuda::getCurrentCUDAStream());
+    pending_ = false;
+  }
+  ~SideStream() {
+    try {
+      join();
+    } catch (...) {  // already unwinding from an error, or the device is lost
+    }
+  }
+
+ private:
+  c10::cuda::CUDAEvent done_;
+  bool pending_ = false;
+};
 
 DirectionSplit split_directions(const std::vector<int64_t>& directions,
                                 const std::vector<int64_t>& transposed) {
@@ -445,6 +474,7 @@ std::tuple<torch::Tensor, torch::Tensor> forward(
     bool normalize, bool merge, bool save_hidden) {
   const PropagateShape shape = check_propagate_inputs(x, gates, lam, u, directions, chunk, merge);
   check_cuda(x, "x");
+  check_line_lengths(shape, directions);
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t B = shape.B, C = shape.C, H = shape.H, W = shape.W;
   torch::Tensor out = merge ? torch::empty({B, C, H, W}, x.options()) : torch::empty_like(lam);
@@ -461,9 +491,9 @@ std::tuple<torch::Tensor, torch::Tensor> forward(
   // The vertical directions in place, straight into their entries of out and hidden, on a
   // side stream: each half fills at most half the SMs where B * C lines are few (2048^2),
   // and the transposes of the other half run beside it.
-  c10::cuda::CUDAEvent vertical_done;
+  SideStream vertical;
   if (!s.vertical.empty()) {
-    vertical_done = on_side_stream(x, [&] {
+    vertical.run(x, [&] {
       forward_launch(shape, x, gates, lam, u, s.vertical_dirs, s.vertical, chunk, normalize,
                      merge, out, hidden);
     });
@@ -481,7 +511,7 @@ std::tuple<torch::Tensor, torch::Tensor> forward(
   forward_launch(shape_t, transposed_image(x), take_transposed(gates, tr), lam_t, u_t,
                  s.transposed_dirs, all_entries(E), chunk, normalize, merge, out_t, hidden_t);
   // The transposed results added to the vertical ones (merge) or put into their entries.
-  if (!s.vertical.empty()) vertical_done.block(c10::cuda::getCurrentCUDAStream());
+  vertical.join();
   if (merge) {
     transposed_image(out_t, out, !s.vertical.empty());
     if (hidden.numel() > 0) put_transposed(hidden_t, hidden, tr);
@@ -497,6 +527,7 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> backward(
     const std::vector<int64_t>& directions, int64_t chunk, bool normalize, bool merge) {
   const PropagateShape shape = check_propagate_inputs(x, gates, lam, u, directions, chunk, merge);
   check_cuda(x, "x");
+  check_line_lengths(shape, directions);
   check_backward_inputs(shape, grad_out, x, lam, hidden, merge);
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t B = shape.B, C = shape.C, H = shape.H, W = shape.W;
@@ -521,9 +552,9 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> backward(
   }
   const DirectionSplit s = split_directions(directions, tr);
   // The vertical directions in place on a side stream (see forward).
-  c10::cuda::CUDAEvent vertical_done;
+  SideStream vertical;
   if (!s.vertical.empty()) {
-    vertical_done = on_side_stream(x, [&] {
+    vertical.run(x, [&] {
       backward_launch(shape, grad_out, x, gates, lam, u, hidden, s.vertical_dirs, s.vertical,
                       chunk, normalize, merge, grad_x, grad_gates, grad_lam, grad_u);
     });
@@ -540,7 +571,7 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> backward(
                   transposed_image(x), gates_t, lam_t, u_t, take_transposed(hidden, tr),
                   s.transposed_dirs, all_entries(E), chunk, normalize, merge, gx_t, gg_t, gl_t,
                   gu_t);
-  if (!s.vertical.empty()) vertical_done.block(c10::cuda::getCurrentCUDAStream());
+  vertical.join();
   transposed_image(gx_t, grad_x, !s.vertical.empty());
   put_transposed(gg_t, grad_gates, tr);
   put_transposed(gl_t, grad_lam, tr);

@@ -398,6 +398,13 @@ def test_errors(ext):
         ext.forward(long, torch.randn(1, 1, 1, 3, 1, 4097, device='cuda'),
                     torch.randn(1, 1, 1, 1, 4097, device='cuda'), None, [0], 0, True, False,
                     False)
+    # a horizontal direction's lines are columns; through the transposed split too
+    tall = torch.randn(1, 1, 2100, 4, device='cuda')
+    with pytest.raises(RuntimeError, match=r'lines of at most 2048 .*got a line of 2100 '
+                                           r'\(H = 2100, W = 4; direction 2 scans columns'):
+        ext.forward(tall, torch.randn(1, 4, 1, 3, 2100, 4, device='cuda'),
+                    torch.randn(1, 4, 1, 2100, 4, device='cuda'), None, [0, 1, 2, 3], 0, True,
+                    False, False)
     out, _ = ext.forward(x, gates, lam, None, [0], 0, True, False, False)
     with pytest.raises(RuntimeError, match='grad_out must be'):
         ext.backward(out[:, 0], x, gates, lam, None, out, [0], 0, True, False)
