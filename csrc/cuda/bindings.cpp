@@ -120,9 +120,9 @@ Geometry make_geometry(const PropagateShape& shape, const std::vector<int64_t>& 
     all_vertical = all_vertical && vertical;
   }
   int64_t tpl = (longest_line + kPositions - 1) / kPositions;
-  TORCH_CHECK(tpl <= kMaxThreads, "the CUDA kernel handles lines of at most ",
-              kPositions * kMaxThreads, " positions, got a line of ", longest_line,
-              " (H = ", shape.H, ", W = ", shape.W, ")");
+  // (check_line_lengths reports long lines on the caller's sizes before any launch)
+  TORCH_CHECK(tpl <= kMaxThreads, "internal: a launch with lines of ", longest_line,
+              " positions, more than ", kPositions * kMaxThreads);
   TORCH_CHECK(shape.B <= 65535, "the CUDA kernel handles a batch of at most 65535, got ",
               shape.B);
   TORCH_CHECK(shape.B * shape.C * shape.H * shape.W < (int64_t(1) << 40),
