@@ -7,8 +7,7 @@ import argparse
 from mmengine.config import DictAction
 
 import gspn2_dense  # noqa: F401  (registers the GSPN-2 modules in mmseg's registries)
-from gspn2_dense.engine.launch import (LAUNCHERS, build_runner, prepare_test_config,
-                                       release_process_group)
+from gspn2_dense.engine.launch import LAUNCHERS, prepare_test_config, run_runner
 
 
 def parse_args():
@@ -30,11 +29,7 @@ def main():
     cfg = prepare_test_config(args.config, args.checkpoint, work_dir=args.work_dir,
                               cfg_options=args.cfg_options, launcher=args.launcher,
                               out=args.out, show_dir=args.show_dir)
-    runner = build_runner(cfg)
-    try:
-        runner.test()
-    finally:
-        release_process_group()
+    run_runner(cfg, 'test')
 
 
 if __name__ == '__main__':

@@ -8,8 +8,7 @@ import argparse
 from mmengine.config import DictAction
 
 import gspn2_dense  # noqa: F401  (registers the GSPN-2 modules in mmseg's registries)
-from gspn2_dense.engine.launch import (LAUNCHERS, build_runner, prepare_train_config,
-                                       release_process_group)
+from gspn2_dense.engine.launch import LAUNCHERS, prepare_train_config, run_runner
 
 
 def parse_args():
@@ -32,11 +31,7 @@ def main():
     cfg = prepare_train_config(args.config, work_dir=args.work_dir, resume=args.resume,
                                amp=args.amp, cfg_options=args.cfg_options,
                                launcher=args.launcher)
-    runner = build_runner(cfg)
-    try:
-        runner.train()
-    finally:
-        release_process_group()
+    run_runner(cfg, 'train')
 
 
 if __name__ == '__main__':
