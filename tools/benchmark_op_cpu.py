@@ -2,17 +2,20 @@
 
     python tools/benchmark_op_cpu.py                      # B=2, C=16, H=W=128, float32
     python tools/benchmark_op_cpu.py --out docs/benchmarks/op_cpu
+    python tools/benchmark_op_cpu.py --against HEAD~1     # also: this kernel vs another commit's
 
 writes ``<out>.json`` (figures + machine) and ``<out>.md`` (tables), one run per torch
 thread count (default: 1 and all cores). Not a test: run it on a quiet machine; the load
 average after each run is recorded with the figures.
 """
 import argparse
+import tempfile
 from pathlib import Path
 
 import torch
 
-from gspn2_dense.ops.benchmark import run_thread_counts, write_report
+from gspn2_dense.ops.benchmark import (compare_builds, cpu_extension_at, markdown_table,
+                                       run_thread_counts, write_report)
 
 
 def main():
@@ -26,6 +29,9 @@ def main():
     parser.add_argument('--ref-repeats', type=int, default=5)
     parser.add_argument('--threads', type=int, nargs='+', default=None,
                         help='torch thread counts to run with (default: 1 and all cores)')
+    parser.add_argument('--against', metavar='REV', default=None,
+                        help='also time the kernel of csrc/ at git revision REV against this '
+                             "checkout's, alternately in this process, with one torch thread")
     parser.add_argument('--out', type=Path, default=None,
                         help='write <out>.json and <out>.md (e.g. docs/benchmarks/op_cpu)')
     args = parser.parse_args()
@@ -33,9 +39,19 @@ def main():
     threads = args.threads or sorted({1, torch.get_num_threads()})
     settings = dict(dtype=args.dtype, repeats=args.repeats, ref_repeats=args.ref_repeats)
     runs = run_thread_counts(threads, shape, **settings)
+    comparison = None
+    if args.against is not None:
+        with tempfile.TemporaryDirectory() as build_dir:
+            other = cpu_extension_at(args.against, Path(build_dir))
+            torch.set_num_threads(1)
+            rows = compare_builds(other, **shape, dtype=getattr(torch, args.dtype),
+                                  repeats=args.repeats)
+        comparison = dict(against=args.against, threads=1, rows=rows)
+        print(f'against {args.against} (1 torch thread):\n{markdown_table(rows)}\n', flush=True)
     if args.out is not None:
-        write_report(args.out, shape, runs, command=f'python tools/benchmark_op_cpu.py --out '
-                     f'{args.out}', **settings)
+        command = 'python tools/benchmark_op_cpu.py' + (
+            f' --against {args.against}' if args.against else '') + f' --out {args.out}'
+        write_report(args.out, shape, runs, command=command, comparison=comparison, **settings)
 
 
 if __name__ == '__main__':

@@ -10,4 +10,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("grad_out"), py::arg("x"), py::arg("gates"), py::arg("lam"), py::arg("u"),
         py::arg("hidden"), py::arg("directions"), py::arg("chunk"), py::arg("normalize"),
         py::arg("merge"));
+  m.def("kernel_isa", &gspn2::cpu::kernel_isa,
+        "instruction set of the hot loops on this CPU: 'x86-64-v3' or 'baseline'");
 }

@@ -2,12 +2,15 @@
 //
 // Every scan runs in a "frame" where its lines are contiguous rows: the vertical directions
 // scan an H x W plane as stored; the horizontal directions scan the transposed W x H plane
-// (left_right top to bottom, right_left bottom to top). Per channel and direction, one pass
-// prepares the scan's input plane in the frame (z = lam * x forward, the direct gradient
-// u * dL/dy backward; transposed in cache-sized tiles for the horizontal directions), the
-// scan runs over it, and an element-wise pass in image layout finishes the work (storing h and
-// merging u * h forward; dL/dlam, dL/dx, dL/du backward). Each scan step updates one line
+// (left_right top to bottom, right_left bottom to top). Each scan step updates one line
 // through padded line buffers, so the loop over the line has no branches and vectorises.
+// What a step takes in (z = lam * x forward, the direct gradient u * dL/dy backward) and what
+// it gives out (h, or e = dL/dh) pass through callbacks, one line at a time:
+//   - vertical directions: the frame is the image, so the callbacks read the inputs and
+//     write the outputs of that line directly (storing h and merging u * h forward; dL/du,
+//     dL/dlam, dL/dx backward): one pass over the plane;
+//   - horizontal directions: the scan reads and writes frame planes, which an element-wise
+//     pass in image layout prepares and finishes, transposed in cache-sized tiles.
 //
 // The normalised tap weights of every (b, d, g) are computed once, in the frame of d, into a
 // scratch buffer shared by the channels of the group. Work items are (b, g, block of channels
@@ -18,6 +21,11 @@
 // buffer, and a second pass sums the blocks in a fixed order and applies the Jacobian of the
 // normalisation. The blocks depend on the shapes only, so results do not depend on the
 // number of threads or on scheduling.
+//
+// The hot functions (GSPN2_HOT) are compiled twice on x86-64 Linux with GCC, for x86-64-v3
+// (AVX2, FMA: Haswell, Zen and later) and for the baseline, and the dynamic loader picks one
+// for the CPU at hand: portable builds, wide vectors where the CPU has them. Everything they
+// call is inlined into them (flatten), so that it is compiled for the same target.
 #include "cpu/propagate_cpu.h"
 
 #include <ATen/OpMathType.h>
@@ -33,6 +41,16 @@
 
 #if defined(__SSE2__)
 #include <xmmintrin.h>
+#endif
+
+// GSPN2_NO_MULTIVERSION builds the baseline only (the tests compare the two builds).
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+    !defined(GSPN2_NO_MULTIVERSION)
+#define GSPN2_MULTIVERSION 1
+#define GSPN2_HOT __attribute__((target_clones("arch=x86-64-v3", "default"), flatten))
+#else
+#define GSPN2_MULTIVERSION 0
+#define GSPN2_HOT __attribute__((flatten))
 #endif
 
 namespace gspn2 {
@@ -58,7 +76,7 @@ Geometry frame_geometry(int64_t direction, int64_t H, int64_t W) {
 // dst (cols x rows) = src (rows x cols) transposed, in tiles that stay in cache; 4 x 4 SSE
 // blocks for float.
 template <typename T>
-void transpose(const T* __restrict src, int64_t rows, int64_t cols, T* __restrict dst) {
+GSPN2_HOT void transpose(const T* __restrict src, int64_t rows, int64_t cols, T* __restrict dst) {
   constexpr int64_t kTile = 16;
   for (int64_t r0 = 0; r0 < rows; r0 += kTile) {
     const int64_t r1 = std::min(rows, r0 + kTile);
@@ -95,14 +113,13 @@ void transpose(const T* __restrict src, int64_t rows, int64_t cols, T* __restric
   }
 }
 
-// frame (the scan's layout for a direction) = value(o) over the H x W image positions o;
-// the horizontal directions go through `image` (H x W scratch) and a transpose.
+// The frame of a horizontal direction (W x H) = value(o) over the H x W image positions o,
+// through `image` (H x W scratch) and a transpose.
 template <typename acc_t, typename F>
-void to_frame(bool vertical, int64_t H, int64_t W, acc_t* __restrict frame,
-              acc_t* __restrict image, F&& value) {
-  acc_t* __restrict dst = vertical ? frame : image;
-  for (int64_t o = 0; o < H * W; ++o) dst[o] = value(o);
-  if (!vertical) transpose(image, H, W, frame);
+inline void to_transposed_frame(int64_t H, int64_t W, acc_t* __restrict frame,
+                                acc_t* __restrict image, F&& value) {
+  for (int64_t o = 0; o < H * W; ++o) image[o] = value(o);
+  transpose(image, H, W, frame);
 }
 
 // Grain of at::parallel_for: small problems run on the calling thread.
@@ -172,7 +189,7 @@ constexpr int64_t kWeightPlanes = 4;
 // still give the right ratios; the stored normaliser is the unscaled S (it may underflow to
 // 0, which is then its correct value to working precision).
 template <bool kNormalize, typename scalar_t, typename acc_t>
-void tap_weights(const scalar_t* __restrict a, int64_t H, int64_t W, bool vertical,
+GSPN2_HOT void tap_weights(const scalar_t* __restrict a, int64_t H, int64_t W, bool vertical,
                  acc_t* __restrict w) {
   const int64_t HW = H * W;
   for (int64_t o = 0; o < 3 * HW; ++o) w[o] = static_cast<acc_t>(a[o]);
@@ -258,78 +275,108 @@ std::unique_ptr<acc_t[]> all_tap_weights(const scalar_t* gates, const PropagateS
   return w;
 }
 
-// Forward scan of one channel in one direction, in its frame: h_s = z_s + W_s h_{s-1}.
-// prev and cur are line buffers of n + 2.
+// Line buffers of a scan: `count` lines of n_max + 2 (one padding position on each side).
 template <typename acc_t>
-void scan_forward(const Geometry& g, int64_t HW, int64_t chunk, const acc_t* __restrict z,
-                  const acc_t* __restrict w, acc_t* __restrict h, acc_t* prev, acc_t* cur) {
+struct LineBuffers {
+  LineBuffers(int64_t count, int64_t n_max) : pad(n_max + 2), data(count * pad) {}
+  acc_t* operator[](int64_t i) { return data.data() + i * pad; }
+  int64_t pad;
+  std::vector<acc_t> data;
+};
+
+// One step of the forward scan: hc = z + W hp over a line of n (hp, hc padded). The loops
+// over a line take their operands as restrict parameters, so that they vectorise.
+template <typename acc_t>
+inline void forward_step(int64_t n, const acc_t* __restrict z, const acc_t* __restrict wl,
+                         const acc_t* __restrict wc, const acc_t* __restrict wr,
+                         const acc_t* __restrict hp, acc_t* __restrict hc) {
+  for (int64_t p = 0; p < n; ++p) {
+    hc[p + 1] = z[p] + wl[p] * hp[p] + wc[p] * hp[p + 1] + wr[p] * hp[p + 2];
+  }
+}
+
+// One step of the reverse scan over a line of n (padded buffers): e = direct + carry (what
+// step s + 1 sent back), dL/dw += e h_{s-1} at the three taps, and carry <- dL/dh_{s-1}[p] =
+// w_l[p+1] e[p+1] + w_c[p] e[p] + w_r[p-1] e[p-1].
+template <typename acc_t>
+inline void backward_step(int64_t n, const acc_t* __restrict direct, const acc_t* __restrict wl,
+                          const acc_t* __restrict wc, const acc_t* __restrict wr,
+                          const acc_t* __restrict hp, acc_t* __restrict carry,
+                          acc_t* __restrict e, acc_t* __restrict el, acc_t* __restrict er,
+                          acc_t* __restrict dwl, acc_t* __restrict dwc, acc_t* __restrict dwr) {
+  for (int64_t p = 0; p < n; ++p) {
+    const acc_t ev = direct[p] + carry[p + 1];
+    e[p + 1] = ev;
+    dwl[p] += ev * hp[p];
+    dwc[p] += ev * hp[p + 1];
+    dwr[p] += ev * hp[p + 2];
+    el[p + 1] = wl[p] * ev;
+    er[p + 1] = wr[p] * ev;
+  }
+  for (int64_t p = 0; p < n; ++p) carry[p + 1] = el[p + 2] + wc[p] * e[p + 1] + er[p];
+}
+
+// Forward scan of one channel in one direction, in its frame: h_s = z_s + W_s h_{s-1}.
+// z_line(row, buf) returns z of the line starting at frame offset `row` (n values; it may fill
+// buf, n long, and return it); emit(row, h) takes h of that line. lines: 3 buffers.
+template <typename acc_t, typename ZLine, typename Emit>
+inline void scan_forward(const Geometry& g, int64_t HW, int64_t chunk, const acc_t* __restrict w,
+                         LineBuffers<acc_t>& lines, ZLine&& z_line, Emit&& emit) {
   const int64_t n = g.n;
   const acc_t* __restrict wl = w;
   const acc_t* __restrict wc = w + HW;
   const acc_t* __restrict wr = w + 2 * HW;
+  acc_t* prev = lines[0];
+  acc_t* cur = lines[1];
+  acc_t* const z_buf = lines[2];
   prev[0] = prev[n + 1] = cur[0] = cur[n + 1] = acc_t(0);
   for (int64_t s = 0; s < g.steps; ++s) {
     if (restarts(s, chunk)) std::fill(prev + 1, prev + n + 1, acc_t(0));
     const int64_t row = g.base + s * g.step_stride;
-    const acc_t* __restrict hp = prev;
-    acc_t* __restrict hc = cur;
-    for (int64_t p = 0; p < n; ++p) {
-      const int64_t o = row + p;
-      const acc_t v = z[o] + wl[o] * hp[p] + wc[o] * hp[p + 1] + wr[o] * hp[p + 2];
-      hc[p + 1] = v;
-      h[o] = v;
-    }
+    forward_step(n, z_line(row, z_buf), wl + row, wc + row, wr + row, prev, cur);
+    emit(row, static_cast<const acc_t*>(cur + 1));
     std::swap(prev, cur);
   }
 }
 
-// Reverse scan of one channel in one direction, in its frame. direct is the gradient that
-// reaches h_s from the output; h the saved hidden state. Writes e = dL/dh (all paths) and
-// accumulates dL/dw into dw (3 planes). Line buffers carry, e_line, hp, el, er are n + 2.
-template <typename h_t, typename acc_t>
-void scan_backward(const Geometry& g, int64_t HW, int64_t chunk,
-                   const acc_t* __restrict direct, const h_t* __restrict h,
-                   const acc_t* __restrict w, acc_t* __restrict e, acc_t* __restrict dw,
-                   acc_t* __restrict carry, acc_t* __restrict e_line, acc_t* __restrict hp,
-                   acc_t* __restrict el, acc_t* __restrict er) {
+// Reverse scan of one channel in one direction, in its frame; h is the saved hidden state in
+// the frame. direct_line(row, buf) returns the gradient that reaches h of the line at `row`
+// from the output (as z_line above); emit(row, e) takes e = dL/dh of the line (all paths).
+// Accumulates dL/dw into dw (3 planes). lines: 6 buffers.
+template <typename h_t, typename acc_t, typename DirectLine, typename Emit>
+inline void scan_backward(const Geometry& g, int64_t HW, int64_t chunk, const h_t* __restrict h,
+                          const acc_t* __restrict w, acc_t* __restrict dw,
+                          LineBuffers<acc_t>& lines, DirectLine&& direct_line, Emit&& emit) {
   const int64_t n = g.n;
   const acc_t* __restrict wl = w;
   const acc_t* __restrict wc = w + HW;
   const acc_t* __restrict wr = w + 2 * HW;
-  acc_t* __restrict dwl = dw;
-  acc_t* __restrict dwc = dw + HW;
-  acc_t* __restrict dwr = dw + 2 * HW;
+  acc_t* __restrict carry = lines[0];
+  acc_t* __restrict e_line = lines[1];
+  acc_t* __restrict hp = lines[2];
+  acc_t* __restrict el = lines[3];
+  acc_t* __restrict er = lines[4];
+  acc_t* const d_buf = lines[5];
   std::fill(carry, carry + n + 2, acc_t(0));
   e_line[0] = e_line[n + 1] = hp[0] = hp[n + 1] = acc_t(0);
   el[0] = el[n + 1] = er[0] = er[n + 1] = acc_t(0);
   for (int64_t s = g.steps - 1; s >= 0; --s) {
     const int64_t row = g.base + s * g.step_stride;
+    const acc_t* __restrict direct = direct_line(row, d_buf);
     if (restarts(s, chunk)) {
       // h_{s-1} does not feed step s: nothing flows further back.
       for (int64_t p = 0; p < n; ++p) {
-        e[row + p] = direct[row + p] + carry[p + 1];
+        e_line[p + 1] = direct[p] + carry[p + 1];
         carry[p + 1] = acc_t(0);
       }
+      emit(row, static_cast<const acc_t*>(e_line + 1));
       continue;
     }
-    const int64_t prev_row = row - g.step_stride;
-    for (int64_t p = 0; p < n; ++p) hp[p + 1] = static_cast<acc_t>(h[prev_row + p]);
-    // e_s = dL/dh_s: the direct gradient plus what step s + 1 sent back (carry).
-    for (int64_t p = 0; p < n; ++p) {
-      const int64_t o = row + p;
-      const acc_t ev = direct[o] + carry[p + 1];
-      e[o] = ev;
-      e_line[p + 1] = ev;
-      dwl[o] += ev * hp[p];
-      dwc[o] += ev * hp[p + 1];
-      dwr[o] += ev * hp[p + 2];
-      el[p + 1] = wl[o] * ev;
-      er[p + 1] = wr[o] * ev;
-    }
-    // dL/dh_{s-1}[p] = w_l[p+1] e[p+1] + w_c[p] e[p] + w_r[p-1] e[p-1].
-    for (int64_t p = 0; p < n; ++p) {
-      carry[p + 1] = el[p + 2] + wc[row + p] * e_line[p + 1] + er[p];
-    }
+    const h_t* __restrict h_prev = h + row - g.step_stride;
+    for (int64_t p = 0; p < n; ++p) hp[p + 1] = static_cast<acc_t>(h_prev[p]);
+    backward_step(n, direct, wl + row, wc + row, wr + row, hp, carry, e_line, el, er, dw + row,
+                  dw + HW + row, dw + 2 * HW + row);
+    emit(row, static_cast<const acc_t*>(e_line + 1));
   }
 }
 
@@ -363,6 +410,243 @@ void check_like(const torch::Tensor& t, const char* name, const torch::Tensor& x
   check_same(t, name, x);
 }
 
+// The operands of one call, as raw pointers (null where absent).
+template <typename scalar_t, typename acc_t>
+struct ForwardOperands {
+  const scalar_t *x, *lam, *u;
+  scalar_t *out, *hidden;
+  const acc_t* w;  // all_tap_weights
+};
+
+// Per-thread scratch of the forward: z and h planes in the frame, h in image layout, the
+// merge accumulators of one channel block, line buffers.
+template <typename acc_t>
+struct ForwardScratch {
+  ForwardScratch(int64_t HW, int64_t block_planes, int64_t n_max)
+      : z(HW), h_frame(HW), h_image(HW), acc(block_planes * HW), lines(3, n_max) {}
+  std::vector<acc_t> z, h_frame, h_image, acc;
+  LineBuffers<acc_t> lines;
+};
+
+// The forward of the channels [c0, c1) of batch b, gate group g, in every direction.
+template <typename scalar_t, typename acc_t>
+GSPN2_HOT void forward_block(const ForwardOperands<scalar_t, acc_t>& op, const PropagateShape& sh,
+                             const std::vector<int64_t>& directions, int64_t chunk, bool merge,
+                             const ChannelBlock& blk, ForwardScratch<acc_t>& scratch) {
+  const int64_t C = sh.C, H = sh.H, W = sh.W, D = sh.D, G = sh.G, HW = H * W;
+  const int64_t b = blk.b, c0 = blk.c0, c1 = blk.c1;
+  std::fill(scratch.acc.begin(), scratch.acc.end(), acc_t(0));
+  for (int64_t di = 0; di < D; ++di) {
+    const bool vertical = is_vertical(directions[di]);
+    const Geometry geo = frame_geometry(directions[di], H, W);
+    const int64_t n = geo.n;
+    const acc_t* wd = op.w + ((b * D + di) * G + blk.g) * kWeightPlanes * HW;
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t plane = ((b * D + di) * C + c) * HW;
+      const scalar_t* __restrict xc = op.x + (b * C + c) * HW;
+      const scalar_t* __restrict lc = op.lam + plane;
+      const scalar_t* __restrict uc = merge ? op.u + plane : nullptr;
+      // h goes to out (unmerged), to hidden (merged, when saved) or nowhere.
+      scalar_t* __restrict h_store =
+          merge ? (op.hidden ? op.hidden + plane : nullptr) : op.out + plane;
+      acc_t* __restrict a = merge ? scratch.acc.data() + (c - c0) * HW : nullptr;
+      if (vertical) {
+        scan_forward(
+            geo, HW, chunk, wd, scratch.lines,
+            [&](int64_t row, acc_t* __restrict z) {
+              for (int64_t p = 0; p < n; ++p) {
+                z[p] = static_cast<acc_t>(lc[row + p]) * static_cast<acc_t>(xc[row + p]);
+              }
+              return static_cast<const acc_t*>(z);
+            },
+            [&](int64_t row, const acc_t* __restrict h) {
+              if (h_store != nullptr) {
+                for (int64_t p = 0; p < n; ++p) h_store[row + p] = static_cast<scalar_t>(h[p]);
+              }
+              if (a != nullptr) {
+                for (int64_t p = 0; p < n; ++p) a[row + p] += static_cast<acc_t>(uc[row + p]) * h[p];
+              }
+            });
+        continue;
+      }
+      to_transposed_frame(H, W, scratch.z.data(), scratch.h_image.data(), [&](int64_t o) {
+        return static_cast<acc_t>(lc[o]) * static_cast<acc_t>(xc[o]);
+      });
+      const acc_t* z_frame = scratch.z.data();
+      acc_t* h_frame = scratch.h_frame.data();
+      scan_forward(
+          geo, HW, chunk, wd, scratch.lines,
+          [&](int64_t row, acc_t*) { return z_frame + row; },
+          [&](int64_t row, const acc_t* __restrict h) { std::copy(h, h + n, h_frame + row); });
+      transpose(scratch.h_frame.data(), W, H, scratch.h_image.data());
+      const acc_t* __restrict hv = scratch.h_image.data();
+      if (h_store != nullptr) {
+        for (int64_t o = 0; o < HW; ++o) h_store[o] = static_cast<scalar_t>(hv[o]);
+      }
+      if (a != nullptr) {
+        for (int64_t o = 0; o < HW; ++o) a[o] += static_cast<acc_t>(uc[o]) * hv[o];
+      }
+    }
+  }
+  if (!merge) return;
+  for (int64_t c = c0; c < c1; ++c) {
+    const acc_t* __restrict a = scratch.acc.data() + (c - c0) * HW;
+    scalar_t* __restrict y = op.out + (b * C + c) * HW;
+    for (int64_t o = 0; o < HW; ++o) y[o] = static_cast<scalar_t>(a[o]);
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+struct BackwardOperands {
+  const scalar_t *grad_out, *x, *lam, *u, *hidden;
+  scalar_t *grad_x, *grad_lam, *grad_u;
+  const acc_t* w;  // all_tap_weights
+};
+
+// Per-thread scratch of the backward: the direct gradient, e = dL/dh and h in the frame, e in
+// image layout, dL/dx of one channel block, line buffers.
+template <typename acc_t>
+struct BackwardScratch {
+  BackwardScratch(int64_t HW, int64_t block_planes, int64_t n_max)
+      : direct(HW), e_frame(HW), e_image(HW), h_frame(HW), gx(block_planes * HW),
+        lines(6, n_max) {}
+  std::vector<acc_t> direct, e_frame, e_image, h_frame, gx;
+  LineBuffers<acc_t> lines;
+};
+
+// The backward of the channels [c0, c1) of batch b, gate group g, in every direction; the
+// weight gradients of the block go to dw (D x 3 planes, in the frame of each direction).
+template <typename scalar_t, typename acc_t>
+GSPN2_HOT void backward_block(const BackwardOperands<scalar_t, acc_t>& op,
+                              const PropagateShape& sh, const std::vector<int64_t>& directions,
+                              int64_t chunk, bool merge, const ChannelBlock& blk, acc_t* dw,
+                              BackwardScratch<acc_t>& scratch) {
+  const int64_t C = sh.C, H = sh.H, W = sh.W, D = sh.D, G = sh.G, HW = H * W;
+  const int64_t b = blk.b, c0 = blk.c0, c1 = blk.c1;
+  std::fill(dw, dw + D * 3 * HW, acc_t(0));
+  std::fill(scratch.gx.begin(), scratch.gx.end(), acc_t(0));
+  for (int64_t di = 0; di < D; ++di) {
+    const bool vertical = is_vertical(directions[di]);
+    const Geometry geo = frame_geometry(directions[di], H, W);
+    const int64_t n = geo.n;
+    const acc_t* wd = op.w + ((b * D + di) * G + blk.g) * kWeightPlanes * HW;
+    acc_t* dwd = dw + di * 3 * HW;
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t plane = ((b * D + di) * C + c) * HW;
+      const scalar_t* __restrict goc = op.grad_out + (merge ? (b * C + c) * HW : plane);
+      const scalar_t* __restrict uc = merge ? op.u + plane : nullptr;
+      const scalar_t* __restrict hc = op.hidden + plane;
+      scalar_t* __restrict guc = merge ? op.grad_u + plane : nullptr;
+      const scalar_t* __restrict xc = op.x + (b * C + c) * HW;
+      const scalar_t* __restrict lc = op.lam + plane;
+      scalar_t* __restrict glc = op.grad_lam + plane;
+      acc_t* __restrict gxc = scratch.gx.data() + (c - c0) * HW;
+      if (vertical) {
+        // The direct gradient u * dL/dy (and on the way dL/du = dL/dy * h) of a line, and
+        // from e: dL/dlam = e * x, dL/dx += e * lam.
+        scan_backward(
+            geo, HW, chunk, hc, wd, dwd, scratch.lines,
+            [&](int64_t row, acc_t* __restrict d) {
+              if (merge) {
+                for (int64_t p = 0; p < n; ++p) {
+                  const acc_t go = static_cast<acc_t>(goc[row + p]);
+                  guc[row + p] = static_cast<scalar_t>(go * static_cast<acc_t>(hc[row + p]));
+                  d[p] = static_cast<acc_t>(uc[row + p]) * go;
+                }
+              } else {
+                for (int64_t p = 0; p < n; ++p) d[p] = static_cast<acc_t>(goc[row + p]);
+              }
+              return static_cast<const acc_t*>(d);
+            },
+            [&](int64_t row, const acc_t* __restrict e) {
+              for (int64_t p = 0; p < n; ++p) {
+                glc[row + p] = static_cast<scalar_t>(e[p] * static_cast<acc_t>(xc[row + p]));
+                gxc[row + p] += e[p] * static_cast<acc_t>(lc[row + p]);
+              }
+            });
+        continue;
+      }
+      // Horizontal: the direct gradient and h go to the frame, e comes back from it.
+      if (merge) {
+        to_transposed_frame(H, W, scratch.direct.data(), scratch.e_image.data(), [&](int64_t o) {
+          const acc_t go = static_cast<acc_t>(goc[o]);
+          guc[o] = static_cast<scalar_t>(go * static_cast<acc_t>(hc[o]));
+          return static_cast<acc_t>(uc[o]) * go;
+        });
+      } else {
+        to_transposed_frame(H, W, scratch.direct.data(), scratch.e_image.data(),
+                 [&](int64_t o) { return static_cast<acc_t>(goc[o]); });
+      }
+      to_transposed_frame(H, W, scratch.h_frame.data(), scratch.e_image.data(),
+               [&](int64_t o) { return static_cast<acc_t>(hc[o]); });
+      const acc_t* direct = scratch.direct.data();
+      acc_t* e_frame = scratch.e_frame.data();
+      scan_backward(
+          geo, HW, chunk, scratch.h_frame.data(), wd, dwd, scratch.lines,
+          [&](int64_t row, acc_t*) { return direct + row; },
+          [&](int64_t row, const acc_t* __restrict e) { std::copy(e, e + n, e_frame + row); });
+      transpose(scratch.e_frame.data(), W, H, scratch.e_image.data());
+      const acc_t* __restrict e = scratch.e_image.data();
+      for (int64_t o = 0; o < HW; ++o) {
+        glc[o] = static_cast<scalar_t>(e[o] * static_cast<acc_t>(xc[o]));
+        gxc[o] += e[o] * static_cast<acc_t>(lc[o]);
+      }
+    }
+  }
+  for (int64_t c = c0; c < c1; ++c) {
+    const acc_t* __restrict gxc = scratch.gx.data() + (c - c0) * HW;
+    scalar_t* __restrict out_c = op.grad_x + (b * C + c) * HW;
+    for (int64_t o = 0; o < HW; ++o) out_c[o] = static_cast<scalar_t>(gxc[o]);
+  }
+}
+
+// Gate gradients of one (b, d, g) from the per-block weight gradients `part` (nblk blocks
+// unit_dw apart, in the frame of d): sum the blocks in order, drop the taps whose neighbour is
+// outside the line, go through the normalisation, and write in image layout to `ga`.
+// gw: 3 planes of scratch, image: one.
+template <typename scalar_t, typename acc_t>
+GSPN2_HOT void gate_gradients(const acc_t* part, int64_t nblk, int64_t unit_dw,
+                              const acc_t* __restrict wi, int64_t direction, int64_t H,
+                              int64_t W, bool normalize, scalar_t* ga, acc_t* gw, acc_t* image) {
+  const int64_t HW = H * W;
+  const bool vertical = is_vertical(direction);
+  const Geometry geo = frame_geometry(direction, H, W);
+  std::copy(part, part + 3 * HW, gw);
+  for (int64_t blk = 1; blk < nblk; ++blk) {
+    const acc_t* __restrict pb = part + blk * unit_dw;
+    acc_t* __restrict sum = gw;
+    for (int64_t f = 0; f < 3 * HW; ++f) sum[f] += pb[f];
+  }
+  acc_t* __restrict gl = gw;
+  acc_t* __restrict gc = gw + HW;
+  acc_t* __restrict gr = gw + 2 * HW;
+  for (int64_t line = 0; line < geo.steps; ++line) {
+    gl[line * geo.n] = acc_t(0);
+    gr[line * geo.n + geo.n - 1] = acc_t(0);
+  }
+  if (normalize) {
+    // w_k = s_k / S: dL/da_k = s_k (1 - s_k) (g_k - sum_m w_m g_m) / S
+    //                      = w_k (1 - w_k S) (g_k - sum_m w_m g_m); w_k = 0 on
+    // the taps outside the line.
+    const acc_t* __restrict total = wi + 3 * HW;
+    for (int64_t f = 0; f < HW; ++f) {
+      const acc_t dot = wi[f] * gl[f] + wi[HW + f] * gc[f] + wi[2 * HW + f] * gr[f];
+      gl[f] = wi[f] * (acc_t(1) - wi[f] * total[f]) * (gl[f] - dot);
+      gc[f] = wi[HW + f] * (acc_t(1) - wi[HW + f] * total[f]) * (gc[f] - dot);
+      gr[f] = wi[2 * HW + f] * (acc_t(1) - wi[2 * HW + f] * total[f]) * (gr[f] - dot);
+    }
+  }
+  for (int64_t k = 0; k < 3; ++k) {
+    const acc_t* __restrict src = gw + k * HW;
+    if (!vertical) {
+      transpose(src, W, H, image);
+      src = image;
+    }
+    scalar_t* __restrict dst = ga + k * HW;
+    for (int64_t o = 0; o < HW; ++o) dst[o] = static_cast<scalar_t>(src[o]);
+  }
+}
+
 }  // namespace
 
 std::tuple<torch::Tensor, torch::Tensor> propagate_forward(
@@ -383,59 +667,20 @@ std::tuple<torch::Tensor, torch::Tensor> propagate_forward(
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kBFloat16, at::kHalf, x.scalar_type(), "gspn2_propagate_forward_cpu", [&] {
         using acc_t = at::opmath_type<scalar_t>;
-        const scalar_t* xp = x.data_ptr<scalar_t>();
-        const scalar_t* lp = lam.data_ptr<scalar_t>();
-        const scalar_t* up = merge ? u->data_ptr<scalar_t>() : nullptr;
-        scalar_t* op = out.data_ptr<scalar_t>();
-        scalar_t* hidp = hidden.numel() ? hidden.data_ptr<scalar_t>() : nullptr;
         const int64_t nblk = channel_blocks(B, G, cg, D, HW, sizeof(acc_t));
         const int64_t per_blk = (cg + nblk - 1) / nblk;
         const std::unique_ptr<acc_t[]> w =
             all_tap_weights<scalar_t, acc_t>(gates.data_ptr<scalar_t>(), sh, directions, normalize);
+        const ForwardOperands<scalar_t, acc_t> op{
+            x.data_ptr<scalar_t>(), lam.data_ptr<scalar_t>(),
+            merge ? u->data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(),
+            hidden.numel() ? hidden.data_ptr<scalar_t>() : nullptr, w.get()};
         at::parallel_for(0, B * G * nblk, grain(per_blk * D * HW), [&](int64_t begin,
                                                                       int64_t end) {
-          const int64_t n_max = std::max(H, W);
-          // z and h in the frame, h in image layout, the merge accumulators of the block.
-          std::vector<acc_t> z(HW), h_frame(HW), h_image(HW), acc(merge ? per_blk * HW : 0);
-          std::vector<acc_t> lines(2 * (n_max + 2));
+          ForwardScratch<acc_t> scratch(HW, merge ? per_blk : 0, std::max(H, W));
           for (int64_t unit = begin; unit < end; ++unit) {
-            const auto [b, g, c0, c1] = channel_block(unit, G, cg, nblk, per_blk);
-            std::fill(acc.begin(), acc.end(), acc_t(0));
-            for (int64_t di = 0; di < D; ++di) {
-              const bool vertical = is_vertical(directions[di]);
-              const Geometry geo = frame_geometry(directions[di], H, W);
-              const acc_t* wd = w.get() + ((b * D + di) * G + g) * kWeightPlanes * HW;
-              for (int64_t c = c0; c < c1; ++c) {
-                const int64_t plane = ((b * D + di) * C + c) * HW;
-                const scalar_t* __restrict xc = xp + (b * C + c) * HW;
-                const scalar_t* __restrict lc = lp + plane;
-                to_frame(vertical, H, W, z.data(), h_image.data(), [&](int64_t o) {
-                  return static_cast<acc_t>(lc[o]) * static_cast<acc_t>(xc[o]);
-                });
-                scan_forward(geo, HW, chunk, z.data(), wd, h_frame.data(), lines.data(),
-                             lines.data() + n_max + 2);
-                const acc_t* __restrict hv = h_frame.data();
-                if (!vertical) {
-                  transpose(hv, W, H, h_image.data());
-                  hv = h_image.data();
-                }
-                scalar_t* __restrict h_store = merge ? (hidp ? hidp + plane : nullptr) : op + plane;
-                if (h_store != nullptr) {
-                  for (int64_t o = 0; o < HW; ++o) h_store[o] = static_cast<scalar_t>(hv[o]);
-                }
-                if (merge) {
-                  const scalar_t* __restrict uc = up + plane;
-                  acc_t* __restrict a = acc.data() + (c - c0) * HW;
-                  for (int64_t o = 0; o < HW; ++o) a[o] += static_cast<acc_t>(uc[o]) * hv[o];
-                }
-              }
-            }
-            if (!merge) continue;
-            for (int64_t c = c0; c < c1; ++c) {
-              const acc_t* a = acc.data() + (c - c0) * HW;
-              scalar_t* y = op + (b * C + c) * HW;
-              for (int64_t o = 0; o < HW; ++o) y[o] = static_cast<scalar_t>(a[o]);
-            }
+            forward_block(op, sh, directions, chunk, merge,
+                          channel_block(unit, G, cg, nblk, per_blk), scratch);
           }
         });
       });
@@ -477,139 +722,43 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> propagate
         // Weight gradients per (b, g, block), in the frame of each direction. Each work item
         // zeroes its own part (in parallel, warming its cache).
         std::unique_ptr<acc_t[]> partial(new acc_t[B * G * nblk * unit_dw]);
-        const scalar_t* gop = grad_out.data_ptr<scalar_t>();
-        const scalar_t* xp = x.data_ptr<scalar_t>();
-        const scalar_t* ap = gates.data_ptr<scalar_t>();
-        const scalar_t* lp = lam.data_ptr<scalar_t>();
-        const scalar_t* up = merge ? u->data_ptr<scalar_t>() : nullptr;
-        const scalar_t* hp = hidden.data_ptr<scalar_t>();
-        scalar_t* gxp = grad_x.data_ptr<scalar_t>();
-        scalar_t* glp = grad_lam.data_ptr<scalar_t>();
-        scalar_t* gup = merge ? grad_u.data_ptr<scalar_t>() : nullptr;
         const std::unique_ptr<acc_t[]> w =
-            all_tap_weights<scalar_t, acc_t>(ap, sh, directions, normalize);
-
+            all_tap_weights<scalar_t, acc_t>(gates.data_ptr<scalar_t>(), sh, directions,
+                                             normalize);
+        const BackwardOperands<scalar_t, acc_t> op{
+            grad_out.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), lam.data_ptr<scalar_t>(),
+            merge ? u->data_ptr<scalar_t>() : nullptr, hidden.data_ptr<scalar_t>(),
+            grad_x.data_ptr<scalar_t>(), grad_lam.data_ptr<scalar_t>(),
+            merge ? grad_u.data_ptr<scalar_t>() : nullptr, w.get()};
         at::parallel_for(0, B * G * nblk, grain(per_blk * D * HW), [&](int64_t begin,
                                                                       int64_t end) {
-          const int64_t n_max = std::max(H, W), pad = n_max + 2;
-          // The direct gradient and e = dL/dh in the frame, e in image layout, h in the frame,
-          // dL/dx of the block.
-          std::vector<acc_t> direct(HW), e_frame(HW), e_image(HW), h_frame(HW),
-              gx(per_blk * HW);
-          std::vector<acc_t> lines(5 * pad);
+          BackwardScratch<acc_t> scratch(HW, per_blk, std::max(H, W));
           for (int64_t unit = begin; unit < end; ++unit) {
-            const auto [b, g, c0, c1] = channel_block(unit, G, cg, nblk, per_blk);
-            acc_t* dw = partial.get() + unit * unit_dw;
-            std::fill(dw, dw + unit_dw, acc_t(0));
-            std::fill(gx.begin(), gx.end(), acc_t(0));
-            for (int64_t di = 0; di < D; ++di) {
-              const bool vertical = is_vertical(directions[di]);
-              const Geometry geo = frame_geometry(directions[di], H, W);
-              const acc_t* wd = w.get() + ((b * D + di) * G + g) * kWeightPlanes * HW;
-              for (int64_t c = c0; c < c1; ++c) {
-                const int64_t plane = ((b * D + di) * C + c) * HW;
-                const scalar_t* __restrict goc = gop + (merge ? (b * C + c) * HW : plane);
-                const scalar_t* __restrict uc = merge ? up + plane : nullptr;
-                const scalar_t* __restrict hc = hp + plane;
-                if (merge) {
-                  // The direct gradient u * dL/dy, and on the way dL/du = dL/dy * h.
-                  scalar_t* __restrict guc = gup + plane;
-                  to_frame(vertical, H, W, direct.data(), e_image.data(), [&](int64_t o) {
-                    const acc_t go = static_cast<acc_t>(goc[o]);
-                    guc[o] = static_cast<scalar_t>(go * static_cast<acc_t>(hc[o]));
-                    return static_cast<acc_t>(uc[o]) * go;
-                  });
-                } else {
-                  to_frame(vertical, H, W, direct.data(), e_image.data(),
-                           [&](int64_t o) { return static_cast<acc_t>(goc[o]); });
-                }
-                acc_t* l = lines.data();
-                if (vertical) {
-                  scan_backward(geo, HW, chunk, direct.data(), hc, wd, e_frame.data(),
-                                dw + di * 3 * HW, l, l + pad, l + 2 * pad, l + 3 * pad,
-                                l + 4 * pad);
-                } else {
-                  to_frame(false, H, W, h_frame.data(), e_image.data(),
-                           [&](int64_t o) { return static_cast<acc_t>(hc[o]); });
-                  scan_backward(geo, HW, chunk, direct.data(), h_frame.data(), wd,
-                                e_frame.data(), dw + di * 3 * HW, l, l + pad, l + 2 * pad,
-                                l + 3 * pad, l + 4 * pad);
-                }
-                const acc_t* __restrict e = e_frame.data();
-                if (!vertical) {
-                  transpose(e_frame.data(), W, H, e_image.data());
-                  e = e_image.data();
-                }
-                // dL/dlam = e * x, dL/dx += e * lam.
-                const scalar_t* __restrict xc = xp + (b * C + c) * HW;
-                const scalar_t* __restrict lc = lp + plane;
-                scalar_t* __restrict glc = glp + plane;
-                acc_t* __restrict gxc = gx.data() + (c - c0) * HW;
-                for (int64_t o = 0; o < HW; ++o) {
-                  glc[o] = static_cast<scalar_t>(e[o] * static_cast<acc_t>(xc[o]));
-                  gxc[o] += e[o] * static_cast<acc_t>(lc[o]);
-                }
-              }
-            }
-            for (int64_t c = c0; c < c1; ++c) {
-              const acc_t* gxc = gx.data() + (c - c0) * HW;
-              scalar_t* out_c = gxp + (b * C + c) * HW;
-              for (int64_t o = 0; o < HW; ++o) out_c[o] = static_cast<scalar_t>(gxc[o]);
-            }
+            backward_block(op, sh, directions, chunk, merge,
+                           channel_block(unit, G, cg, nblk, per_blk),
+                           partial.get() + unit * unit_dw, scratch);
           }
         });
-
-        // Gate gradients, in the frame of each direction: sum the channel blocks in order,
-        // drop the taps whose neighbour is outside the line, go through the normalisation,
-        // and write in image layout.
         scalar_t* ggp = grad_gates.data_ptr<scalar_t>();
         at::parallel_for(0, B * D * G, grain(3 * HW), [&](int64_t begin, int64_t end) {
           std::vector<acc_t> gw(3 * HW), image(HW);
           for (int64_t item = begin; item < end; ++item) {
             const int64_t b = item / (D * G), di = item / G % D, g = item % G;
-            const bool vertical = is_vertical(directions[di]);
-            const Geometry geo = frame_geometry(directions[di], H, W);
-            const acc_t* part = partial.get() + (b * G + g) * nblk * unit_dw + di * 3 * HW;
-            std::copy(part, part + 3 * HW, gw.begin());
-            for (int64_t blk = 1; blk < nblk; ++blk) {
-              const acc_t* __restrict pb = part + blk * unit_dw;
-              acc_t* __restrict sum = gw.data();
-              for (int64_t f = 0; f < 3 * HW; ++f) sum[f] += pb[f];
-            }
-            acc_t* __restrict gl = gw.data();
-            acc_t* __restrict gc = gw.data() + HW;
-            acc_t* __restrict gr = gw.data() + 2 * HW;
-            for (int64_t line = 0; line < geo.steps; ++line) {
-              gl[line * geo.n] = acc_t(0);
-              gr[line * geo.n + geo.n - 1] = acc_t(0);
-            }
-            if (normalize) {
-              // w_k = s_k / S: dL/da_k = s_k (1 - s_k) (g_k - sum_m w_m g_m) / S
-              //                      = w_k (1 - w_k S) (g_k - sum_m w_m g_m); w_k = 0 on
-              // the taps outside the line.
-              const acc_t* __restrict wi = w.get() + item * kWeightPlanes * HW;
-              const acc_t* __restrict total = wi + 3 * HW;
-              for (int64_t f = 0; f < HW; ++f) {
-                const acc_t dot = wi[f] * gl[f] + wi[HW + f] * gc[f] + wi[2 * HW + f] * gr[f];
-                gl[f] = wi[f] * (acc_t(1) - wi[f] * total[f]) * (gl[f] - dot);
-                gc[f] = wi[HW + f] * (acc_t(1) - wi[HW + f] * total[f]) * (gc[f] - dot);
-                gr[f] = wi[2 * HW + f] * (acc_t(1) - wi[2 * HW + f] * total[f]) * (gr[f] - dot);
-              }
-            }
-            scalar_t* ga = ggp + item * 3 * HW;
-            for (int64_t k = 0; k < 3; ++k) {
-              const acc_t* __restrict src = gw.data() + k * HW;
-              if (!vertical) {
-                transpose(src, W, H, image.data());
-                src = image.data();
-              }
-              scalar_t* __restrict dst = ga + k * HW;
-              for (int64_t o = 0; o < HW; ++o) dst[o] = static_cast<scalar_t>(src[o]);
-            }
+            gate_gradients(partial.get() + (b * G + g) * nblk * unit_dw + di * 3 * HW, nblk,
+                           unit_dw, w.get() + item * kWeightPlanes * HW, directions[di], H, W,
+                           normalize, ggp + item * 3 * HW, gw.data(), image.data());
           }
         });
       });
   return {grad_x, grad_gates, grad_lam, grad_u};
+}
+
+std::string kernel_isa() {
+#if GSPN2_MULTIVERSION
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("x86-64-v3")) return "x86-64-v3";
+#endif
+  return "baseline";
 }
 
 }  // namespace cpu

@@ -3,6 +3,7 @@
 
 #include "gspn2_common.h"
 
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -20,6 +21,10 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> propagate
     const torch::Tensor& lam, const c10::optional<torch::Tensor>& u,
     const torch::Tensor& hidden, const std::vector<int64_t>& directions, int64_t chunk,
     bool normalize, bool merge);
+
+// The instruction set the hot loops run with on this CPU: "x86-64-v3" (AVX2 + FMA clones) or
+// "baseline" (the compiler's default target).
+std::string kernel_isa();
 
 }  // namespace cpu
 }  // namespace gspn2

@@ -16,10 +16,11 @@ import statistics
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from ._build import load_extension
 from .propagate import gspn_propagate, gspn_scan
 from .reference import gspn_propagate_ref, gspn_scan_ref
 
@@ -119,6 +120,73 @@ def run_benchmark(B: int = 2, C: int = 16, H: int = 128, W: int = 128, G: int = 
     return rows
 
 
+def cpu_extension_at(rev: str, build_dir: Path):
+    """The CPU extension built from ``csrc/`` of git revision ``rev`` (for A/B timings), in
+    ``build_dir``."""
+    from torch.utils import cpp_extension
+
+    from ._build import REPO_ROOT, cxx_flags, ldflags
+    src = build_dir / 'src'
+    src.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(['git', 'archive', rev, 'csrc'], cwd=REPO_ROOT, capture_output=True)
+    if archive.returncode != 0:
+        raise ValueError(f'cannot read csrc/ at git revision {rev!r}: '
+                         f'{archive.stderr.decode().strip()}')
+    subprocess.run(['tar', '-x', '-C', str(src)], input=archive.stdout, check=True)
+    name = 'gspn2_dense_cpu_at_' + ''.join(c if c.isalnum() else '_' for c in rev)
+    return cpp_extension.load(
+        name=name, sources=sorted(str(f) for f in (src / 'csrc' / 'cpu').glob('*.cpp')),
+        extra_include_paths=[str(src / 'csrc')], extra_cflags=cxx_flags(),
+        extra_ldflags=ldflags('cpu'), build_directory=str(build_dir))
+
+
+def compare_builds(other, B: int, C: int, H: int, W: int, G: int, dtype: torch.dtype,
+                   repeats: int) -> List[Dict]:
+    """Forward and backward of this checkout's CPU extension and of ``other`` (an extension
+    module, e.g. :func:`cpu_extension_at`) on the same inputs, timed alternately in this
+    process (medians of ``repeats``); speed-up = other's time / this one's."""
+    this = load_extension('cpu')
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen).to(dtype)
+
+    x = rand(B, C, H, W)
+    gates, lam, u = rand(B, 4, G, 3, H, W), rand(B, 4, C, H, W).sigmoid(), rand(B, 4, C, H, W)
+    cases = [('4 directions merged', [0, 1, 2, 3], u, True)]
+    cases += [(f'{name} (one direction)', [d], None, False)
+              for name, d in (('top_down', 0), ('left_right', 2))]
+    rows = []
+    for name, directions, u_case, merge in cases:
+        D = len(directions)
+        args = (x, gates[:, :D].contiguous(), lam[:, :D].contiguous(),
+                None if u_case is None else u_case[:, :D].contiguous())
+        grad_out = rand(B, C, H, W) if merge else rand(B, D, C, H, W)
+        times = {}
+        for label, ext in (('this', this), ('other', other)):
+            out, hidden = ext.forward(*args, directions, 0, True, merge, True)
+            saved = hidden if merge else out
+            times[label] = dict(
+                fwd=lambda ext=ext: ext.forward(*args, directions, 0, True, merge, True),
+                bwd=lambda ext=ext, saved=saved: ext.backward(grad_out, *args, saved, directions,
+                                                              0, True, merge))
+        samples = {(label, mode): [] for label in times for mode in ('fwd', 'bwd')}
+        for _ in range(repeats):
+            for label, fns in times.items():
+                for mode, fn in fns.items():
+                    start = time.perf_counter()
+                    fn()
+                    samples[label, mode].append((time.perf_counter() - start) * 1e3)
+        row = dict(case=name)
+        for mode in ('fwd', 'bwd'):
+            mine, theirs = (statistics.median(samples[label, mode]) for label in ('this', 'other'))
+            row[f'{mode} ms'] = round(mine, 3)
+            row[f'{mode} ms, other'] = round(theirs, 3)
+            row[f'{mode} speed-up'] = round(theirs / mine, 2)
+        rows.append(row)
+    return rows
+
+
 def _cpu_model() -> str:
     try:
         for line in Path('/proc/cpuinfo').read_text().splitlines():
@@ -144,9 +212,10 @@ def load_average() -> List[float]:
 
 
 def machine_info() -> Dict:
-    """What the figures were measured on."""
+    """What the figures were measured on (``kernel_isa``: which build of the CPU kernel's hot
+    loops ran, 'x86-64-v3' or 'baseline')."""
     return dict(cpu=_cpu_model(), cores=os.cpu_count(), torch=torch.__version__,
-                python=platform.python_version(),
+                kernel_isa=load_extension('cpu').kernel_isa(), python=platform.python_version(),
                 date=datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
                 git_commit=_git_commit())
 
@@ -172,18 +241,26 @@ def run_thread_counts(threads: Sequence[int], shape: Dict, dtype: str, repeats: 
 
 
 def write_report(out: Path, shape: Dict, runs: Sequence[Dict], dtype: str, repeats: int,
-                 ref_repeats: int, command: str) -> None:
-    """``<out>.json`` (figures and machine) and ``<out>.md`` (one table per thread count)."""
+                 ref_repeats: int, command: str, comparison: Optional[Dict] = None) -> None:
+    """``<out>.json`` (figures and machine) and ``<out>.md`` (one table per thread count, and
+    the comparison with another build: ``dict(against=rev, threads=n, rows=compare_builds())``)."""
     machine = machine_info()
     out.parent.mkdir(parents=True, exist_ok=True)
     record = dict(shape=shape, dtype=dtype, repeats=repeats, ref_repeats=ref_repeats,
-                  runs=list(runs), machine=machine)
+                  runs=list(runs), comparison=comparison, machine=machine)
     out.with_suffix('.json').write_text(json.dumps(record, indent=2) + '\n')
     shape_text = ', '.join(f'{k}={v}' for k, v in shape.items())
     sections = [
         f"## {r['torch_threads']} torch thread(s)\n\n{markdown_table(r['results'])}\n\n"
         f"Load average (1, 5, 15 min) after the run: {r['load_average_after']}.\n"
         for r in runs]
+    if comparison is not None:
+        sections.append(
+            f"## Against the kernel of {comparison['against']}\n\nThe raw extension calls "
+            f"(`forward` / `backward`, normalised gates, G={shape['G']}) of this checkout and of "
+            f"`csrc/` at {comparison['against']}, built alike and timed alternately in one process "
+            f"with {comparison['threads']} torch thread(s); speed-up = the other build's time / "
+            f"this one's.\n\n{markdown_table(comparison['rows'])}\n")
     out.with_suffix('.md').write_text(
         f'# CPU kernel vs pure-PyTorch reference\n\n'
         f'`{command}`: {shape_text}, {dtype}; median of {repeats} (kernel) / {ref_repeats} '
@@ -193,5 +270,6 @@ def write_report(out: Path, shape: Dict, runs: Sequence[Dict], dtype: str, repea
         f'multi-threaded timings mostly measure waits for descheduled threads at the end of '
         f'each parallel region; the one-thread figures are the stable ones.\n\n'
         + '\n'.join(sections)
-        + f"\nMachine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, "
+        + f"\nMachine: {machine['cpu']}, {machine['cores']} cores, kernel loops built for "
+        f"{machine['kernel_isa']}, torch {machine['torch']}, "
         f"Python {machine['python']}, commit {machine['git_commit']}, {machine['date']}.\n")

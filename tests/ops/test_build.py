@@ -104,3 +104,45 @@ def test_cuda_sources_compile_for_sm90():
     result = _run(code, env, timeout=1800)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert 'CUDA-EXTENSION-OK' in result.stdout
+
+
+def _propagate_both(ext, x, gates, lam, u, directions, chunk, merge, grad_out):
+    out, hidden = ext.forward(x, gates, lam, u, directions, chunk, True, merge, True)
+    saved = hidden if merge else out
+    grads = ext.backward(grad_out, x, gates, lam, u, saved, directions, chunk, True, merge)
+    return [out, *[g for g in grads if g is not None]]
+
+
+@pytest.mark.skipif(_build.importlib.util.find_spec('gspn2_dense._C_cpu') is not None,
+                    reason='an ahead-of-time build is installed; the JIT build is not used')
+def test_cpu_baseline_build_matches_the_dispatched_one(tmp_path):
+    """The hot CPU loops run as x86-64-v3 clones where the CPU has AVX2 + FMA; the baseline
+    clones (the only ones elsewhere) are built alone here and must agree with them."""
+    import torch
+    from torch.utils import cpp_extension
+
+    dispatched = _build.load_extension('cpu')
+    baseline = cpp_extension.load(
+        name='gspn2_dense_cpu_baseline_test',
+        sources=[str(REPO / s) for s in _build.extension_sources('cpu')],
+        extra_include_paths=[str(_build.CSRC)],
+        extra_cflags=_build.cxx_flags() + ['-DGSPN2_NO_MULTIVERSION'],
+        extra_ldflags=_build.ldflags('cpu'), build_directory=str(tmp_path))
+    assert baseline.kernel_isa() == 'baseline'
+    assert dispatched.kernel_isa() in ('x86-64-v3', 'baseline')
+    g = torch.Generator().manual_seed(0)
+    cases = [((2, 3, 13, 9), [0, 1, 2, 3], 0, True), ((1, 4, 16, 24), [1, 3], 5, True),
+             ((2, 2, 7, 33), [2, 0], 0, False)]
+    for dtype, tol in ((torch.float32, 1e-5), (torch.float64, 1e-12)):
+        for (B, C, H, W), directions, chunk, merge in cases:
+            D = len(directions)
+            x = torch.randn(B, C, H, W, generator=g, dtype=dtype)
+            gates = torch.randn(B, D, 1, 3, H, W, generator=g, dtype=dtype) * 3
+            lam = torch.rand(B, D, C, H, W, generator=g, dtype=dtype)
+            u = torch.randn(B, D, C, H, W, generator=g, dtype=dtype) if merge else None
+            grad_out = torch.randn(*((B, C, H, W) if merge else (B, D, C, H, W)),
+                                   generator=g, dtype=dtype)
+            args = (x, gates, lam, u, directions, chunk, merge, grad_out)
+            for got, want in zip(_propagate_both(baseline, *args),
+                                 _propagate_both(dispatched, *args)):
+                torch.testing.assert_close(got, want, rtol=tol, atol=tol)
