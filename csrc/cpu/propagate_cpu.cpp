@@ -275,6 +275,18 @@ std::unique_ptr<acc_t[]> all_tap_weights(const scalar_t* gates, const PropagateS
   return w;
 }
 
+// Lines ahead that the fused vertical passes prefetch their streams from memory: their
+// hardware prefetchers lose track of the many short streams (one line of each plane a step).
+constexpr int64_t kPrefetchLines = 2;
+
+template <typename T>
+inline void prefetch_line(const T* p, int64_t count) {
+  const char* bytes = reinterpret_cast<const char*>(p);
+  for (int64_t b = 0; b < count * static_cast<int64_t>(sizeof(T)); b += 64) {
+    __builtin_prefetch(bytes + b);
+  }
+}
+
 // Line buffers of a scan: `count` lines of n_max + 2 (one padding position on each side).
 template <typename acc_t>
 struct LineBuffers {
@@ -454,6 +466,13 @@ GSPN2_HOT void forward_block(const ForwardOperands<scalar_t, acc_t>& op, const P
         scan_forward(
             geo, HW, chunk, wd, scratch.lines,
             [&](int64_t row, acc_t* __restrict z) {
+              const int64_t next = row + kPrefetchLines * geo.step_stride;
+              if (next >= 0 && next < HW) {
+                prefetch_line(lc + next, n);
+                prefetch_line(xc + next, n);
+                if (h_store != nullptr) prefetch_line(h_store + next, n);
+                if (a != nullptr) prefetch_line(uc + next, n);
+              }
               for (int64_t p = 0; p < n; ++p) {
                 z[p] = static_cast<acc_t>(lc[row + p]) * static_cast<acc_t>(xc[row + p]);
               }
@@ -547,6 +566,18 @@ GSPN2_HOT void backward_block(const BackwardOperands<scalar_t, acc_t>& op,
         scan_backward(
             geo, HW, chunk, hc, wd, dwd, scratch.lines,
             [&](int64_t row, acc_t* __restrict d) {
+              const int64_t next = row - kPrefetchLines * geo.step_stride;
+              if (next >= 0 && next < HW) {
+                prefetch_line(goc + next, n);
+                prefetch_line(hc + next, n);
+                prefetch_line(xc + next, n);
+                prefetch_line(lc + next, n);
+                prefetch_line(glc + next, n);
+                if (merge) {
+                  prefetch_line(uc + next, n);
+                  prefetch_line(guc + next, n);
+                }
+              }
               if (merge) {
                 for (int64_t p = 0; p < n; ++p) {
                   const acc_t go = static_cast<acc_t>(goc[row + p]);
