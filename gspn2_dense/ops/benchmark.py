@@ -211,11 +211,18 @@ def load_average() -> List[float]:
     return [round(v, 2) for v in os.getloadavg()]
 
 
+# Environment variables that change CPU timings (THP_MEM_ALLOC_ENABLE=1: PyTorch's CPU
+# allocator asks for transparent huge pages for large tensors, docs/ops.md).
+TIMING_ENVIRONMENT = ('THP_MEM_ALLOC_ENABLE', 'OMP_NUM_THREADS')
+
+
 def machine_info() -> Dict:
     """What the figures were measured on (``kernel_isa``: which build of the CPU kernel's hot
-    loops ran, 'x86-64-v3' or 'baseline')."""
+    loops ran, 'x86-64-v3' or 'baseline'; ``environment``: the TIMING_ENVIRONMENT set)."""
     return dict(cpu=_cpu_model(), cores=os.cpu_count(), torch=torch.__version__,
-                kernel_isa=load_extension('cpu').kernel_isa(), python=platform.python_version(),
+                kernel_isa=load_extension('cpu').kernel_isa(),
+                environment={k: os.environ[k] for k in TIMING_ENVIRONMENT if k in os.environ},
+                python=platform.python_version(),
                 date=datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
                 git_commit=_git_commit())
 
@@ -271,5 +278,6 @@ def write_report(out: Path, shape: Dict, runs: Sequence[Dict], dtype: str, repea
         f'each parallel region; the one-thread figures are the stable ones.\n\n'
         + '\n'.join(sections)
         + f"\nMachine: {machine['cpu']}, {machine['cores']} cores, kernel loops built for "
-        f"{machine['kernel_isa']}, torch {machine['torch']}, "
+        f"{machine['kernel_isa']}, environment {machine['environment'] or 'as is'}, "
+        f"torch {machine['torch']}, "
         f"Python {machine['python']}, commit {machine['git_commit']}, {machine['date']}.\n")

@@ -28,7 +28,8 @@ def test_unknown_revision_is_named(tmp_path):
         cpu_extension_at('no-such-rev', tmp_path)
 
 
-def test_report_holds_runs_comparison_and_machine(tmp_path):
+def test_report_holds_runs_comparison_and_machine(tmp_path, monkeypatch):
+    monkeypatch.setenv('THP_MEM_ALLOC_ENABLE', '1')
     rows = run_benchmark(**SHAPE, repeats=2, ref_repeats=1)
     assert {r['case'] for r in rows} == {'gspn_propagate', 'gspn_scan(top_down)',
                                          'gspn_scan(left_right)'}
@@ -41,6 +42,8 @@ def test_report_holds_runs_comparison_and_machine(tmp_path):
     record = json.loads((tmp_path / 'op_cpu.json').read_text())
     assert record['comparison']['against'] == 'abc1234'
     assert record['machine']['kernel_isa'] in ('x86-64-v3', 'baseline')
+    assert record['machine']['environment']['THP_MEM_ALLOC_ENABLE'] == '1'
+    assert "environment {'THP_MEM_ALLOC_ENABLE': '1'" in (tmp_path / 'op_cpu.md').read_text()
     text = (tmp_path / 'op_cpu.md').read_text()
     assert '## Against the kernel of abc1234' in text and '4 directions merged' in text
     assert f"kernel loops built for {record['machine']['kernel_isa']}" in text
