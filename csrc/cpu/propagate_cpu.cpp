@@ -48,9 +48,12 @@
     !defined(GSPN2_NO_MULTIVERSION)
 #define GSPN2_MULTIVERSION 1
 #define GSPN2_HOT __attribute__((target_clones("arch=x86-64-v3", "default"), flatten))
-#else
+#elif defined(__GNUC__)  // GCC elsewhere, Clang
 #define GSPN2_MULTIVERSION 0
 #define GSPN2_HOT __attribute__((flatten))
+#else
+#define GSPN2_MULTIVERSION 0
+#define GSPN2_HOT
 #endif
 
 namespace gspn2 {
@@ -282,9 +285,14 @@ constexpr int64_t kPrefetchLines = 2;
 template <typename T>
 inline void prefetch_line(const T* p, int64_t count) {
   const char* bytes = reinterpret_cast<const char*>(p);
+#if defined(__GNUC__)
   for (int64_t b = 0; b < count * static_cast<int64_t>(sizeof(T)); b += 64) {
     __builtin_prefetch(bytes + b);
   }
+#else
+  (void)bytes;
+  (void)count;
+#endif
 }
 
 // Line buffers of a scan: `count` lines of n_max + 2 (one padding position on each side).
