@@ -22,10 +22,11 @@
 // normalisation. The blocks depend on the shapes only, so results do not depend on the
 // number of threads or on scheduling.
 //
-// The hot functions (GSPN2_HOT) are compiled twice on x86-64 Linux with GCC, for x86-64-v3
-// (AVX2, FMA: Haswell, Zen and later) and for the baseline, and the dynamic loader picks one
-// for the CPU at hand: portable builds, wide vectors where the CPU has them. Everything they
-// call is inlined into them (flatten), so that it is compiled for the same target.
+// The hot functions (GSPN2_HOT) are compiled twice on x86-64 Linux with GCC >= 12, for
+// x86-64-v3 (AVX2, FMA: Haswell, Zen and later) and for the baseline, and the dynamic loader
+// picks one for the CPU at hand: portable builds, wide vectors where the CPU has them.
+// Everything they call is inlined into them (flatten), so that it is compiled for the same
+// target.
 #include "cpu/propagate_cpu.h"
 
 #include <ATen/OpMathType.h>
@@ -43,9 +44,11 @@
 #include <xmmintrin.h>
 #endif
 
-// GSPN2_NO_MULTIVERSION builds the baseline only (the tests compare the two builds).
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
-    !defined(GSPN2_NO_MULTIVERSION)
+// GSPN2_NO_MULTIVERSION builds the baseline only (the tests compare the two builds). The
+// x86-64-v3 level in target_clones and __builtin_cpu_supports needs GCC 12 (PR 101696);
+// older GCCs build the baseline.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && \
+    defined(__linux__) && !defined(GSPN2_NO_MULTIVERSION)
 #define GSPN2_MULTIVERSION 1
 #define GSPN2_HOT __attribute__((target_clones("arch=x86-64-v3", "default"), flatten))
 #elif defined(__GNUC__)  // GCC elsewhere, Clang
@@ -491,7 +494,9 @@ GSPN2_HOT void forward_block(const ForwardOperands<scalar_t, acc_t>& op, const P
                 for (int64_t p = 0; p < n; ++p) h_store[row + p] = static_cast<scalar_t>(h[p]);
               }
               if (a != nullptr) {
-                for (int64_t p = 0; p < n; ++p) a[row + p] += static_cast<acc_t>(uc[row + p]) * h[p];
+                for (int64_t p = 0; p < n; ++p) {
+                  a[row + p] += static_cast<acc_t>(uc[row + p]) * h[p];
+                }
               }
             });
         continue;
