@@ -46,9 +46,9 @@
 
 // GSPN2_NO_MULTIVERSION builds the baseline only (the tests compare the two builds). The
 // x86-64-v3 level in target_clones and __builtin_cpu_supports needs GCC 12 (PR 101696);
-// older GCCs build the baseline.
+// older GCCs build the baseline. The clones are picked through ifunc, which needs glibc.
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && \
-    defined(__linux__) && !defined(GSPN2_NO_MULTIVERSION)
+    defined(__linux__) && defined(__GLIBC__) && !defined(GSPN2_NO_MULTIVERSION)
 #define GSPN2_MULTIVERSION 1
 #define GSPN2_HOT __attribute__((target_clones("arch=x86-64-v3", "default"), flatten))
 #elif defined(__GNUC__)  // GCC elsewhere, Clang
