@@ -28,7 +28,7 @@ import re
 import shutil
 import threading
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CSRC = REPO_ROOT / 'csrc'
@@ -246,6 +246,17 @@ def _build_jit(kind: str, verbose: bool = False):
                     f'{BUILD_HINT}') from err
         finally:
             fcntl.flock(guard, fcntl.LOCK_UN)
+
+
+def build_cpu_variant(csrc: Path, name: str, build_dir: Path, extra_cflags: Sequence[str] = ()):
+    """A CPU extension built from the sources under ``csrc`` (this checkout's ``csrc/`` or
+    another revision's), as module ``name`` in ``build_dir``, with the usual flags plus
+    ``extra_cflags``: builds to compare with the one :func:`load_extension` gives."""
+    from torch.utils import cpp_extension
+    return cpp_extension.load(
+        name=name, sources=sorted(str(f) for f in (Path(csrc) / 'cpu').glob('*.cpp')),
+        extra_include_paths=[str(csrc)], extra_cflags=cxx_flags() + list(extra_cflags),
+        extra_ldflags=ldflags('cpu'), build_directory=str(build_dir))
 
 
 def setup_extensions() -> list:

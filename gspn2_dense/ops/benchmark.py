@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from ._build import load_extension
+from ._build import REPO_ROOT, build_cpu_variant, load_extension
 from .propagate import gspn_propagate, gspn_scan
 from .reference import gspn_propagate_ref, gspn_scan_ref
 
@@ -123,9 +123,6 @@ def run_benchmark(B: int = 2, C: int = 16, H: int = 128, W: int = 128, G: int = 
 def cpu_extension_at(rev: str, build_dir: Path):
     """The CPU extension built from ``csrc/`` of git revision ``rev`` (for A/B timings), in
     ``build_dir``."""
-    from torch.utils import cpp_extension
-
-    from ._build import REPO_ROOT, cxx_flags, ldflags
     src = build_dir / 'src'
     src.mkdir(parents=True, exist_ok=True)
     archive = subprocess.run(['git', 'archive', rev, 'csrc'], cwd=REPO_ROOT, capture_output=True)
@@ -134,10 +131,7 @@ def cpu_extension_at(rev: str, build_dir: Path):
                          f'{archive.stderr.decode().strip()}')
     subprocess.run(['tar', '-x', '-C', str(src)], input=archive.stdout, check=True)
     name = 'gspn2_dense_cpu_at_' + ''.join(c if c.isalnum() else '_' for c in rev)
-    return cpp_extension.load(
-        name=name, sources=sorted(str(f) for f in (src / 'csrc' / 'cpu').glob('*.cpp')),
-        extra_include_paths=[str(src / 'csrc')], extra_cflags=cxx_flags(),
-        extra_ldflags=ldflags('cpu'), build_directory=str(build_dir))
+    return build_cpu_variant(src / 'csrc', name, build_dir)
 
 
 def compare_builds(other, B: int, C: int, H: int, W: int, G: int, dtype: torch.dtype,
@@ -153,14 +147,14 @@ def compare_builds(other, B: int, C: int, H: int, W: int, G: int, dtype: torch.d
 
     x = rand(B, C, H, W)
     gates, lam, u = rand(B, 4, G, 3, H, W), rand(B, 4, C, H, W).sigmoid(), rand(B, 4, C, H, W)
-    cases = [('4 directions merged', [0, 1, 2, 3], u, True)]
-    cases += [(f'{name} (one direction)', [d], None, False)
+    cases = [('4 directions merged', [0, 1, 2, 3], True)]
+    cases += [(f'{name} (one direction)', [d], False)
               for name, d in (('top_down', 0), ('left_right', 2))]
     rows = []
-    for name, directions, u_case, merge in cases:
+    for name, directions, merge in cases:
         D = len(directions)
         args = (x, gates[:, :D].contiguous(), lam[:, :D].contiguous(),
-                None if u_case is None else u_case[:, :D].contiguous())
+                u[:, :D].contiguous() if merge else None)
         grad_out = rand(B, C, H, W) if merge else rand(B, D, C, H, W)
         times = {}
         for label, ext in (('this', this), ('other', other)):

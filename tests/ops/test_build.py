@@ -119,15 +119,10 @@ def test_cpu_baseline_build_matches_the_dispatched_one(tmp_path):
     """The hot CPU loops run as x86-64-v3 clones where the CPU has AVX2 + FMA; the baseline
     clones (the only ones elsewhere) are built alone here and must agree with them."""
     import torch
-    from torch.utils import cpp_extension
 
     dispatched = _build.load_extension('cpu')
-    baseline = cpp_extension.load(
-        name='gspn2_dense_cpu_baseline_test',
-        sources=[str(REPO / s) for s in _build.extension_sources('cpu')],
-        extra_include_paths=[str(_build.CSRC)],
-        extra_cflags=_build.cxx_flags() + ['-DGSPN2_NO_MULTIVERSION'],
-        extra_ldflags=_build.ldflags('cpu'), build_directory=str(tmp_path))
+    baseline = _build.build_cpu_variant(_build.CSRC, 'gspn2_dense_cpu_baseline_test', tmp_path,
+                                        ['-DGSPN2_NO_MULTIVERSION'])
     assert baseline.kernel_isa() == 'baseline'
     assert dispatched.kernel_isa() in ('x86-64-v3', 'baseline')
     g = torch.Generator().manual_seed(0)
