@@ -28,13 +28,19 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, ConvMlp, DropPath, LayerNorm2d, trunc_normal_
+from timm.layers import (ClassifierHead, ConvMlp, DropPath, LayerNorm2d, register_notrace_function,
+                         trunc_normal_)
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from gspn2_dense.ops import gspn_propagate
 
 __all__ = ['GSPN2', 'GSPN2Block', 'GSPN2Mixer', 'GSPN2Stage', 'checkpoint_filter_fn']
+
+# FX symbolic tracing (torchvision's create_feature_extractor, timm's features_only with
+# feature_cls='fx') keeps the fused op as one leaf call instead of tracing into its input checks.
+torch.fx.wrap('gspn_propagate')
+register_notrace_function(gspn_propagate)
 
 NUM_STAGES = 4
 NUM_DIRECTIONS = 4
@@ -98,6 +104,14 @@ class GSPN2Mixer(nn.Module):
         self.lift = nn.Conv2d(proxy_dim, inner_dim, kernel_size=1)
         self.out_norm = LayerNorm2d(inner_dim)
         self.out_proj = nn.Conv2d(inner_dim, dim, kernel_size=1)
+
+    def __prepare_scriptable__(self) -> 'GSPN2Mixer':
+        # torch.jit.script calls this on every submodule before compiling anything.
+        raise RuntimeError(
+            'GSPN-2 models cannot be compiled by torch.jit.script: the token mixer calls the '
+            'fused propagation op through Python-level input checks, which TorchScript does '
+            'not support. Use torch.compile (fullgraph=True works), torch.export or '
+            'torch.jit.trace instead.')
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_dw(self.act(self.in_proj(x)))

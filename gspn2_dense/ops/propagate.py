@@ -11,7 +11,12 @@ built if need be, on first use (:func:`gspn2_dense.ops._build.load_extension`):
 
 with the shapes of ``csrc/gspn2_common.h``. Each has a fake (meta) implementation, and the
 forward has a registered autograd formula, so ``torch.compile(fullgraph=True)`` traces
-through them. :func:`gspn_scan` (one direction) and :func:`gspn_propagate` (four directions,
+through them (the backward's own formula only refuses double backward).
+
+Layout: the ops take tensors of any layout and return contiguous (row-major) tensors, the
+fakes included. The public functions make their inputs contiguous *before* calling the op, so
+under ``torch.compile`` that copy is an ordinary graph node which inductor fuses into the
+producer (e.g. the slices of the mixer's projection), and inside the op it is a no-op. :func:`gspn_scan` (one direction) and :func:`gspn_propagate` (four directions,
 merged) validate their inputs and call the forward op; the pure-PyTorch references with the
 same signatures live in :mod:`gspn2_dense.ops.reference`.
 """
@@ -36,6 +41,12 @@ def _contiguous(t: Optional[Tensor]) -> Optional[Tensor]:
     return None if t is None else t.contiguous()
 
 
+def _contiguous_empty(t: Tensor, shape=None) -> Tensor:
+    """What the kernels return: a new row-major tensor (``empty_like`` would keep ``t``'s
+    strides, e.g. channels_last, which the kernels never produce)."""
+    return t.new_empty(t.shape if shape is None else shape)
+
+
 def _hidden_shape(x: Tensor, num_directions: int) -> Tuple[int, ...]:
     B, C, H, W = x.shape
     return (B, num_directions, C, H, W)
@@ -56,8 +67,8 @@ def propagate_forward(x: Tensor, gates: Tensor, lam: Tensor, u: Optional[Tensor]
 @propagate_forward.register_fake
 def _propagate_forward_fake(x, gates, lam, u, directions, chunk, normalize, merge, save_hidden):
     hidden_shape = _hidden_shape(x, len(directions))
-    out = x.new_empty(x.shape if merge else hidden_shape)
-    hidden = x.new_empty(hidden_shape if merge and save_hidden else (0,))
+    out = _contiguous_empty(x, x.shape if merge else hidden_shape)
+    hidden = _contiguous_empty(x, hidden_shape if merge and save_hidden else (0,))
     return out, hidden
 
 
@@ -78,8 +89,8 @@ def propagate_backward(grad_out: Tensor, x: Tensor, gates: Tensor, lam: Tensor,
 @propagate_backward.register_fake
 def _propagate_backward_fake(grad_out, x, gates, lam, u, hidden, directions, chunk, normalize,
                              merge):
-    grad_u = torch.empty_like(u) if merge else x.new_empty((0,))
-    return torch.empty_like(x), torch.empty_like(gates), torch.empty_like(lam), grad_u
+    grad_u = _contiguous_empty(u) if merge else _contiguous_empty(x, (0,))
+    return _contiguous_empty(x), _contiguous_empty(gates), _contiguous_empty(lam), grad_u
 
 
 def _setup_context(ctx, inputs, output):
@@ -103,12 +114,27 @@ def _backward(ctx, grad_out, grad_hidden):
             'differentiated; call it with save_hidden=True (gspn_propagate does so whenever '
             'an input requires grad)')
     grad_x, grad_gates, grad_lam, grad_u = propagate_backward(
-        grad_out, x, gates, lam, u, hidden, ctx.directions, ctx.chunk, ctx.normalize, ctx.merge)
+        grad_out.contiguous(), x, gates, lam, u, hidden, ctx.directions, ctx.chunk,
+        ctx.normalize, ctx.merge)
     return (grad_x, grad_gates, grad_lam, grad_u if ctx.merge else None,
             None, None, None, None, None)
 
 
 propagate_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _backward_setup_context(ctx, inputs, output):
+    pass
+
+
+def _double_backward(ctx, *grads):
+    raise RuntimeError(
+        'gspn2 propagation supports first-order gradients only: double backward (a second '
+        'backward through a graph built with create_graph=True, e.g. a gradient penalty) is '
+        'not implemented for gspn_propagate / gspn_scan')
+
+
+propagate_backward.register_autograd(_double_backward, setup_context=_backward_setup_context)
 
 
 def gspn_scan(x: Tensor, gates: Tensor, lam: Tensor, direction: str,
@@ -127,9 +153,10 @@ def gspn_scan(x: Tensor, gates: Tensor, lam: Tensor, direction: str,
     Returns:
         h: (B, C, H, W), differentiable in ``x``, ``gates`` and ``lam``.
     """
-    d = check_scan_inputs(x, gates, lam, direction, chunk)
-    out, _ = propagate_forward(x, gates.unsqueeze(1), lam.unsqueeze(1), None, [d],
-                               check_chunk(chunk), normalize, False, False)
+    d = check_scan_inputs(x, gates, lam, direction, chunk, normalize)
+    out, _ = propagate_forward(x.contiguous(), gates.unsqueeze(1).contiguous(),
+                               lam.unsqueeze(1).contiguous(), None, [d], check_chunk(chunk),
+                               normalize, False, False)
     return out.squeeze(1)
 
 
@@ -146,10 +173,11 @@ def gspn_propagate(x: Tensor, gates: Tensor, lam: Tensor, u: Optional[Tensor],
         merge: return ``y = sum_d u_d * h_d`` (B, C, H, W); otherwise the stacked ``h_d``
             (B, 4, C, H, W).
     """
-    check_propagate_inputs(x, gates, lam, u, chunk, merge)
+    check_propagate_inputs(x, gates, lam, u, chunk, merge, normalize)
     u = u if merge else None
     save_hidden = merge and torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, gates, lam, u))
-    out, _ = propagate_forward(x, gates, lam, u, list(range(len(DIRECTIONS))),
+    out, _ = propagate_forward(x.contiguous(), gates.contiguous(), lam.contiguous(),
+                               _contiguous(u), list(range(len(DIRECTIONS))),
                                check_chunk(chunk), normalize, merge, save_hidden)
     return out

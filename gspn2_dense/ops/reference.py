@@ -103,7 +103,7 @@ def gspn_scan_ref(x: torch.Tensor, gates: torch.Tensor, lam: torch.Tensor, direc
     Returns:
         h: (B, C, H, W).
     """
-    check_scan_inputs(x, gates, lam, direction, chunk)
+    check_scan_inputs(x, gates, lam, direction, chunk, normalize)
     return _scan_ref(x, gates, lam, direction, check_chunk(chunk), normalize)
 
 
@@ -120,7 +120,7 @@ def gspn_propagate_ref(x: torch.Tensor, gates: torch.Tensor, lam: torch.Tensor,
         merge: return ``y = sum_d u_d * h_d`` (B, C, H, W); otherwise the stacked ``h_d``
             (B, 4, C, H, W).
     """
-    check_propagate_inputs(x, gates, lam, u, chunk, merge)
+    check_propagate_inputs(x, gates, lam, u, chunk, merge, normalize)
     core_chunk = check_chunk(chunk)
     hs = [_scan_ref(x, gates[:, d], lam[:, d], name, core_chunk, normalize)
           for d, name in enumerate(DIRECTIONS)]

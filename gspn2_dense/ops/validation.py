@@ -33,6 +33,12 @@ def check_chunk(chunk: Optional[int]) -> int:
     return chunk
 
 
+def check_flag(value, name: str) -> None:
+    """``value`` must be a real ``bool`` (``None``, ints and strings are refused, not coerced)."""
+    if not isinstance(value, bool):
+        raise TypeError(f'{name} must be True or False, got {type(value).__name__} {value!r}')
+
+
 def _check_tensor(t, name: str) -> None:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f'{name} must be a torch.Tensor, got {type(t).__name__}')
@@ -92,8 +98,9 @@ def _check_per_channel(t: torch.Tensor, name: str, x: torch.Tensor,
 
 
 def check_scan_inputs(x: torch.Tensor, gates: torch.Tensor, lam: torch.Tensor, direction: str,
-                      chunk: Optional[int]) -> int:
+                      chunk: Optional[int], normalize: bool = True) -> int:
     """Validate the inputs of ``gspn_scan``; returns the direction's index."""
+    check_flag(normalize, 'normalize')
     _check_x(x)
     _check_gates(gates, x, None)
     _check_per_channel(lam, 'lam', x, None)
@@ -102,8 +109,11 @@ def check_scan_inputs(x: torch.Tensor, gates: torch.Tensor, lam: torch.Tensor, d
 
 
 def check_propagate_inputs(x: torch.Tensor, gates: torch.Tensor, lam: torch.Tensor,
-                           u: Optional[torch.Tensor], chunk: Optional[int], merge: bool) -> None:
+                           u: Optional[torch.Tensor], chunk: Optional[int], merge: bool,
+                           normalize: bool = True) -> None:
     """Validate the inputs of ``gspn_propagate`` (all four directions)."""
+    check_flag(merge, 'merge')
+    check_flag(normalize, 'normalize')
     _check_x(x)
     num_directions = len(DIRECTIONS)
     _check_gates(gates, x, num_directions)

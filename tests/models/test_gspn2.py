@@ -227,3 +227,33 @@ def test_open_clip_timm_tower():
     trainable = {name for name, p in tower.trunk.named_parameters() if p.requires_grad}
     assert 'norm.weight' in trainable and 'stages.3.blocks.0.mixer.in_proj.weight' in trainable
     assert not any(name.startswith(('stem.', 'stages.0.', 'stages.1.')) for name in trainable)
+
+
+def test_fx_feature_extraction():
+    """The fused op is an FX leaf: torchvision's and timm's FX feature extractors trace."""
+    from torchvision.models.feature_extraction import create_feature_extractor
+    model = build()
+    x = torch.randn(2, 3, 40, 56)
+    nodes = {f'stages.{i}': str(i) for i in range(4)}
+    with torch.no_grad():
+        want = model.forward_intermediates(x, intermediates_only=True)
+        got = create_feature_extractor(model, return_nodes=nodes)(x)
+        got_timm = build(features_only=True, feature_cls='fx')(x)
+    for i, w in enumerate(want):
+        torch.testing.assert_close(got[str(i)], w, rtol=0, atol=0)
+        torch.testing.assert_close(got_timm[i], w, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('part', ['model', 'block'])
+def test_torchscript_is_refused_with_a_reason(part):
+    model = timm.create_model('gspn2_test')
+    with pytest.raises(RuntimeError, match='cannot be compiled by torch.jit.script.*torch.compile'):
+        torch.jit.script(model if part == 'model' else model.stages[1].blocks[0])
+
+
+def test_trace_matches_eager():
+    model = timm.create_model('gspn2_test').eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        traced = torch.jit.trace(model, x)
+        torch.testing.assert_close(traced(x), model(x), rtol=0, atol=0)

@@ -319,6 +319,10 @@ def _bad_propagate_inputs():
         'chunk float': (dict(chunk=2.0), TypeError, r'chunk must be None or a positive int, '
                                                      r'got float 2.0'),
         'x not a tensor': (dict(x=[1.0]), TypeError, r'x must be a torch.Tensor, got list'),
+        'merge None': (dict(merge=None), TypeError, r'merge must be True or False, got NoneType None'),
+        'merge 1': (dict(merge=1), TypeError, r'merge must be True or False, got int 1'),
+        'normalize str': (dict(normalize='yes'), TypeError,
+                          r"normalize must be True or False, got str 'yes'"),
     }
     base = dict(x=x, gates=gates, lam=lam, u=u)
     return [pytest.param({**base, **change}, err, match, id=name)
@@ -347,6 +351,8 @@ def test_scan_rejects_bad_inputs(fn):
         fn(x, g, lm, 'top_down', chunk=0)
     with pytest.raises(TypeError, match=r'gates must have the dtype of x'):
         fn(x, g.double(), lm, 'top_down')
+    with pytest.raises(TypeError, match=r'normalize must be True or False, got NoneType None'):
+        fn(x, g, lm, 'top_down', normalize=None)
 
 
 def test_compiled_extension_checks_too():
