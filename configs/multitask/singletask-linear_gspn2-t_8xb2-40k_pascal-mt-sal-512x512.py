@@ -1,0 +1,9 @@
+# Single-task baseline of multitask-linear_gspn2-t_8xb2-40k_pascal-mt-512x512.py for Delta_m: the sal probe alone; its test writes
+# work_dirs/results/singletask-linear_gspn2-t_8xb2-40k_pascal-mt-sal-512x512.json.
+_base_ = './multitask-linear_gspn2-t_8xb2-40k_pascal-mt-512x512.py'
+model = dict(heads=dict(_delete_=True, sal=dict(type='BinaryTaskHead', loss_decode=dict(type='BalancedBCELoss'))), loss_weights=None)
+train_dataloader = dict(dataset=dict(tasks=('sal', )))
+val_dataloader = dict(dataset=dict(tasks=('sal', )))
+test_dataloader = val_dataloader
+val_evaluator = dict(tasks=('sal', ), baselines=None, results_file='work_dirs/results/singletask-linear_gspn2-t_8xb2-40k_pascal-mt-sal-512x512.json')
+test_evaluator = val_evaluator
