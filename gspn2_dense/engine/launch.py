@@ -6,20 +6,36 @@ which also check data roots and ``num_classes`` before anything is built, then
 same configs run under ``torchrun`` on CPU: the gloo process group is started here (mmengine's
 own start-up for ``--launcher pytorch`` selects a CUDA device), a DDP wrapper without
 ``device_ids`` is used, and plain BatchNorm replaces SyncBN (which needs CUDA).
+
+Checkpoints (all read through :mod:`gspn2_dense.engine.checkpoint`):
+
+* ``tools/test.py`` loads its checkpoint strictly: a file of another kind (a backbone or CLIP
+  checkpoint) or one that does not fit the config's model stops the run with a message that
+  says what the file is and what to do, instead of evaluating a partly random model;
+* ``--resume`` resumes from the newest *readable* checkpoint of the work dir, with a warning
+  for each newer one that cannot be read;
+* a run without ``--resume`` into a work dir that holds checkpoints says in the log that it
+  starts over (mmseg's behaviour) and how to resume instead.
 """
 import gc
 import logging
 import os.path as osp
+import uuid
 from typing import Optional
 
 import torch
 import torch.distributed as dist
 from mmengine.config import Config, ConfigDict
 from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from gspn2_dense.datasets import check_config
+
+from .checkpoint import (CheckpointError, check_state_dict_fits, checkpoint_kind, describe_kind,
+                         find_resume_checkpoint, list_checkpoints, load_checkpoint_file,
+                         state_dict_of)
 
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
 
@@ -93,14 +109,39 @@ def prepare_train_config(config: str, work_dir: Optional[str] = None, resume: bo
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
     cfg.resume = resume
+    _check_work_dir_checkpoints(cfg)
     adapt_for_cpu(cfg)
     check_config(cfg)
     return cfg
 
 
+def _check_work_dir_checkpoints(cfg: Config) -> None:
+    """Resume from the newest readable checkpoint; say so when a run starts over next to some."""
+    if cfg.get('load_from') is not None:
+        return  # an explicit checkpoint: mmengine loads (or, with resume, resumes from) it
+    if cfg.resume:
+        latest = find_resume_checkpoint(cfg.work_dir)
+        if latest is not None:
+            cfg.load_from = latest  # mmengine resumes from load_from when resume is set
+        return
+    existing = list_checkpoints(cfg.work_dir)
+    if existing:
+        print_log(f'work dir {cfg.work_dir} already holds {len(existing)} checkpoint(s) (newest: '
+                  f'{osp.basename(existing[0])}); this run starts over from iteration 0 without '
+                  f'them and its checkpoints will replace them. Pass --resume to continue the '
+                  f'earlier run instead, or --work-dir to keep both', logger='current',
+                  level=logging.WARNING)
+
+
 def prepare_test_config(config: str, checkpoint: str, work_dir: Optional[str] = None,
                         cfg_options: Optional[dict] = None, launcher: str = 'none',
-                        out: Optional[str] = None, show_dir: Optional[str] = None) -> Config:
+                        out: Optional[str] = None, show_dir: Optional[str] = None,
+                        show_interval: int = 1) -> Config:
+    """The test config of ``config`` for ``checkpoint`` (loaded strictly by :func:`run_runner`).
+
+    ``show_dir``: draw the test predictions (mmseg's ``SegLocalVisualizer``) into
+    ``show_dir/vis_data/vis_image/``, the images of every ``show_interval`` -th test batch.
+    """
     if launcher not in LAUNCHERS:
         raise ValueError(f'launcher must be one of {LAUNCHERS}, got {launcher!r}')
     if not osp.isfile(checkpoint):
@@ -113,11 +154,19 @@ def prepare_test_config(config: str, checkpoint: str, work_dir: Optional[str] = 
         cfg.test_evaluator['output_dir'] = out
         cfg.test_evaluator['keep_results'] = True
     if show_dir is not None:
-        hook = cfg.default_hooks.get('visualization')
-        if hook is None:
-            raise ValueError('--show-dir needs a `visualization` hook in default_hooks')
+        # As mmseg's tools/test.py: the hook draws, the visualizer's backends save to show_dir.
+        hook = cfg.get('default_hooks', {}).get('visualization')
+        if hook is None or cfg.get('visualizer') is None:
+            raise ValueError('--show-dir needs a `visualization` hook in default_hooks and a '
+                             '`visualizer` in the config (configs/_base_/default_runtime.py)')
+        if not isinstance(show_interval, int) or show_interval < 1:
+            raise ValueError(f'show_interval must be a positive int, got {show_interval!r}')
         hook['draw'] = True
-        hook['show_dir'] = show_dir
+        hook['interval'] = show_interval
+        cfg.visualizer['save_dir'] = show_dir
+        # mmengine hands out an existing visualizer of the same name and ignores save_dir, so
+        # a process that built a runner before (a notebook, the tests) needs a name of its own.
+        cfg.visualizer['name'] = f'show_dir_{uuid.uuid4().hex[:8]}'
     adapt_for_cpu(cfg)
     check_config(cfg)
     return cfg
@@ -153,10 +202,33 @@ def run_runner(cfg: Config, stage: str) -> None:
     if stage not in ('train', 'test'):
         raise ValueError(f"stage must be 'train' or 'test', got {stage!r}")
     runner = build_runner(cfg)
+    if stage == 'test' and cfg.get('load_from'):
+        load_test_checkpoint(runner, cfg['load_from'])
     getattr(runner, stage)()
     del runner
     gc.collect()  # the runner's loops and hooks refer back to it
     release_process_group()
+
+
+def load_test_checkpoint(runner: Runner, filename: str) -> None:
+    """Load the segmentor checkpoint to evaluate into ``runner``'s model, strictly.
+
+    Refuses the toolkit's other checkpoint kinds (backbone, CLIP) with what to do with them,
+    and a segmentor checkpoint that does not fit the model with a summary of the mismatch.
+    """
+    expected = ('a segmentor checkpoint written by tools/train.py for this config '
+                '(e.g. work_dirs/<config>/iter_N.pth)')
+    checkpoint = load_checkpoint_file(filename, map_location='cpu', expected=expected)
+    kind = checkpoint_kind(checkpoint)
+    if kind in ('backbone', 'clip'):
+        what, advice = describe_kind(kind)
+        raise CheckpointError(f'{filename} is {what}, not a segmentor checkpoint: tools/test.py '
+                              f'evaluates {expected}. {advice}')
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    check_state_dict_fits(model, state_dict_of(checkpoint), filename, expected,
+                          advice='check that the config is the one the checkpoint was trained with')
+    del checkpoint
+    runner.load_checkpoint(filename, map_location='cpu', strict=True)
 
 
 def build_runner(cfg: Config) -> Runner:
