@@ -7,6 +7,7 @@ import argparse
 import json
 
 from gspn2_dense.clip.zeroshot import zero_shot
+from gspn2_dense.engine.checkpoint import CheckpointError
 
 
 def parse_args(argv=None):
@@ -21,13 +22,16 @@ def parse_args(argv=None):
     parser.add_argument('--workers', type=int, default=2)
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--output', default=None, help='also write the JSON result to this file')
-    return parser.parse_args(argv)
+    return parser, parser.parse_args(argv)
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    result = zero_shot(args.checkpoint, args.model, args.val, classnames_file=args.classnames,
-                       batch_size=args.batch_size, workers=args.workers, device=args.device)
+    parser, args = parse_args(argv)
+    try:
+        result = zero_shot(args.checkpoint, args.model, args.val, classnames_file=args.classnames,
+                           batch_size=args.batch_size, workers=args.workers, device=args.device)
+    except (CheckpointError, FileNotFoundError) as err:
+        parser.exit(1, f'{parser.prog}: error: {err}\n')
     text = json.dumps(result, indent=2)
     print(text)
     if args.output:

@@ -7,29 +7,53 @@ CLIP projection under ``visual.head.``. :func:`convert_clip_to_backbone` writes 
 with plain timm keys, as ``{'state_dict': ..., 'meta': ...}``: the file loads with
 ``timm.create_model(variant, pretrained=True, pretrained_cfg_overlay=dict(file=...))`` and
 through the mmseg ``GSPN2`` backbone's ``init_cfg=dict(type='Pretrained', checkpoint=...)``.
+
+Files are read with the toolkit's one loading helper
+(:func:`gspn2_dense.engine.checkpoint.load_checkpoint_file`), so a truncated, foreign or
+wrong-kind file is refused with a message saying what it is and what to do.
 """
 import os
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
+from torch import nn
+
+from gspn2_dense.engine.checkpoint import (CheckpointError, check_output_path,
+                                           check_state_dict_fits, checkpoint_kind, describe_kind,
+                                           load_checkpoint_file, save_checkpoint_file,
+                                           state_dict_of)
 
 __all__ = ['TRUNK_PREFIX', 'convert_clip_to_backbone', 'extract_image_tower',
-           'load_clip_state_dict']
+           'load_clip_state_dict', 'load_clip_weights']
 
 TRUNK_PREFIX = 'visual.trunk.'
+_EXPECTED = ('an open_clip_train checkpoint (epoch_N.pt: a dict with a "state_dict" entry) or a '
+             'CLIP state dict')
 
 
 def load_clip_state_dict(path: str) -> Dict[str, torch.Tensor]:
     """The model weights of an open_clip(_train) checkpoint, without any DDP ``module.`` prefix."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f'CLIP checkpoint {path!r} does not exist')
-    checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    checkpoint = load_checkpoint_file(path, map_location='cpu', expected=_EXPECTED)
     if not isinstance(checkpoint, dict):
-        raise ValueError(f'{path}: expected a dict checkpoint (a state dict, or open_clip_train\'s '
-                         f'dict with a "state_dict" entry), got {type(checkpoint).__name__}')
-    state_dict = checkpoint.get('state_dict', checkpoint)
-    return {key[len('module.'):] if key.startswith('module.') else key: value
-            for key, value in state_dict.items()}
+        raise CheckpointError(f'{path}: expected a dict checkpoint (a state dict, or open_clip_train\'s '
+                              f'dict with a "state_dict" entry), got {type(checkpoint).__name__}')
+    kind = checkpoint_kind(checkpoint)
+    if kind in ('segmentor', 'backbone'):
+        what, advice = describe_kind(kind)
+        raise CheckpointError(f'{path} is {what}, not a CLIP checkpoint; expected {_EXPECTED}. '
+                              f'{advice}')
+    return state_dict_of(checkpoint)
+
+
+def load_clip_weights(model: nn.Module, path: str, model_name: Optional[str] = None) -> None:
+    """Load CLIP checkpoint ``path`` into ``model`` strictly, with a short summary of a mismatch."""
+    state_dict = load_clip_state_dict(path)
+    name = f' {model_name}' if model_name else ''
+    check_state_dict_fits(model, state_dict, path, expected=f'a CLIP checkpoint of model{name}',
+                          advice='pass the --model the checkpoint was trained with')
+    model.load_state_dict(state_dict)
 
 
 def extract_image_tower(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -39,17 +63,21 @@ def extract_image_tower(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.
     if not trunk:
         visual = sorted({'.'.join(key.split('.')[:2]) for key in state_dict
                          if key.startswith('visual.')})
-        raise ValueError(
+        raise CheckpointError(
             f'expected a CLIP state dict with a timm image tower (keys "{TRUNK_PREFIX}*", as '
             f'open_clip\'s TimmModel writes them), got image-tower keys {visual or "none"}')
     return trunk
 
 
-def convert_clip_to_backbone(src: str, dst: str) -> Dict[str, torch.Tensor]:
-    """Write the image tower of CLIP checkpoint ``src`` to ``dst`` as a backbone checkpoint."""
+def convert_clip_to_backbone(src: str, dst: str, overwrite: bool = False) -> Dict[str, torch.Tensor]:
+    """Write the image tower of CLIP checkpoint ``src`` to ``dst`` as a backbone checkpoint.
+
+    ``dst`` is written atomically; it may not be ``src``, nor an existing file unless
+    ``overwrite=True``. Both are checked before ``src`` is read.
+    """
+    check_output_path(dst, source=src, overwrite=overwrite)  # before the (possibly long) read
     trunk = extract_image_tower(load_clip_state_dict(src))
-    directory = os.path.dirname(os.path.abspath(dst))
-    os.makedirs(directory, exist_ok=True)
-    torch.save({'state_dict': trunk, 'meta': {'source': os.path.abspath(src),
-                                              'converted_from': 'open_clip visual.trunk'}}, dst)
+    save_checkpoint_file({'state_dict': trunk, 'meta': {'source': os.path.abspath(src),
+                                                        'converted_from': 'open_clip visual.trunk'}},
+                         dst, source=src, overwrite=overwrite)
     return trunk

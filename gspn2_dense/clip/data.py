@@ -5,8 +5,11 @@ that module's own stages: the deterministic shard shuffle, node / worker splitti
 non-throwing key grouping, the caption / image filter, the sample shuffle and the epoch length
 arithmetic) and adds what a long run on web-scraped shards needs:
 
-* before anything is read, a clear error when the shard list is shorter than
-  ``--workers x world size`` (a loader worker without a shard would spin forever);
+* before anything is read, a clear error when a local shard that ``--train-data`` names does
+  not exist (listing the first missing ones: a brace range longer than the download would
+  otherwise train on part of the data, and a pattern matching nothing would fail inside the
+  loader), and when the shard list is shorter than ``--workers x world size`` (a loader worker
+  without a shard would spin forever);
 * a corrupt or truncated tar is skipped with a logged warning and the run goes on; when the
   shard directory has ``sizes.json`` the samples lost in that shard are counted;
 * samples without a caption or an image, and images that do not decode, are dropped and counted;
@@ -20,14 +23,16 @@ import json
 import logging
 import math
 import os
+import re
 from multiprocessing import Value
-from typing import Dict, Iterable, Iterator
+from typing import Dict, Iterable, Iterator, Sequence
 
 import webdataset as wds
 from open_clip_train import data as oc_data
 from webdataset.tariterators import tar_file_expander, url_opener
 
-__all__ = ['CountingLoader', 'ShardReader', 'SkipCounts', 'check_shard_count', 'get_wds_dataset']
+__all__ = ['CountingLoader', 'ShardReader', 'SkipCounts', 'check_shard_count', 'check_shards_exist',
+           'get_wds_dataset']
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +96,27 @@ def check_shard_count(num_shards: int, workers: int, world_size: int) -> None:
             f'shards, or pass --dataset-resampled.')
 
 
+_REMOTE = re.compile(r'^[a-zA-Z][a-zA-Z0-9+.-]*:')  # pipe:..., s3://..., https://..., gs://...
+_MISSING_SHOWN = 5
+
+
+def check_shards_exist(shards: Sequence[str], pattern: str) -> None:
+    """Raise when a local shard of ``--train-data`` (expanded to ``shards``) does not exist.
+
+    Remote urls (``pipe:``, ``s3://``, ``https://``, ...) cannot be checked here and are left
+    to the reader; a corrupt local shard is the reader's to skip and count.
+    """
+    local = [shard for shard in shards if not _REMOTE.match(shard) or shard.startswith('file:')]
+    missing = [shard for shard in local if not os.path.isfile(shard.removeprefix('file:'))]
+    if not missing:
+        return
+    shown = ', '.join(missing[:_MISSING_SHOWN]) + (', ...' if len(missing) > _MISSING_SHOWN else '')
+    raise FileNotFoundError(
+        f'--train-data {pattern!r} names {len(shards)} shard(s), of which {len(missing)} do not '
+        f'exist: {shown}. Training would read only the rest. Download the missing shards or '
+        f'narrow the pattern (e.g. the brace range) to the shards that exist.')
+
+
 class ShardReader:
     """Pipeline stage: shard urls -> samples, skipping and counting corrupt or truncated tars.
 
@@ -137,7 +163,9 @@ class ShardReader:
         else:
             self.counts.add('lost_in_corrupt_shards', max(0, expected - delivered))
             lost = f'{max(0, expected - delivered)} of its {expected} samples'
-        logger.warning(f'Skipping the rest of corrupt or truncated shard {url}: lost {lost} '
+        what = ('missing shard' if isinstance(error, FileNotFoundError)  # deleted during the run
+                else 'the rest of corrupt or truncated shard')
+        logger.warning(f'Skipping {what} {url}: lost {lost} '
                        f'({type(error).__name__}: {error.args[0] if error.args else error})')
 
 
@@ -206,6 +234,7 @@ def get_wds_dataset(args, preprocess_img, is_train, epoch=0, floor=False, tokeni
     input_shards = args.train_data
     resampled = getattr(args, 'dataset_resampled', False)
     shards, _ = oc_data.expand_urls(input_shards)
+    check_shards_exist(shards, input_shards)
     if not resampled:
         check_shard_count(len(shards), args.workers, args.world_size)
 

@@ -93,13 +93,15 @@ def zero_shot(checkpoint: Optional[str], model_name: str, val_dir: str,
     from torchvision.datasets import ImageFolder
 
     from . import register_model_configs
-    from .checkpoint import load_clip_state_dict
+    from .checkpoint import load_clip_weights
 
     register_model_configs()
+    if checkpoint is not None and not os.path.isfile(checkpoint):
+        raise FileNotFoundError(f'CLIP checkpoint {checkpoint!r} does not exist')
     classnames = load_classnames(val_dir, classnames_file)
     model, _, preprocess = open_clip.create_model_and_transforms(model_name, device=device)
     if checkpoint is not None:
-        model.load_state_dict(load_clip_state_dict(checkpoint))
+        load_clip_weights(model, checkpoint, model_name)
     tokenizer = open_clip.get_tokenizer(model_name)
     dataset = ImageFolder(val_dir, transform=preprocess)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers)

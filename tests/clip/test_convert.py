@@ -1,9 +1,14 @@
+import os
+import random
+import re
+
 import open_clip
 import pytest
 import timm
 import torch
 
 from gspn2_dense.clip.checkpoint import convert_clip_to_backbone
+from gspn2_dense.engine.checkpoint import CheckpointError
 
 
 @pytest.fixture
@@ -69,5 +74,75 @@ def test_missing_or_foreign_checkpoints_are_rejected(tmp_path):
         convert_clip_to_backbone(str(tmp_path / 'nope.pt'), str(tmp_path / 'out.pth'))
     path = tmp_path / 'list.pt'
     torch.save([torch.zeros(1)], path)
-    with pytest.raises(ValueError, match=r'expected a dict checkpoint .* got list'):
+    with pytest.raises(CheckpointError, match=r'expected a dict checkpoint .* got list'):
         convert_clip_to_backbone(str(path), str(tmp_path / 'out.pth'))
+
+
+def test_converting_onto_the_source_is_refused_and_the_source_kept(clip_checkpoint, run_tool,
+                                                                   capsys):
+    _, path = clip_checkpoint
+    before = path.read_bytes()
+    for argv in ([path, path], [path, path, '--force']):
+        code = run_tool('convert_clip_to_backbone.py', argv)
+        assert code == 1
+        assert 'it is the input checkpoint; name another output file' in capsys.readouterr().err
+        assert path.read_bytes() == before
+
+
+def test_an_existing_output_needs_force(clip_checkpoint, tmp_path, run_tool, capsys):
+    _, path = clip_checkpoint
+    out = tmp_path / 'tower.pth'
+    out.write_bytes(b'keep me')
+    assert run_tool('convert_clip_to_backbone.py', [path, out]) == 1
+    assert re.search(r'output .*tower.pth already exists; pass --force', capsys.readouterr().err)
+    assert out.read_bytes() == b'keep me'
+    assert run_tool('convert_clip_to_backbone.py', [path, out, '--force']) == 0
+    assert 'stem.0.weight' in torch.load(out, weights_only=True)['state_dict']
+
+
+def test_output_is_written_atomically(clip_checkpoint, tmp_path, monkeypatch):
+    _, path = clip_checkpoint
+    out = tmp_path / 'tower.pth'
+    out.write_bytes(b'previous tower')
+
+    def save_then_fail(obj, f):  # a save cut off half-way (disk full, killed, ...)
+        f.write(b'PK\x03\x04 partial')
+        raise OSError(28, 'No space left on device')
+
+    monkeypatch.setattr(torch, 'save', save_then_fail)
+    with pytest.raises(OSError, match='No space left'):
+        convert_clip_to_backbone(str(path), str(out), overwrite=True)
+    assert out.read_bytes() == b'previous tower'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['epoch_1.pt', 'tower.pth']
+    monkeypatch.undo()
+    convert_clip_to_backbone(str(path), str(out), overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['epoch_1.pt', 'tower.pth']
+
+
+@pytest.mark.parametrize('content, message', [
+    ('truncated', r'epoch_1.pt \([\d,]+ bytes\) is truncated or corrupt and cannot be read.*'
+                  r'Expected an open_clip_train checkpoint'),
+    ('random', r'is not a PyTorch checkpoint.*Expected an open_clip_train checkpoint'),
+    ('segmentor', r'is a segmentor checkpoint written by tools/train.py.*not a CLIP checkpoint'),
+    ('backbone', r'is a backbone checkpoint .*not a CLIP checkpoint'),
+])
+def test_unusable_sources_get_a_clear_message(clip_checkpoint, tmp_path, run_tool, capsys,
+                                              content, message):
+    _, path = clip_checkpoint
+    if content == 'truncated':
+        with open(path, 'r+b') as f:
+            f.truncate(os.path.getsize(path) // 2)
+    elif content == 'random':
+        path.write_bytes(bytes(random.Random(0).randrange(1, 127) for _ in range(4096)))
+    elif content == 'segmentor':
+        torch.save({'meta': {}, 'state_dict': {'backbone.trunk.stem.0.weight': torch.zeros(1),
+                                               'decode_head.conv_seg.weight': torch.zeros(1)}}, path)
+    else:
+        torch.save({'state_dict': {'stem.0.weight': torch.zeros(1)}}, path)
+    out = tmp_path / 'tower.pth'
+    with pytest.raises(CheckpointError, match=message):
+        convert_clip_to_backbone(str(path), str(out))
+    assert run_tool('convert_clip_to_backbone.py', [path, out]) == 1
+    err = capsys.readouterr().err
+    assert re.search(message, err) and len(err.strip().splitlines()) == 1
+    assert 'weights_only=False' not in err and not out.exists()

@@ -5,7 +5,8 @@ import random
 import open_clip
 import pytest
 
-from gspn2_dense.clip.data import ShardReader, SkipCounts, check_shard_count, get_wds_dataset
+from gspn2_dense.clip.data import (ShardReader, SkipCounts, check_shard_count, check_shards_exist,
+                                    get_wds_dataset)
 from gspn2_dense.clip.demo_data import draw_sample, write_shard
 
 
@@ -84,3 +85,27 @@ def test_a_worker_whose_shards_are_all_unreadable_fails_instead_of_spinning(tmp_
     loader = _loader(str(tmp_path / '00000.tar'))
     with pytest.raises(RuntimeError, match='every shard it was given is unreadable'):
         list(loader)
+
+
+def test_a_brace_range_naming_missing_shards_stops_before_training(demo):
+    # the demo has shards 00000..00003; the pattern names eight
+    pattern = os.path.join(os.path.dirname(demo.shards[0]), '{00000..00007}.tar')
+    with pytest.raises(FileNotFoundError, match=r'names 8 shard\(s\), of which 4 do not exist: '
+                                                r'.*00004.tar, .*00005.tar, .*00006.tar, .*00007.tar\. '
+                                                r'Training would read only the rest'):
+        get_wds_dataset(_args(pattern), None, is_train=True)
+
+
+def test_a_pattern_matching_nothing_is_named(tmp_path):
+    pattern = str(tmp_path / 'shards' / 'train-{000..199}.tar')
+    with pytest.raises(FileNotFoundError, match=r'names 200 shard\(s\), of which 200 do not exist: '
+                                                r'.*train-000.tar, .*train-004.tar, \.\.\.'):
+        get_wds_dataset(_args(pattern), None, is_train=True)
+
+
+def test_remote_shards_are_left_to_the_reader(demo):
+    check_shards_exist(['pipe:curl -s https://example.org/00000.tar', 's3://bucket/00001.tar',
+                        demo.shards[0]], 'pattern')
+    with pytest.raises(FileNotFoundError, match=r'1 do not exist: .*nope.tar'):
+        check_shards_exist(['file:' + demo.shards[0], 'file:' + demo.shards[0] + '.nope.tar'],
+                           'pattern')

@@ -1,4 +1,5 @@
 import json
+import re
 
 import open_clip
 import pytest
@@ -6,7 +7,9 @@ import torch
 from torch import nn
 from torchvision.datasets import ImageFolder
 
-from gspn2_dense.clip.zeroshot import build_classifier, evaluate, load_classnames, topk_correct
+from gspn2_dense.clip.zeroshot import (build_classifier, evaluate, load_classnames, topk_correct,
+                                       zero_shot)
+from gspn2_dense.engine.checkpoint import CheckpointError
 
 
 class _FixedFeatures(nn.Module):
@@ -78,3 +81,37 @@ def test_tool_on_the_demo_folder_agrees_with_a_direct_computation(demo, tmp_path
     assert len(names) == scores.shape[1] == 12
     assert result['top1'] == pytest.approx((ranks == 0).float().mean().item())
     assert result['top5'] == pytest.approx((ranks < 5).float().mean().item())
+
+
+def test_a_checkpoint_of_another_model_gets_a_short_summary(demo, tmp_path, run_tool, capsys):
+    torch.manual_seed(0)
+    other, _, _ = open_clip.create_model_and_transforms('GSPN2-N-demo')
+    checkpoint = tmp_path / 'epoch_1.pt'
+    torch.save({'epoch': 1, 'state_dict': {f'module.{k}': v for k, v in other.state_dict().items()}},
+               checkpoint)
+    message = (r'epoch_1.pt does not fit the model: .*\d+ have another shape \(.*checkpoint '
+               r'\(\d+.*model \(\d+.*Expected a CLIP checkpoint of model GSPN2-test; pass the '
+               r'--model the checkpoint was trained with')
+    with pytest.raises(CheckpointError, match=message):
+        zero_shot(str(checkpoint), 'GSPN2-test', demo.val_dir, demo.classnames_file, workers=0,
+                  progress=False)
+    assert run_tool('clip_zeroshot.py', [checkpoint, '--model', 'GSPN2-test', '--val', demo.val_dir,
+                                         '--classnames', demo.classnames_file, '--workers', 0]) == 1
+    err = capsys.readouterr().err
+    assert re.search(message, err) and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize('content, message', [
+    (b'', r'is empty \(0 bytes\)'),
+    (b'\x80\x02not a checkpoint at all', r'is corrupt: its pickled data does not decode'),
+    (b'PK\x03\x04' + bytes(100), r'is truncated or corrupt and cannot be read'),
+])
+def test_corrupt_checkpoints_are_refused_with_a_message(demo, tmp_path, run_tool, capsys, content,
+                                                        message):
+    checkpoint = tmp_path / 'epoch_1.pt'
+    checkpoint.write_bytes(content)
+    assert run_tool('clip_zeroshot.py', [checkpoint, '--model', 'GSPN2-test', '--val', demo.val_dir,
+                                         '--classnames', demo.classnames_file, '--workers', 0]) == 1
+    err = capsys.readouterr().err
+    assert re.search(message + r'.*Expected an open_clip_train checkpoint', err)
+    assert 'weights_only=False' not in err
