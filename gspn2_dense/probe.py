@@ -15,7 +15,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
 
 # task -> (dataset part of the leaf config name, metrics reported in the table)
 SEG_METRICS = ('mIoU', 'aAcc')
-DEPTH_METRICS = ('rmse', 'abs_rel', 'd1', 'sq_rel', 'log10', 'silog', 'd2', 'd3')
+DEPTH_METRICS = ('rmse', 'abs_rel', 'd1', 'sq_rel', 'rmse_log', 'log10', 'silog', 'd2', 'd3')
 TASKS = {
     'ade20k': ('ade20k-512x512', SEG_METRICS),
     'voc': ('voc12aug-512x512', SEG_METRICS),
@@ -109,7 +109,10 @@ def _short(name: str) -> str:
 
 def write_results_table(results: Dict[str, Dict[str, float]], out_dir: str,
                         title: str = 'Linear-probe results') -> Dict[str, str]:
-    """Write ``results.md`` and ``results.json`` (``{task: {metric: value}}``) under ``out_dir``."""
+    """Write ``results.md`` and ``results.json`` (``{task: {metric: value}}``) under ``out_dir``.
+
+    The table has a column for every metric in ``results``; a task without one shows ``-``.
+    """
     os.makedirs(out_dir, exist_ok=True)
     json_path = osp.join(out_dir, 'results.json')
     with open(json_path, 'w') as f:
@@ -120,6 +123,9 @@ def write_results_table(results: Dict[str, Dict[str, float]], out_dir: str,
     for group, names in ((seg, SEG_METRICS), (depth, DEPTH_METRICS)):
         if not group:
             continue
+        # Every reported metric gets a column: the usual ones in their order, then the others.
+        extra = [n for m in group.values() for n in map(_short, m) if n not in names]
+        names = tuple(names) + tuple(dict.fromkeys(extra))
         lines += ['| task | ' + ' | '.join(names) + ' |', '|---' * (len(names) + 1) + '|']
         for task, metrics in group.items():
             values = {_short(k): v for k, v in metrics.items()}

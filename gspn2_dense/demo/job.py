@@ -2,7 +2,8 @@
 
 :func:`run_demo` writes the synthetic data if absent, trains and tests a multi-scale linear probe
 on a frozen backbone for each task, prints the metrics next to a chance baseline computed on the
-same test images, and saves ``image | ground truth | prediction`` panels under the work dir.
+same test images, and saves ``image | ground truth | prediction`` panels under the work dir
+(titled, with a class legend or a depth colour bar).
 
 The backbone is a randomly initialised ``gspn2_nano`` unless ``backbone_ckpt`` names a converted
 tower checkpoint (the hook for the CLIP leg: ``run_demo(backbone_ckpt=run_clip_demo(...))``).
@@ -99,14 +100,102 @@ def _colour_seg(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
     return out
 
 
+# Panel layout (pixels of the saved PNG): white bands with black text above and below the tiles.
+_FONT, _FONT_SCALE, _TEXT = cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0)
+_BAND = 20          # height of a title / legend row
+_SWATCH = 12        # legend colour square
+_BAR = 12           # colour-bar height
+_MAX_LEGEND = 12    # classes named in a legend (the most frequent ones)
+
+
+def _band(height: int, width: int) -> np.ndarray:
+    return np.full((height, width, 3), 255, dtype=np.uint8)
+
+
+def _put_text(canvas: np.ndarray, text: str, x: int, y: int) -> int:
+    """Write ``text`` with its baseline at ``y``; return its width."""
+    cv2.putText(canvas, text, (x, y), _FONT, _FONT_SCALE, _TEXT, 1, cv2.LINE_AA)
+    return cv2.getTextSize(text, _FONT, _FONT_SCALE, 1)[0][0]
+
+
+def seg_legend(labels: Sequence[np.ndarray], palette: np.ndarray, class_names: Sequence[str],
+               width: int) -> np.ndarray:
+    """A white strip naming the classes that occur in ``labels``, each after a swatch of its
+    palette colour (RGB ``palette``; BGR output), most frequent first, wrapped to ``width``."""
+    counts = np.zeros(len(palette), dtype=np.int64)
+    for label in labels:
+        valid = label[label < len(palette)]
+        counts += np.bincount(valid.ravel(), minlength=len(palette))[:len(palette)]
+    present = [int(c) for c in np.argsort(-counts, kind='stable') if counts[c] > 0]
+    entries = [(c, class_names[c] if c < len(class_names) else str(c))
+               for c in present[:_MAX_LEGEND]]
+    rows, row, x = [], [], 4
+    for c, name in entries:
+        entry = _SWATCH + 4 + cv2.getTextSize(name, _FONT, _FONT_SCALE, 1)[0][0] + 12
+        if row and x + entry > width:
+            rows.append(row)
+            row, x = [], 4
+        row.append((c, name, x))
+        x += entry
+    rows.append(row)
+    more = len(present) - len(entries)
+    strip = _band(_BAND * len(rows) + (_BAND if more > 0 else 0), width)
+    for i, row in enumerate(rows):
+        top = i * _BAND + (_BAND - _SWATCH) // 2
+        for c, name, x in row:
+            strip[top:top + _SWATCH, x:x + _SWATCH] = palette[c][::-1]
+            _put_text(strip, name, x + _SWATCH + 4, top + _SWATCH - 1)
+    if more > 0:
+        _put_text(strip, f'+{more} more classes', 4, len(rows) * _BAND + _BAND - 6)
+    return strip
+
+
+def depth_colour_bar(max_depth: float, width: int) -> np.ndarray:
+    """A white strip with the depth colour map from 0 to ``max_depth`` metres and its ticks."""
+    labels = [f'{v:g} m' for v in (0.0, max_depth / 2, max_depth)]
+    margin = 8 + cv2.getTextSize(labels[-1], _FONT, _FONT_SCALE, 1)[0][0] // 2
+    length = width - 2 * margin
+    strip = _band(_BAR + _BAND + 4, width)
+    ramp = np.linspace(0.0, max_depth, length)[None, :].repeat(_BAR, axis=0)
+    strip[2:2 + _BAR, margin:margin + length] = _colour_depth(np.maximum(ramp, 1e-6), max_depth)
+    for label, frac in zip(labels, (0.0, 0.5, 1.0)):
+        x = margin + int(round(frac * (length - 1)))
+        strip[2 + _BAR:6 + _BAR, x] = 0  # tick
+        text_w = cv2.getTextSize(label, _FONT, _FONT_SCALE, 1)[0][0]
+        _put_text(strip, label, x - text_w // 2, _BAR + _BAND)
+    return strip
+
+
+def compose_panel(tiles: Sequence[np.ndarray], titles: Sequence[str], footer: Optional[np.ndarray] = None,
+                  scale: int = 3) -> np.ndarray:
+    """``tiles`` (BGR, same size) side by side, upscaled ``scale`` x, each under its title,
+    above ``footer`` (a legend or colour bar as wide as the row, or ``None``)."""
+    if len(tiles) != len(titles):
+        raise ValueError(f'need one title per tile, got {len(tiles)} tiles and {len(titles)} titles')
+    columns = []
+    for tile, title in zip(tiles, titles):
+        tile = cv2.resize(tile, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+        band = _band(_BAND, tile.shape[1])
+        text_w = cv2.getTextSize(title, _FONT, _FONT_SCALE, 1)[0][0]
+        _put_text(band, title, max(2, (tile.shape[1] - text_w) // 2), _BAND - 6)
+        columns.append(np.concatenate([band, tile], axis=0))
+    panel = np.concatenate(columns, axis=1)
+    return panel if footer is None else np.concatenate([panel, footer], axis=0)
+
+
 def save_visualisations(runner, out_dir: str, num: int = 4, max_depth: float = 10.0,
                         scale: int = 3) -> list:
-    """Write ``image | ground truth | prediction`` PNGs of the first ``num`` test images."""
+    """Write ``image | ground truth | prediction`` PNGs of the first ``num`` test images.
+
+    Each panel has titles; segmentation panels a legend of the classes in the ground truth and
+    the prediction, depth panels a colour bar in metres.
+    """
     os.makedirs(out_dir, exist_ok=True)
     model = runner.model
     model.eval()
     meta = runner.test_dataloader.dataset.metainfo
     palette = np.array(meta.get('palette') or [], dtype=np.uint8).reshape(-1, 3)
+    class_names = list(meta.get('classes') or [])
     paths = []
     with torch.no_grad():
         for batch in runner.test_dataloader:
@@ -115,11 +204,16 @@ def save_visualisations(runner, out_dir: str, num: int = 4, max_depth: float = 1
                 if 'pred_depth_map' in sample:
                     gt = _colour_depth(sample.gt_depth_map.data[0].cpu().numpy(), max_depth)
                     pred = _colour_depth(sample.pred_depth_map.data[0].cpu().numpy(), max_depth)
+                    titles = ('image', 'ground truth depth', 'predicted depth')
+                    footer = depth_colour_bar(max_depth, 3 * image.shape[1] * scale)
                 else:
-                    gt = _colour_seg(sample.gt_sem_seg.data[0].cpu().numpy(), palette)
-                    pred = _colour_seg(sample.pred_sem_seg.data[0].cpu().numpy(), palette)
-                panel = np.concatenate([image, gt, pred], axis=1)
-                panel = cv2.resize(panel, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+                    gt_label = sample.gt_sem_seg.data[0].cpu().numpy()
+                    pred_label = sample.pred_sem_seg.data[0].cpu().numpy()
+                    gt, pred = _colour_seg(gt_label, palette), _colour_seg(pred_label, palette)
+                    titles = ('image', 'ground truth', 'prediction')
+                    footer = seg_legend([gt_label, pred_label], palette, class_names,
+                                        3 * image.shape[1] * scale)
+                panel = compose_panel([image, gt, pred], titles, footer, scale=scale)
                 path = osp.join(out_dir, osp.splitext(osp.basename(sample.img_path))[0] + '.png')
                 cv2.imwrite(path, panel)
                 paths.append(path)
