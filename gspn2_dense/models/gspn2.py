@@ -369,7 +369,9 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: Optional[nn
     Accepts this model's own / timm state dicts, ``{'state_dict' | 'model' | 'module': ...}``
     wrappers, DDP's ``module.`` prefix, open_clip checkpoints (``visual.trunk.*``; the rest
     of the CLIP model is dropped) and mmseg checkpoints (``backbone.*`` or the wrapper's
-    ``backbone.trunk.*``; heads are dropped). ``model`` is unused (timm's filter signature).
+    ``backbone.trunk.*``; heads are dropped). With ``model`` given (timm's filter signature), a
+    headless checkpoint (e.g. a converted CLIP tower) gets ``model``'s own classifier tensors,
+    so the trunk loads strictly and the head keeps its initialisation; that is logged.
     """
     if not isinstance(state_dict, dict):
         raise TypeError(f'state_dict must be a dict of tensors, got {type(state_dict).__name__}')
@@ -384,7 +386,18 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: Optional[nn
         if any(k.startswith(prefix) for k in state_dict):
             state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
             break
-    return {k.removeprefix('trunk.'): v for k, v in state_dict.items()}
+    state_dict = {k.removeprefix('trunk.'): v for k, v in state_dict.items()}
+    classifier = (getattr(model, 'pretrained_cfg', None) or {}).get('classifier') or 'head.fc'
+    head = {k: v for k, v in (model.state_dict() if model is not None else {}).items()
+            if k.startswith(classifier + '.')}
+    if head and not any(k.startswith(classifier + '.') for k in state_dict):
+        import logging  # local: only this function of the model file logs
+        logging.getLogger(__name__).info(
+            f'checkpoint has no classifier ({classifier}.*; e.g. a converted CLIP image tower): '
+            f'loading the trunk, the {classifier} head keeps its initialisation '
+            f'(pass num_classes=0 for a model without it)')
+        state_dict.update(head)
+    return state_dict
 
 
 def _create_gspn2(variant: str, pretrained: bool = False, **kwargs) -> GSPN2:
