@@ -37,3 +37,4 @@ param_scheduler = [
 train_cfg = dict(max_iters=iters, val_interval=iters)
 default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=iters))
 env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
+randomness = dict(seed=0)

@@ -307,3 +307,266 @@ def make_multitask_demo_data(root: str = 'data/demo', datasets: Sequence[str] = 
                  splits=splits, size=size)
         written[name] = data_root
     return written
+
+
+# --------------------------------------------------------------------------- the demo leg
+
+MULTITASK_DEMO_CONFIGS = {
+    'nyud-mt': 'multitask-linear_gspn2-nano_1xb8-300_nyud-mt-demo-64x64.py',
+    'pascal-mt': 'multitask-linear_gspn2-nano_1xb8-300_pascal-mt-demo-64x64.py',
+}
+MULTITASK_TEST_CONFIGS = {
+    'nyud-mt': 'multitask-linear_gspn2-test_1xb4-80_nyud-mt-demo-64x64.py',
+    'pascal-mt': 'multitask-linear_gspn2-test_1xb4-80_pascal-mt-demo-64x64.py',
+}
+
+
+def _samples(dataloader):
+    for batch in dataloader:
+        yield from batch['data_samples']
+
+
+def chance_predictions(train_samples, tasks: Sequence[str], num_classes: Dict[str, int]) -> Dict[str, object]:
+    """What a predictor without the image can do best, from the training labels: the most frequent
+    class (semseg, human_parts), the mean valid depth, the mean normal (normalised) and the
+    positive rate as a constant probability (saliency, edges)."""
+    import torch
+
+    from gspn2_dense.datasets.multitask import IGNORE_INDEX, TASK_FIELDS
+
+    counts = {t: np.zeros(num_classes[t], dtype=np.int64) for t in tasks if t in num_classes}
+    sums = {t: [0.0, 0] for t in tasks}
+    normal_sum = np.zeros(3)
+    for sample in train_samples:
+        for task in tasks:
+            gt = sample.get('gt_' + TASK_FIELDS[task]).data.numpy()
+            if task in counts:
+                valid = gt[gt != IGNORE_INDEX]
+                counts[task] += np.bincount(valid.ravel(), minlength=num_classes[task])[:num_classes[task]]
+            elif task == 'depth':
+                valid = gt[gt > 0]
+                sums[task][0] += float(valid.sum())
+                sums[task][1] += valid.size
+            elif task == 'normals':
+                valid = np.linalg.norm(gt, axis=0) > 0.5
+                normal_sum += gt[:, valid].sum(axis=1)
+            else:
+                valid = gt[gt != IGNORE_INDEX]
+                sums[task][0] += float((valid == 1).sum())
+                sums[task][1] += valid.size
+    out = {}
+    for task in tasks:
+        if task in counts:
+            out[task] = torch.tensor(int(counts[task].argmax()))
+        elif task == 'normals':
+            out[task] = torch.from_numpy(normal_sum / max(np.linalg.norm(normal_sum), 1e-12)).float()
+        else:
+            total, n = sums[task]
+            out[task] = torch.tensor(total / max(n, 1))
+    return out
+
+
+def chance_metrics(runner, cfg) -> Dict[str, float]:
+    """The test metrics of :func:`chance_predictions` fitted on the training split (test pipeline)."""
+    import torch
+    from mmseg.registry import METRICS
+
+    from gspn2_dense.datasets.multitask import TASK_FIELDS
+
+    evaluator = dict(cfg.test_evaluator, baselines=None, results_file=None, output_dir=None)
+    metric = METRICS.build(evaluator)
+    train_loader = runner.build_dataloader(dict(cfg.test_dataloader, dataset=dict(
+        cfg.train_dataloader.dataset, pipeline=cfg.test_dataloader.dataset.pipeline)))
+    constant = chance_predictions(_samples(train_loader), metric.tasks, metric.num_classes)
+    for sample in _samples(runner.test_dataloader):
+        record = sample.to_dict()
+        for task in metric.tasks:
+            gt = sample.get('gt_' + TASK_FIELDS[task]).data
+            value = constant[task]
+            if task == 'normals':
+                pred = value.view(3, 1, 1).expand(3, *gt.shape[1:])
+            else:
+                pred = torch.full((1, *gt.shape[1:]), float(value))
+            record['pred_' + TASK_FIELDS[task]] = dict(data=pred)
+        metric.process({}, [record])
+    return metric.compute_metrics(metric.results)
+
+
+def single_task_config(cfg, task: str, work_dir: str):
+    """A copy of multi-task config ``cfg`` reduced to ``task`` alone (its single-task baseline)."""
+    from mmengine.config import Config
+
+    single = Config(cfg.to_dict())
+    single.model.heads = {task: cfg.model.heads[task]}
+    single.model.loss_weights = None
+    for key in ('train_dataloader', 'test_dataloader'):
+        single[key].dataset.tasks = (task, )
+    single.test_evaluator = dict(cfg.test_evaluator, tasks=(task, ), baselines=None)
+    single.work_dir = work_dir
+    return single
+
+
+def _headline_beats(metrics: Dict[str, float], chance: Dict[str, float], task: str) -> bool:
+    from gspn2_dense.evaluation.multitask_metric import HEADLINE
+
+    name, higher = HEADLINE[task]
+    key = f'{task}/{name}'
+    return bool(metrics[key] > chance[key] if higher else metrics[key] < chance[key])
+
+
+def save_multitask_panels(runner, out_dir: str, num: int = 4, max_depth: float = 10.0) -> List[str]:
+    """One PNG per test image: the input, then per task its ground truth (top) and prediction
+    (bottom), with class legends and colour bars."""
+    import torch
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import ListedColormap
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    from gspn2_dense.datasets.multitask import IGNORE_INDEX, TASK_FIELDS
+
+    os.makedirs(out_dir, exist_ok=True)
+    model = runner.model
+    model.eval()
+    meta = runner.test_dataloader.dataset.metainfo
+    names = {'semseg': list(meta['classes']), 'human_parts': list(meta.get('part_classes', ()))}
+    palette = np.array(meta['palette'], dtype=np.float32) / 255.0
+    paths: List[str] = []
+    with torch.no_grad():
+        for batch in runner.test_dataloader:
+            for sample in model.test_step(batch):
+                tasks = [t for t in TASK_FIELDS if 'pred_' + TASK_FIELDS[t] in sample]
+                fig = Figure(figsize=(2.6 * (len(tasks) + 1), 5.6))
+                FigureCanvasAgg(fig)
+                axes = fig.subplots(2, len(tasks) + 1, squeeze=False)
+                image = cv2.imread(sample.img_path)[..., ::-1]
+                axes[0, 0].imshow(image)
+                axes[0, 0].set_title('input', fontsize=8)
+                for row, prefix in enumerate(('gt_', 'pred_')):
+                    axes[row, 0].set_ylabel('truth' if row == 0 else 'prediction', fontsize=8)
+                    for col, task in enumerate(tasks, 1):
+                        ax = axes[row, col]
+                        data = sample.get(prefix + TASK_FIELDS[task]).data.cpu().numpy()
+                        title = f'{task} ({"truth" if row == 0 else "prediction"})'
+                        if task in ('semseg', 'human_parts'):
+                            label = data[0].astype(np.int64)
+                            num_classes = len(names[task])
+                            colours = palette[:num_classes] if task == 'semseg' else \
+                                np.array(_COLOURS[:num_classes]) / 255.0
+                            shown = np.ma.masked_where(label == IGNORE_INDEX, label)
+                            ax.imshow(shown, cmap=ListedColormap(colours), vmin=-0.5, vmax=num_classes - 0.5,
+                                      interpolation='nearest')
+                            present = [int(c) for c in np.unique(label) if c != IGNORE_INDEX][:8]
+                            ax.legend(handles=[Patch(color=colours[c], label=names[task][c]) for c in present],
+                                      fontsize=5, loc='upper center', bbox_to_anchor=(0.5, -0.02), ncol=2,
+                                      frameon=False)
+                        elif task == 'normals':
+                            valid = np.linalg.norm(data, axis=0) > 0.5
+                            ax.imshow(np.where(valid[..., None], (data.transpose(1, 2, 0) + 1) / 2, 0).clip(0, 1))
+                            title += '\nRGB = (n + 1) / 2'
+                        else:
+                            values = data[0].astype(np.float32)
+                            if task == 'depth':
+                                shown = np.ma.masked_where(values <= 0, values)
+                                im = ax.imshow(shown, cmap='magma', vmin=0, vmax=max_depth)
+                                label_text = 'metres'
+                            else:
+                                shown = np.ma.masked_where(values == IGNORE_INDEX, values)
+                                im = ax.imshow(shown, cmap='gray', vmin=0, vmax=1)
+                                label_text = 'probability' if row else 'label'
+                            bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+                            bar.ax.tick_params(labelsize=5)
+                            bar.set_label(label_text, fontsize=5)
+                        ax.set_title(title, fontsize=7)
+                for ax in axes.ravel():
+                    ax.set_xticks([])
+                    ax.set_yticks([])
+                axes[1, 0].axis('off')
+                fig.tight_layout()
+                path = osp.join(out_dir, f'{sample.metainfo.get("sample_id", len(paths))}.png')
+                fig.savefig(path, dpi=110)
+                paths.append(path)
+                if len(paths) == num:
+                    return paths
+    return paths
+
+
+def run_multitask_demo(work_dir: str = 'work_dirs/demo/multitask', data_root: str = 'data/demo',
+                       backbone_ckpt: Optional[str] = None,
+                       datasets: Sequence[str] = tuple(MULTITASK_DEMO_CONFIGS), iters: Optional[int] = None,
+                       tiny: bool = False, single_task: bool = True, num_panels: int = 4,
+                       log: Callable[[str], None] = lambda msg: print(msg, flush=True)) -> Dict[str, dict]:
+    """Train and test the multi-task linear probes on the demo data; compare with chance and Delta_m.
+
+    Returns ``{dataset: dict(multitask=metrics, chance=metrics, single_task=metrics, delta_m=gains,
+    beats_chance={task: bool}, panels=[paths])}`` and writes ``multitask_results.{md,json}``.
+
+    Args:
+        work_dir: logs, checkpoints, result tables and ``vis/<dataset>/*.png`` go here.
+        data_root: the demo data root (the folders are written when absent).
+        backbone_ckpt: a backbone checkpoint (the CLIP leg's tower); ``None``: random init.
+        datasets: keys of :data:`MULTITASK_DEMO_CONFIGS`.
+        iters: training iterations of every run (default: the config's).
+        tiny: the ``gspn2_test`` test-suite configs.
+        single_task: also train each task's probe alone and report Delta_m against them.
+    """
+    import json
+
+    from gspn2_dense.evaluation.multitask_metric import HEADLINE, delta_m, format_table
+    from gspn2_dense.probe import CONFIG_DIR, prepare_probe_config, run_probe
+
+    unknown = [d for d in datasets if d not in MULTITASK_DEMO_CONFIGS]
+    if unknown:
+        raise ValueError(f'unknown multi-task demo datasets {unknown}; expected names from '
+                         f'{list(MULTITASK_DEMO_CONFIGS)}')
+    roots = make_multitask_demo_data(data_root, datasets)
+    results: Dict[str, dict] = {}
+    table: Dict[str, Dict[str, float]] = {}
+    for name in datasets:
+        config = str(CONFIG_DIR / 'demo' / (MULTITASK_TEST_CONFIGS if tiny else MULTITASK_DEMO_CONFIGS)[name])
+        cfg = prepare_probe_config(config, osp.join(work_dir, name, 'multitask'), backbone_ckpt=backbone_ckpt,
+                                   random_init=backbone_ckpt is None, data_root=roots[name])
+        cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None  # tested once after training
+        if iters is not None:
+            cfg.train_cfg.max_iters = iters
+            cfg.default_hooks.checkpoint.interval = iters
+            cfg.param_scheduler[0].end = min(cfg.param_scheduler[0].end, max(iters // 10, 1))
+            cfg.param_scheduler[-1].begin = cfg.param_scheduler[0].end
+            cfg.param_scheduler[-1].end = iters
+        tasks = tuple(cfg.model.heads)
+        log(f'[multi-task demo] {name}: {cfg.train_cfg.max_iters} iterations of the {"/".join(tasks)} '
+            f'probes ({osp.basename(config)})')
+        runner, metrics = run_probe(cfg)
+        chance = chance_metrics(runner, cfg)
+        panels = save_multitask_panels(runner, osp.join(work_dir, 'vis', name), num=num_panels)
+        baselines, gains = {}, {}
+        if single_task:
+            for task in tasks:
+                log(f'[multi-task demo] {name}: single-task baseline {task}')
+                _, task_metrics = run_probe(single_task_config(cfg, task, osp.join(work_dir, name, task)))
+                baselines.update(task_metrics)
+            gains = delta_m(metrics, baselines, tasks=list(tasks))
+        beats = {task: _headline_beats(metrics, chance, task) for task in tasks}
+        for task in tasks:
+            metric, higher = HEADLINE[task]
+            key = f'{task}/{metric}'
+            log(f'[multi-task demo] {name} {key} ({"higher" if higher else "lower"} is better): '
+                f'{metrics[key]:.3f} vs chance {chance[key]:.3f}'
+                + (f', single-task {baselines[key]:.3f}' if key in baselines else '')
+                + (' -> beats chance' if beats[task] else ' -> does NOT beat chance'))
+        if gains:
+            log(f'[multi-task demo] {name} Delta_m = {gains["delta_m"]:+.2f} % over the single-task probes')
+        results[name] = dict(multitask=metrics, chance=chance, single_task=baselines, delta_m=gains,
+                             beats_chance=beats, panels=panels)
+        table[f'{name} multi-task'] = dict(metrics, **({'multitask/delta_m': gains['delta_m']} if gains else {}))
+        table[f'{name} chance'] = chance
+        if baselines:
+            table[f'{name} single-task'] = baselines
+    os.makedirs(work_dir, exist_ok=True)
+    with open(osp.join(work_dir, 'multitask_results.json'), 'w') as f:
+        json.dump(results, f, indent=2)
+    markdown = format_table(table, title='Demo: multi-task linear probes vs chance and single-task probes')
+    with open(osp.join(work_dir, 'multitask_results.md'), 'w') as f:
+        f.write(markdown)
+    log(markdown)
+    return results

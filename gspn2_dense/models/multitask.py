@@ -325,19 +325,23 @@ class MultiTaskDataPreProcessor(SegDataPreProcessor):
     input size (bottom and right, with the task's ignore value), as mmseg pads ``gt_sem_seg``."""
 
     def forward(self, data: dict, training: bool = False) -> dict:
+        sizes = None
+        if training:  # mmseg pads gt_sem_seg / gt_depth_map / gt_edge_map with seg_pad_val: redo it
+            sizes = [{key: sample.get(key).data.shape[-2:] for key in sample.keys() if self._is_label(key)}
+                     for sample in data['data_samples']]
         out = super().forward(data, training)
         if training:
             h, w = out['inputs'].shape[2:]
-            for sample in out['data_samples']:
-                for key in list(sample.keys()):
-                    if not key.startswith('gt_') or key[3:] not in _FIELD_TASKS:
-                        continue
-                    label = sample.get(key).data
-                    pad_h, pad_w = h - label.shape[-2], w - label.shape[-1]
-                    if pad_h or pad_w:
-                        value = IGNORE_VALUES[_FIELD_TASKS[key[3:]]]
-                        setattr(sample, key, PixelData(data=F.pad(label, (0, pad_w, 0, pad_h), value=value)))
+            for sample, sample_sizes in zip(out['data_samples'], sizes):
+                for key, (h0, w0) in sample_sizes.items():
+                    label = sample.get(key).data[..., :h0, :w0]
+                    value = IGNORE_VALUES[_FIELD_TASKS[key[3:]]]
+                    setattr(sample, key, PixelData(data=F.pad(label, (0, w - w0, 0, h - h0), value=value)))
         return out
+
+    @staticmethod
+    def _is_label(key: str) -> bool:
+        return key.startswith('gt_') and key[3:] in _FIELD_TASKS
 
 
 @MODELS.register_module()
