@@ -28,18 +28,26 @@ def _blocks(doc):
 SNIPPETS = [(doc, i, code) for doc in DOCS for i, code in enumerate(_blocks(doc))]
 
 
-@pytest.fixture
-def tower_file(tmp_path, monkeypatch):
-    """``gspn2_tiny.pth`` in the working folder, converted from a (fake) CLIP checkpoint."""
+@pytest.fixture(scope='module')
+def tower(tmp_path_factory):
+    """A folder with ``gspn2_tiny.pth`` converted from a (fake) CLIP checkpoint; the trunk's state."""
+    folder = tmp_path_factory.mktemp('docs')
     torch.manual_seed(0)
     trunk = timm.create_model('gspn2_tiny', num_classes=0)
     clip = {f'module.visual.trunk.{k}': v for k, v in trunk.state_dict().items()}
     clip.update({'module.visual.head.proj.weight': torch.zeros(8, 640),
                  'module.logit_scale': torch.zeros(())})
-    torch.save({'epoch': 1, 'state_dict': clip}, tmp_path / 'epoch_1.pt')
-    convert_clip_to_backbone(str(tmp_path / 'epoch_1.pt'), str(tmp_path / 'gspn2_tiny.pth'))
-    monkeypatch.chdir(tmp_path)
-    return trunk.state_dict()
+    torch.save({'epoch': 1, 'state_dict': clip}, folder / 'epoch_1.pt')
+    convert_clip_to_backbone(str(folder / 'epoch_1.pt'), str(folder / 'gspn2_tiny.pth'))
+    return folder, trunk.state_dict()
+
+
+@pytest.fixture
+def tower_file(tower, monkeypatch):
+    """Run the test in the folder of ``gspn2_tiny.pth``; the trunk state it holds."""
+    folder, state = tower
+    monkeypatch.chdir(folder)
+    return state
 
 
 def test_every_doc_has_its_examples():
