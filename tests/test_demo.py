@@ -1,6 +1,5 @@
 """The demo main job, reduced to gspn2_test and a few dozen iterations, beats the chance baseline."""
 import json
-import os.path as osp
 
 import cv2
 import numpy as np

@@ -128,7 +128,7 @@ def _check_work_dir_checkpoints(cfg: Config) -> None:
     if existing:
         print_log(f'work dir {cfg.work_dir} already holds {len(existing)} checkpoint(s) (newest: '
                   f'{osp.basename(existing[0])}); this run starts over from iteration 0 without '
-                  f'them and its checkpoints will replace them. Pass --resume to continue the '
+                  f'them and overwrites those of the same name. Pass --resume to continue the '
                   f'earlier run instead, or --work-dir to keep both', logger='current',
                   level=logging.WARNING)
 
