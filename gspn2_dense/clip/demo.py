@@ -91,7 +91,7 @@ def run_clip_demo(work_dir: str, minutes: float = 3.0, steps: Optional[int] = No
         f'classes: top-1 {100 * result["top1"]:.1f}% (chance {100 * result["chance_top1"]:.1f}%), '
         f'top-5 {100 * result["top5"]:.1f}% (chance {100 * result["chance_top5"]:.1f}%)')
     backbone = os.path.join(work_dir, 'gspn2_nano_clip.pth')
-    convert_clip_to_backbone(checkpoint, backbone)
+    convert_clip_to_backbone(checkpoint, backbone, overwrite=True)  # the demo's own output
     log(f'[clip demo] image tower written to {backbone} '
         f'({time.perf_counter() - started:.0f} s in all)')
     return backbone
