@@ -27,8 +27,9 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import (ClassifierHead, ConvMlp, DropPath, LayerNorm2d, register_notrace_function,
+from timm.layers import (ClassifierHead, DropPath, LayerNorm2d, register_notrace_function,
                          trunc_normal_)
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
@@ -54,6 +55,33 @@ def _per_stage(value, name: str) -> Tuple[int, ...]:
     if isinstance(value, Sequence) and len(value) == NUM_STAGES and all(isinstance(v, Integral) for v in value):
         return tuple(int(v) for v in value)
     raise ValueError(f'{name} must be one int or a sequence of {NUM_STAGES}, got {value!r}')
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def _pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """A 1x1 ``conv`` applied as a linear map over the channels of every position.
+
+    The model runs channels_last, where the permutes are views: one GEMM with the bias in its
+    epilogue, no layout copies, and a channels_last result (the parameters stay the conv's,
+    so checkpoints are unchanged).
+    """
+    return F.linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias).permute(0, 3, 1, 2)
+
+
+class PointwiseMlp(nn.Module):
+    """FFN of 1x1 convolutions: ``fc2(act(fc1(x)))``, run as GEMMs over the channels."""
+
+    def __init__(self, dim: int, hidden_dim: int, act_layer=nn.GELU):
+        super().__init__()
+        self.fc1 = nn.Conv2d(dim, hidden_dim, kernel_size=1)
+        self.act = act_layer()
+        self.fc2 = nn.Conv2d(hidden_dim, dim, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _pointwise(self.fc2, self.act(_pointwise(self.fc1, x)))
 
 
 class LocalPerceptionUnit(nn.Module):
@@ -114,15 +142,21 @@ class GSPN2Mixer(nn.Module):
             'torch.jit.trace instead.')
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv_dw(self.act(self.in_proj(x)))
-        batch, _, height, width = x.shape
-        proxy, gates, lam, u = self.proxy_proj(x).split(self.split_sizes, dim=1)
+        x = self.conv_dw(self.act(_pointwise(self.in_proj, x)))
+        batch, channels, height, width = x.shape
+        # The propagation reads (B, C, H, W) planes: one batched GEMM maps the positions
+        # (rows of the channels_last map, a view) straight to planes, bias included.
+        tokens = x.permute(0, 2, 3, 1).reshape(batch, height * width, channels)
+        weight = self.proxy_proj.weight.flatten(1)
+        planes = torch.baddbmm(self.proxy_proj.bias.view(1, -1, 1),
+                               weight.expand(batch, -1, -1), tokens.transpose(1, 2))
+        proxy, gates, lam, u = planes.view(batch, -1, height, width).split(self.split_sizes, dim=1)
         gates = gates.reshape(batch, NUM_DIRECTIONS, self.gate_groups, NUM_TAPS, height, width)
         lam = torch.sigmoid(lam).reshape(batch, NUM_DIRECTIONS, self.proxy_dim, height, width)
         u = u.reshape(batch, NUM_DIRECTIONS, self.proxy_dim, height, width)
         y = gspn_propagate(proxy, gates, lam, u, chunk=self.chunk)
         y = y + proxy * self.skip_scale.view(1, -1, 1, 1)
-        return self.out_proj(self.out_norm(self.lift(y)))
+        return _pointwise(self.out_proj, self.out_norm(_pointwise(self.lift, _channels_last(y))))
 
 
 class GSPN2Block(nn.Module):
@@ -138,7 +172,7 @@ class GSPN2Block(nn.Module):
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.lpu2 = LocalPerceptionUnit(dim) if use_lpu else nn.Identity()
         self.norm2 = LayerNorm2d(dim)
-        self.mlp = ConvMlp(dim, int(round(mlp_ratio * dim)), act_layer=nn.GELU)
+        self.mlp = PointwiseMlp(dim, int(round(mlp_ratio * dim)), act_layer=nn.GELU)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -311,7 +345,7 @@ class GSPN2(nn.Module):
         last_index = len(self.stages) - 1
         stages = self.stages[:max_index + 1] if stop_early else self.stages
         intermediates = []
-        x = self.stem(x)
+        x = self.stem(_channels_last(x))
         for i, stage in enumerate(stages):
             x = stage(x)
             if i in take_indices:
@@ -340,7 +374,7 @@ class GSPN2(nn.Module):
         return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
+        x = self.stem(_channels_last(x))
         x = self.stages(x)
         return self.norm(x)
 
