@@ -1,0 +1,253 @@
+"""Backbone speed and memory: GSPN-2 next to timm's Swin-T, ConvNeXt-T and ViT-S.
+
+Three parts, every model measured in the same process:
+
+1. **Throughput** at ``img_size`` (224), batch ``batch`` (128), bfloat16 autocast: images/s and
+   peak memory of inference (``torch.no_grad``) and of a training step (forward,
+   cross-entropy, backward, AdamW step), eager and ``torch.compile``-d side by side.
+2. **Batch-1 latency** against input size (224 .. 4096 px), eager and replayed as a CUDA graph
+   (captured from the eager model: no launch overhead), with the log-log slope of time
+   against pixels between consecutive sizes (1 = linear in pixels, 2 = quadratic).
+3. **Dense prediction**: mmseg's ``EncoderDecoder`` with the linear segmentation probe
+   (``LinearSegHead`` on the last stage, 150 classes) on GSPN-2-T (``type='GSPN2'``) and on
+   Swin-T / ConvNeXt-T (``type='TimmFeatures'``), forward + backward of the loss at 512, 1024
+   and 2048 px, batch 2: ``probe`` (frozen backbone, the probe protocol) and ``finetune``
+   (everything trained). Out-of-memory is reported as such.
+"""
+import math
+from typing import Callable, Dict, List, Optional, Sequence
+
+import timm
+import torch
+import torch.nn.functional as F
+
+from .timing import Timer, fmt
+
+MODELS = ['gspn2_tiny', 'gspn2_small', 'gspn2_base',
+          'swin_tiny_patch4_window7_224', 'convnext_tiny', 'vit_small_patch16_224']
+COMPILED_MODELS = ['gspn2_tiny', 'swin_tiny_patch4_window7_224', 'convnext_tiny']
+LATENCY_MODELS = ['gspn2_tiny', 'convnext_tiny', 'vit_small_patch16_224']
+LATENCY_SIZES = [224, 512, 1024, 2048, 4096]
+DENSE_MODELS = ['gspn2_tiny', 'swin_tiny_patch4_window7_224', 'convnext_tiny']
+DENSE_SIZES = [512, 1024, 2048]
+OURS, SWIN, CONVNEXT = 'gspn2_tiny', 'swin_tiny_patch4_window7_224', 'convnext_tiny'
+
+
+def create(name: str, device: torch.device, memory_format=torch.contiguous_format) -> torch.nn.Module:
+    """A randomly initialised timm model; ViTs get ``dynamic_img_size`` to take any size."""
+    kwargs = dict(dynamic_img_size=True) if name.startswith('vit_') else {}
+    return timm.create_model(name, **kwargs).to(device, memory_format=memory_format)
+
+
+def _autocast(device: torch.device, dtype: torch.dtype, cache_enabled: bool = True):
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32,
+                          cache_enabled=cache_enabled)
+
+
+def _release(device: torch.device) -> None:
+    torch._dynamo.reset()
+    if device.type == 'cuda':
+        torch.cuda.empty_cache()
+
+
+def _measure(row: dict, key: str, fn: Callable, timer: Timer, iters: int, warmup: int,
+             batch: int) -> None:
+    try:
+        ms = timer.median_ms(fn, iters, warmup)
+        row[f'{key}_ms'], row[f'{key}_img_s'] = ms, batch / ms * 1e3
+        row[f'{key}_peak_gib'] = timer.peak_gib(fn)
+    except torch.OutOfMemoryError:
+        row[f'{key}_ms'] = row[f'{key}_img_s'] = row[f'{key}_peak_gib'] = None
+        row[f'{key}_error'] = 'out of memory'
+
+
+def throughput(name: str, mode: str, device: torch.device, dtype: torch.dtype, timer: Timer,
+               img_size: int = 224, batch: int = 128, iters: int = 20, warmup: int = 3,
+               memory_format=torch.contiguous_format) -> dict:
+    """Inference and training-step images/s and peak memory; ``mode`` is eager or compiled."""
+    torch.manual_seed(0)
+    model = create(name, device, memory_format)
+    row = dict(model=name, mode=mode, params_m=sum(p.numel() for p in model.parameters()) / 1e6)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    run = torch.compile(model) if mode == 'compiled' else model
+    x = torch.randn(batch, 3, img_size, img_size, device=device).contiguous(memory_format=memory_format)
+    target = torch.randint(0, model.num_classes, (batch,), device=device)
+
+    def infer():
+        with torch.no_grad(), _autocast(device, dtype):
+            run(x)
+
+    def train_step():
+        with _autocast(device, dtype):
+            loss = F.cross_entropy(run(x), target)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    # Compilation happens in the warm-up: at least two calls per graph (train and eval differ).
+    warm = max(warmup, 3) if mode == 'compiled' else warmup
+    for key, fn in (('infer', infer), ('train', train_step)):
+        model.train(key == 'train')
+        _measure(row, key, fn, timer, iters, warm, batch)
+        optimizer.zero_grad(set_to_none=True)
+    del run, model, optimizer, x
+    _release(device)
+    return row
+
+
+def _cuda_graph(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) -> Callable[[], None]:
+    """Capture one inference of ``model`` on the static input ``x``; returns its replay."""
+    autocast = _autocast(x.device, dtype, cache_enabled=False)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side), torch.no_grad(), autocast:
+        for _ in range(3):
+            model(x)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph), torch.no_grad(), autocast:
+        model(x)
+    return graph.replay
+
+
+def latency(name: str, sizes: Sequence[int], mode: str, device: torch.device, dtype: torch.dtype,
+            timer: Timer, iters: int = 10, warmup: int = 3) -> dict:
+    """Batch-1 inference latency (ms) per size; ``mode`` is eager or cuda_graph."""
+    torch.manual_seed(0)
+    model = create(name, device).eval()
+    points = []
+    for size in sizes:
+        x = torch.randn(1, 3, size, size, device=device)
+        point = dict(size=size)
+        try:
+            if mode == 'cuda_graph':
+                fn = _cuda_graph(model, x, dtype)
+            else:
+                def fn():
+                    with torch.no_grad(), _autocast(device, dtype):
+                        model(x)
+            point['ms'] = timer.median_ms(fn, iters, warmup)
+        except torch.OutOfMemoryError:
+            point.update(ms=None, error='out of memory')
+        except RuntimeError as err:  # e.g. an op that cannot be captured
+            point.update(ms=None, error=str(err).splitlines()[0][:120])
+        points.append(point)
+        fn = None
+        _release(device)
+    for prev, cur in zip(points, points[1:]):
+        if prev['ms'] and cur['ms']:
+            cur['slope'] = math.log(cur['ms'] / prev['ms']) / math.log((cur['size'] / prev['size']) ** 2)
+    del model
+    _release(device)
+    return dict(model=name, mode=mode, points=points)
+
+
+def probe_segmentor(name: str, img_size: int, num_classes: int = 150) -> torch.nn.Module:
+    """mmseg ``EncoderDecoder`` + ``LinearSegHead`` on the last stage of ``name``."""
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+    import gspn2_dense.models.openmmlab  # noqa: F401  (registers GSPN2, TimmFeatures, heads)
+    init_default_scope('mmseg')
+    if name.startswith('gspn2_'):
+        backbone = dict(type='GSPN2', arch=name.removeprefix('gspn2_'), out_indices=(3,))
+        channels = timm.create_model(name, pretrained=False).num_features
+    else:
+        extra = dict(img_size=img_size) if name.startswith('swin') else {}
+        backbone = dict(type='TimmFeatures', model_name=name, out_indices=(3,), **extra)
+        channels = timm.create_model(name, pretrained=False, **extra).num_features
+    return MODELS.build(dict(
+        type='EncoderDecoder', backbone=backbone,
+        decode_head=dict(type='LinearSegHead', in_channels=channels, in_index=0,
+                         num_classes=num_classes, norm_cfg=dict(type='BN', requires_grad=True),
+                         align_corners=False,
+                         loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0,
+                                          avg_non_ignore=True)),
+        train_cfg=dict(), test_cfg=dict(mode='whole')))
+
+
+def dense(name: str, sizes: Sequence[int], device: torch.device, dtype: torch.dtype, timer: Timer,
+          batch: int = 2, iters: int = 5, warmup: int = 2) -> dict:
+    """Forward + backward of the probe segmentor's loss, frozen (probe) and trained (finetune)."""
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    points = []
+    for size in sizes:
+        torch.manual_seed(0)
+        model = probe_segmentor(name, size).to(device).train()
+        x = torch.randn(batch, 3, size, size, device=device)
+        samples = []
+        for _ in range(batch):
+            sample = SegDataSample(metainfo=dict(img_shape=(size, size), ori_shape=(size, size),
+                                                 pad_shape=(size, size)))
+            sample.gt_sem_seg = PixelData(data=torch.randint(0, 150, (1, size, size), device=device))
+            samples.append(sample)
+
+        def step():
+            with _autocast(device, dtype):
+                losses = model.loss(x, samples)
+            sum(v for k, v in losses.items() if 'loss' in k).backward()
+            model.zero_grad(set_to_none=True)
+
+        point = dict(size=size)
+        for regime in ('probe', 'finetune'):
+            model.backbone.requires_grad_(regime == 'finetune')
+            model.backbone.train(regime == 'finetune')
+            _measure(point, regime, step, timer, iters, warmup, batch)
+        points.append(point)
+        del model, x, samples
+        _release(device)
+    return dict(model=name, points=points)
+
+
+def _ratio(rows: Dict[str, dict], key: str, num: str, den: str) -> Optional[float]:
+    a, b = rows.get(num, {}).get(key), rows.get(den, {}).get(key)
+    return a / b if a and b else None
+
+
+def markdown(result: dict) -> str:
+    """The report: one table per part, ratios GSPN-2-T / Swin-T and / ConvNeXt-T."""
+    lines = [f"# Backbone throughput on {result['device']}", '',
+             f"torch {result['torch']}, CUDA {result['cuda']}, timm {result['timm']}, "
+             f"{result['date']}, commit {result['commit']}. Random init, {result['dtype']} autocast, "
+             f"{result['memory_format']} input. Produced by `{result['command']}`.", '',
+             f"## {result['img_size']}x{result['img_size']}, batch {result['batch']}", '',
+             '| model | mode | params (M) | infer img/s | infer peak GiB | train img/s | train peak GiB |',
+             '|---|---|---|---|---|---|---|']
+    for r in result['throughput']:
+        lines.append(f"| {r['model']} | {r['mode']} | {r['params_m']:.1f} | "
+                     f"{fmt(r.get('infer_img_s'), '.0f', 'OOM')} | {fmt(r.get('infer_peak_gib'), '.2f')} | "
+                     f"{fmt(r.get('train_img_s'), '.0f', 'OOM')} | {fmt(r.get('train_peak_gib'), '.2f')} |")
+    for mode in ('eager', 'compiled'):
+        rows = {r['model']: r for r in result['throughput'] if r['mode'] == mode}
+        if OURS in rows and SWIN in rows:
+            cells = [f"{k} {fmt(_ratio(rows, f'{k}_img_s', OURS, SWIN), '.2f')}x"
+                     for k in ('infer', 'train')]
+            mem = _ratio(rows, 'train_peak_gib', OURS, SWIN)
+            lines.append(f"\n{mode}: GSPN-2-T / Swin-T images/s: {', '.join(cells)}; "
+                         f"training peak memory {fmt(mem, '.2f')}x (goal: >= 1x, memory <= 1x).")
+    if result['latency']:
+        sizes = [p['size'] for p in result['latency'][0]['points']]
+        lines += ['', '## Batch-1 inference latency (ms) against input size', '',
+                  '| model | mode | ' + ' | '.join(f'{s} px' for s in sizes) + ' |',
+                  '|---|---|' + '---|' * len(sizes)]
+        for entry in result['latency']:
+            cells = []
+            for p in entry['points']:
+                cell = fmt(p.get('ms'), '.2f', p.get('error', 'failed'))
+                if p.get('slope') is not None:
+                    cell += f" ({p['slope']:.2f})"
+                cells.append(cell)
+            lines.append(f"| {entry['model']} | {entry['mode']} | " + ' | '.join(cells) + ' |')
+        lines += ['', 'In brackets: log-log slope of time against pixels from the previous size '
+                      '(1 = linear in pixels, 2 = quadratic).']
+    if result['dense']:
+        lines += ['', f"## Dense prediction: linear-probe EncoderDecoder, batch {result['dense_batch']}, "
+                      'forward + backward of the loss', '',
+                  '| backbone | size | probe ms | probe peak GiB | finetune ms | finetune peak GiB |',
+                  '|---|---|---|---|---|---|']
+        for entry in result['dense']:
+            for p in entry['points']:
+                lines.append(f"| {entry['model']} | {p['size']} | {fmt(p.get('probe_ms'), '.1f', 'OOM')} | "
+                             f"{fmt(p.get('probe_peak_gib'), '.2f')} | {fmt(p.get('finetune_ms'), '.1f', 'OOM')} | "
+                             f"{fmt(p.get('finetune_peak_gib'), '.2f')} |")
+    return '\n'.join(lines) + '\n'

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# One device call for the backbone benchmark (docs/benchmarks/backbones.md), from the repo root:
+#   the OpenMMLab / open_clip stack from wheels carried in $WHEELS (mmcv built in the
+#   background, CPU ops only), the op built for sm_90, the CUDA op-layout and compile tests,
+#   then tools/benchmark_backbone.py in three parts (throughput, latency, dense), each written
+#   to its own file under $OUT so that a part cut short by the call's limit loses only itself.
+set -uo pipefail
+OUT=${OUT:-./device_out}; mkdir -p "$OUT"
+WHEELS=${WHEELS:-.devwheels}; COMMIT=${COMMIT:-unknown}
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0 GSPN2_EXT_DIR=/tmp/gspn2_ext
+export NCCL_NVLS_ENABLE=0
+log() { echo "== $(date +%T) $*"; }
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+
+if [ -d "$WHEELS" ]; then
+  python3 -m pip install -q --upgrade --no-index --no-deps --target /tmp/site "$WHEELS"/*.whl
+  ( cd /tmp && CUDA_VISIBLE_DEVICES= MMCV_WITH_OPS=1 MAX_JOBS=8 PYTHONPATH=/tmp/site \
+      python3 -m pip wheel -q --no-deps --no-build-isolation "$OLDPWD/$WHEELS"/mmcv-2.1.0.tar.gz -w /tmp/whl \
+    && python3 -m pip install -q --no-index --no-deps --target /tmp/site /tmp/whl/mmcv-*.whl \
+    && touch /tmp/mmcv.ok ) > "$OUT/mmcv_build.log" 2>&1 &
+  export PYTHONPATH=$PWD:/tmp/site
+fi
+log build
+MAX_JOBS=16 python3 -c "from gspn2_dense.ops._build import load_extension; load_extension('cuda')" > "$OUT/build.log" 2>&1 \
+  || { tail -30 "$OUT/build.log"; exit 1; }
+log tests
+python3 -m pytest -q -p no:cacheprovider tests/ops/test_propagate_layouts.py -k cuda 2>&1 | tail -1
+python3 -m pytest -q -p no:cacheprovider tests/models/test_compile.py -k backbone 2>&1 | tail -1
+B="python3 tools/benchmark_backbone.py --commit $COMMIT"
+log throughput
+timeout ${T_THROUGHPUT:-330} $B --models "${MODELS:-gspn2_tiny,gspn2_small,gspn2_base,swin_tiny_patch4_window7_224,convnext_tiny,vit_small_patch16_224}" \
+  --compiled-models "${COMPILED:-gspn2_tiny,swin_tiny_patch4_window7_224,convnext_tiny}" --iters 10 \
+  --latency-models '' --dense-models '' --out "$OUT/throughput" > "$OUT/throughput.log" 2>&1
+grep '^{' "$OUT/throughput.log" | cut -c1-300
+log latency
+timeout ${T_LATENCY:-90} $B --models '' --compiled-models '' --dense-models '' --out "$OUT/latency" > "$OUT/latency.log" 2>&1
+grep '^{' "$OUT/latency.log" | cut -c1-400
+for _ in $(seq 60); do [ -f /tmp/mmcv.ok ] && break; sleep 2; done
+[ -f /tmp/mmcv.ok ] || { log "mmcv not built"; tail -5 "$OUT/mmcv_build.log"; }
+log dense
+timeout ${T_DENSE:-90} $B --models '' --compiled-models '' --latency-models '' --out "$OUT/dense" > "$OUT/dense.log" 2>&1
+grep -E '^\{|Error' "$OUT/dense.log" | cut -c1-400
+log compile tests with mmseg / open_clip
+timeout 120 python3 -m pytest -q -p no:cacheprovider tests/models/test_compile.py -k "encoder or open_clip" 2>&1 | tail -2
+log done
