@@ -18,8 +18,8 @@ if [ -d "$WHEELS" ]; then
       python3 -m pip wheel -q --no-deps --no-build-isolation "$OLDPWD/$WHEELS"/mmcv-2.1.0.tar.gz -w /tmp/whl \
     && python3 -m pip install -q --no-index --no-deps --target /tmp/site /tmp/whl/mmcv-*.whl \
     && touch /tmp/mmcv.ok ) > "$OUT/mmcv_build.log" 2>&1 &
-  export PYTHONPATH=$PWD:/tmp/site
 fi
+# /tmp/site joins PYTHONPATH once mmcv is in it (mmseg without mmcv breaks `import gspn2_dense`).
 log build
 MAX_JOBS=16 python3 -c "from gspn2_dense.ops._build import load_extension; load_extension('cuda')" > "$OUT/build.log" 2>&1 \
   || { tail -30 "$OUT/build.log"; exit 1; }
@@ -36,7 +36,7 @@ log latency
 timeout ${T_LATENCY:-90} $B --models '' --compiled-models '' --dense-models '' --out "$OUT/latency" > "$OUT/latency.log" 2>&1
 grep '^{' "$OUT/latency.log" | cut -c1-400
 for _ in $(seq 60); do [ -f /tmp/mmcv.ok ] && break; sleep 2; done
-[ -f /tmp/mmcv.ok ] || { log "mmcv not built"; tail -5 "$OUT/mmcv_build.log"; }
+[ -f /tmp/mmcv.ok ] && export PYTHONPATH=$PWD:/tmp/site || { log "mmcv not built"; tail -5 "$OUT/mmcv_build.log"; }
 log dense
 timeout ${T_DENSE:-90} $B --models '' --compiled-models '' --latency-models '' --out "$OUT/dense" > "$OUT/dense.log" 2>&1
 grep -E '^\{|Error' "$OUT/dense.log" | cut -c1-400
