@@ -1,0 +1,20 @@
+"""The backbone benchmark's parts run on the CPU and its report states what it measured."""
+import torch
+
+import gspn2_dense  # noqa: F401
+from gspn2_dense.benchmarks import backbones as bench
+from gspn2_dense.benchmarks.timing import Timer, run_stamp
+
+
+def test_parts_and_report():
+    device, timer = torch.device('cpu'), Timer('cpu')
+    rows = [bench.throughput('gspn2_test', mode, device, torch.float32, timer, img_size=32,
+                             batch=2, iters=1, warmup=1) for mode in ('eager', 'compiled')]
+    for row in rows:
+        assert row['infer_ms'] > 0 and row['train_ms'] > 0 and row['infer_peak_gib'] is None
+    lat = bench.latency('gspn2_test', [32, 64], 'eager', device, torch.float32, timer, iters=1, warmup=1)
+    assert 'slope' in lat['points'][1]
+    result = dict(run_stamp(device, 'abc1234'), dtype='float32', img_size=32, batch=2, dense_batch=2,
+                  memory_format='NCHW', command='python x', throughput=rows, latency=[lat], dense=[])
+    text = bench.markdown(result)
+    assert 'commit abc1234' in text and '| gspn2_test | compiled |' in text and '| gspn2_test | eager |' in text
