@@ -123,10 +123,6 @@ def _backward(ctx, grad_out, grad_hidden):
 propagate_forward.register_autograd(_backward, setup_context=_setup_context)
 
 
-def _backward_setup_context(ctx, inputs, output):
-    pass
-
-
 def _double_backward(ctx, *grads):
     raise RuntimeError(
         'gspn2 propagation supports first-order gradients only: double backward (a second '
@@ -134,7 +130,7 @@ def _double_backward(ctx, *grads):
         'not implemented for gspn_propagate / gspn_scan')
 
 
-propagate_backward.register_autograd(_double_backward, setup_context=_backward_setup_context)
+propagate_backward.register_autograd(_double_backward)
 
 
 def gspn_scan(x: Tensor, gates: Tensor, lam: Tensor, direction: str,
