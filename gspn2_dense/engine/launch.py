@@ -231,7 +231,25 @@ def load_test_checkpoint(runner: Runner, filename: str) -> None:
     runner.load_checkpoint(filename, map_location='cpu', strict=True)
 
 
+_RUNNERS_BUILT = [0]
+
+
+def _name_experiment(cfg: Config) -> None:
+    """Give each runner of this process its own experiment name.
+
+    mmengine names a run's logger, message hub and visualizer ``<config>_<timestamp>`` (to the
+    second) and hands back an existing instance of that name: a second runner built in the
+    same second (train then test in one process, a sweep) would log into the first run's
+    handlers and files. The first runner keeps mmengine's name; later ones get ``-run<N>``.
+    """
+    _RUNNERS_BUILT[0] += 1
+    if cfg.get('experiment_name') is None and _RUNNERS_BUILT[0] > 1:
+        stem = osp.splitext(osp.basename(cfg.filename or 'run'))[0]
+        cfg.experiment_name = f'{stem}-run{_RUNNERS_BUILT[0]}'
+
+
 def build_runner(cfg: Config) -> Runner:
+    _name_experiment(cfg)
     if (cfg.get('launcher', 'none') == 'pytorch' and not torch.cuda.is_available()
             and not dist.is_initialized()):
         # torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR, ...) describes the group;

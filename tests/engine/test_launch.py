@@ -57,3 +57,38 @@ def test_unknown_stage_is_refused(fake):
     with pytest.raises(ValueError, match=r"stage must be 'train' or 'test', got 'val'"):
         launch.run_runner({}, 'val')
     assert fake['runners'] == []
+
+
+def test_runners_built_in_the_same_second_log_to_their_own_files(tmp_path, monkeypatch):
+    """mmengine names a run's logger ``<config>_<timestamp>`` and reuses an existing one."""
+    import time
+    import types
+    from pathlib import Path
+
+    import mmengine.runner.runner as mm_runner
+    from mmengine.logging import MMLogger
+
+    import gspn2_dense  # noqa: F401  (registers the modules)
+    from gspn2_dense.demo import make_demo_data
+
+    frozen = types.SimpleNamespace(**{k: getattr(time, k) for k in dir(time) if not k.startswith('_')})
+    frozen.strftime = lambda fmt, *args: '20261203_120000'
+    monkeypatch.setattr(mm_runner, 'time', frozen)
+    config = str(Path(__file__).parents[2] / 'configs/demo/ms-linear_gspn2-test_1xb2-4_ade20k-demo-64x64.py')
+    data_root = make_demo_data(str(tmp_path / 'data'), datasets=['ade20k'])['ade20k']
+    options = {f'{key}.dataset.data_root': data_root
+               for key in ('train_dataloader', 'val_dataloader', 'test_dataloader')}
+    loggers = []
+    for run in ('first', 'second'):
+        cfg = launch.prepare_train_config(config, work_dir=str(tmp_path / run),
+                                          cfg_options=options)
+        runner = launch.build_runner(cfg)
+        runner.logger.info(f'hello from the {run} run')
+        loggers.append(runner.logger)
+        del runner
+    assert loggers[0] is not MMLogger.get_current_instance() is loggers[1]
+    for run in ('first', 'second'):
+        (log,) = (tmp_path / run).glob('*/*.log')
+        text = log.read_text()
+        assert f'hello from the {run} run' in text
+        assert 'hello from the ' + ({'first', 'second'} - {run}).pop() not in text
