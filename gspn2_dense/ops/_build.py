@@ -30,8 +30,24 @@ import threading
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CSRC = REPO_ROOT / 'csrc'
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+def shipped_tree(name: str) -> Path:
+    """The top-level source tree ``name`` ('csrc' or 'configs') this package uses.
+
+    A wheel carries them as package data (``gspn2_dense/csrc``, ``gspn2_dense/configs``;
+    setup.py copies them in); a source checkout (also ``pip install -e .``) has them beside
+    the package. ``importlib.resources.files('gspn2_dense') / name`` is the first of those
+    for an installed package (this file cannot import the package: setup.py loads it by path).
+    """
+    inside = PACKAGE_DIR / name
+    return inside if inside.is_dir() else PACKAGE_DIR.parent / name
+
+
+CSRC = shipped_tree('csrc')
+SOURCE_ROOT = CSRC.parent  # extension sources are named relative to it
+REPO_ROOT = PACKAGE_DIR.parent  # the source checkout, for tools that read its git history
 DEFAULT_CUDA_ARCH_LIST = '8.0;8.6;9.0+PTX'
 
 BUILD_HINT = (
@@ -84,7 +100,7 @@ def ldflags(kind: str) -> List[str]:
 
 
 def extension_sources(kind: str) -> List[str]:
-    """Source files of extension ``kind`` ('cpu' or 'cuda'), relative to the repository root."""
+    """Source files of extension ``kind`` ('cpu' or 'cuda'), relative to ``SOURCE_ROOT``."""
     if kind == 'cpu':
         patterns = ['csrc/cpu/*.cpp']
     elif kind == 'cuda':
@@ -92,11 +108,11 @@ def extension_sources(kind: str) -> List[str]:
     else:
         raise ValueError(f"extension kind must be 'cpu' or 'cuda', got {kind!r}")
     files = sorted(
-        os.path.relpath(f, REPO_ROOT) for p in patterns for f in glob.glob(str(REPO_ROOT / p)))
+        os.path.relpath(f, SOURCE_ROOT) for p in patterns for f in glob.glob(str(SOURCE_ROOT / p)))
     if not files:
         raise ExtensionBuildError(
-            f'no sources for the {kind} extension under {CSRC}: is this a source checkout of '
-            'gspn2_dense (pip install -e .)?')
+            f'no sources for the {kind} extension under {CSRC}: the installed package lacks its '
+            'csrc/ tree (reinstall gspn2_dense from a wheel or a source checkout)')
     return files
 
 
@@ -202,7 +218,7 @@ def load_extension(kind: str, verbose: bool = False):
 
 
 def _build_jit(kind: str, verbose: bool = False):
-    sources = [str(REPO_ROOT / s) for s in extension_sources(kind)]
+    sources = [str(SOURCE_ROOT / s) for s in extension_sources(kind)]
     _check_compilers(kind)
     build_name = f'gspn2_dense_{kind}'
     if kind == 'cpu' and not os.environ.get('CUDA_HOME') and resolve_cuda_home():
