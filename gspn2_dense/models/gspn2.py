@@ -19,7 +19,8 @@ Generalized Spatial Propagation Network` (CVPR 2025), https://arxiv.org/abs/2501
 
 The paper's code is not public: this file is this project's implementation, in
 timm's model-file layout (blocks, stage, model, checkpoint filter, default configs,
-one registered function per variant). Weights come from local files only, e.g.
+one registered function per variant, whose sizes are its row of :mod:`.variants`). Weights
+come from local files only, e.g.
 ``timm.create_model('gspn2_tiny', pretrained=True, pretrained_cfg_overlay=dict(file=path))``.
 """
 from numbers import Integral
@@ -35,6 +36,8 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 from timm.models._features import feature_take_indices
 
 from gspn2_dense.ops import gspn_propagate
+
+from .variants import VARIANTS
 
 __all__ = ['GSPN2', 'GSPN2Block', 'GSPN2Mixer', 'GSPN2Stage', 'checkpoint_filter_fn']
 
@@ -214,8 +217,8 @@ class GSPN2(nn.Module):
         in_chans: Input image channels.
         num_classes: Classifier outputs; 0 gives no classifier.
         global_pool: Pooling type of the head ('avg', 'max', ..., '' for none).
-        depths: Blocks per stage.
-        dims: Channels per stage.
+        depths: Blocks per stage (default: ``gspn2_tiny``'s).
+        dims: Channels per stage (default: ``gspn2_tiny``'s).
         inner_ratio: Mixer expansion, ``d_inner = inner_ratio * dim``.
         proxy_dim: Channels of the propagation space, one int or one per stage; None gives
             a quarter of each stage's width.
@@ -234,8 +237,8 @@ class GSPN2(nn.Module):
             in_chans: int = 3,
             num_classes: int = 1000,
             global_pool: str = 'avg',
-            depths: Sequence[int] = (2, 4, 10, 2),
-            dims: Sequence[int] = (80, 160, 320, 640),
+            depths: Sequence[int] = VARIANTS['gspn2_tiny'].depths,
+            dims: Sequence[int] = VARIANTS['gspn2_tiny'].dims,
             inner_ratio: float = 1.0,
             proxy_dim: Optional[Union[int, Sequence[int]]] = None,
             gate_groups: Union[int, Sequence[int]] = 1,
@@ -435,11 +438,12 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: Optional[nn
 
 
 def _create_gspn2(variant: str, pretrained: bool = False, **kwargs) -> GSPN2:
+    """Build ``variant`` with its row of the variant table (:mod:`.variants`); ``kwargs`` override it."""
     return build_model_with_cfg(
         GSPN2, variant, pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(out_indices=(0, 1, 2, 3), flatten_sequential=True),
-        **kwargs)
+        **dict(VARIANTS[variant].model_args, **kwargs))
 
 
 def _cfg(**kwargs) -> Dict:
@@ -454,39 +458,32 @@ def _cfg(**kwargs) -> Dict:
 
 
 default_cfgs = generate_default_cfgs({
-    'gspn2_test.untrained': _cfg(input_size=(3, 64, 64), pool_size=(2, 2)),
-    'gspn2_nano.untrained': _cfg(),
-    'gspn2_tiny.untrained': _cfg(),
-    'gspn2_small.untrained': _cfg(),
-    'gspn2_base.untrained': _cfg(),
+    f'{v.name}.untrained': _cfg(input_size=(3, v.img_size, v.img_size), pool_size=(v.img_size // 32,) * 2)
+    for v in VARIANTS.values()
 })
 
 
+# One entry point per row of the variant table (timm registers a function under its own name).
 @register_model
 def gspn2_test(pretrained: bool = False, **kwargs) -> GSPN2:
-    model_args = dict(depths=(1, 1, 1, 1), dims=(8, 16, 32, 64))
-    return _create_gspn2('gspn2_test', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_gspn2('gspn2_test', pretrained, **kwargs)
 
 
 @register_model
 def gspn2_nano(pretrained: bool = False, **kwargs) -> GSPN2:
-    model_args = dict(depths=(2, 2, 4, 2), dims=(32, 64, 128, 256))
-    return _create_gspn2('gspn2_nano', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_gspn2('gspn2_nano', pretrained, **kwargs)
 
 
 @register_model
 def gspn2_tiny(pretrained: bool = False, **kwargs) -> GSPN2:
-    model_args = dict(depths=(2, 4, 10, 2), dims=(80, 160, 320, 640))
-    return _create_gspn2('gspn2_tiny', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_gspn2('gspn2_tiny', pretrained, **kwargs)
 
 
 @register_model
 def gspn2_small(pretrained: bool = False, **kwargs) -> GSPN2:
-    model_args = dict(depths=(3, 3, 20, 2), dims=(96, 192, 384, 768))
-    return _create_gspn2('gspn2_small', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_gspn2('gspn2_small', pretrained, **kwargs)
 
 
 @register_model
 def gspn2_base(pretrained: bool = False, **kwargs) -> GSPN2:
-    model_args = dict(depths=(2, 2, 17, 3), dims=(128, 256, 512, 1024))
-    return _create_gspn2('gspn2_base', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_gspn2('gspn2_base', pretrained, **kwargs)
