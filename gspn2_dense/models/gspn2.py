@@ -396,34 +396,77 @@ def _init_weights(module: nn.Module) -> None:
 
 
 _CHECKPOINT_WRAPPERS = ('state_dict', 'model', 'module')
-_TRUNK_PREFIXES = ('visual.trunk.', 'backbone.')
+_DDP_PREFIX = 'module.'
+
+# Every checkpoint layout the toolkit reads, by kind: (kind, key prefixes that mark it, prefixes
+# under which it holds the GSPN-2 trunk). The first kind one of whose markers occurs is the
+# checkpoint's; the first of its trunk prefixes that occurs is the trunk's.
+CHECKPOINT_LAYOUTS = (
+    # mmseg segmentors; tools/train.py writes the GSPN2 wrapper's backbone.trunk.*
+    ('segmentor', ('decode_head.', 'backbone.'), ('backbone.trunk.', 'backbone.')),
+    # open_clip(_train): the image tower is open_clip's TimmModel, its timm model under trunk.
+    ('clip', ('visual.', 'logit_scale'), ('visual.trunk.',)),
+    # this model / timm / a converted CLIP tower; trunk.*: the mmseg GSPN2 wrapper's own state dict
+    ('backbone', ('stem.', 'stages.', 'trunk.'), ('trunk.', '')),
+)
 
 
-def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: Optional[nn.Module] = None
-                         ) -> Dict[str, torch.Tensor]:
-    """Map any checkpoint of a GSPN-2 trunk to the keys of :class:`GSPN2`.
-
-    Accepts this model's own / timm state dicts, ``{'state_dict' | 'model' | 'module': ...}``
-    wrappers, DDP's ``module.`` prefix, open_clip checkpoints (``visual.trunk.*``; the rest
-    of the CLIP model is dropped) and mmseg checkpoints (``backbone.*`` or the wrapper's
-    ``backbone.trunk.*``; heads are dropped). With ``model`` given (timm's filter signature), a
-    headless checkpoint (e.g. a converted CLIP tower) gets ``model``'s own classifier tensors,
-    so the trunk loads strictly and the head keeps its initialisation; that is logged.
-    """
-    if not isinstance(state_dict, dict):
-        raise TypeError(f'state_dict must be a dict of tensors, got {type(state_dict).__name__}')
+def checkpoint_state_dict(checkpoint: Dict) -> Dict[str, torch.Tensor]:
+    """The tensors of a loaded checkpoint: ``{'state_dict' | 'model' | 'module': ...}`` wrappers
+    opened, DDP's ``module.`` prefix removed, non-tensor entries dropped."""
+    if not isinstance(checkpoint, dict):
+        raise TypeError(f'state_dict must be a dict of tensors, got {type(checkpoint).__name__}')
+    state_dict = checkpoint
     while not any(isinstance(v, torch.Tensor) for v in state_dict.values()):
         wrapper = next((k for k in _CHECKPOINT_WRAPPERS if isinstance(state_dict.get(k), dict)), None)
         if wrapper is None:
             raise KeyError(f'no tensors in the checkpoint and none of the wrappers {_CHECKPOINT_WRAPPERS}; '
                            f'top-level keys: {sorted(state_dict)[:10]}')
         state_dict = state_dict[wrapper]
-    state_dict = {k.removeprefix('module.'): v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
-    for prefix in _TRUNK_PREFIXES:
-        if any(k.startswith(prefix) for k in state_dict):
-            state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
-            break
-    state_dict = {k.removeprefix('trunk.'): v for k, v in state_dict.items()}
+    return {k.removeprefix(_DDP_PREFIX): v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+
+
+def checkpoint_layout(state_dict: Dict[str, torch.Tensor]) -> Tuple[str, Optional[str]]:
+    """``(kind, trunk prefix)`` of a :func:`checkpoint_state_dict` by :data:`CHECKPOINT_LAYOUTS`.
+
+    ``kind`` is ``'segmentor'``, ``'clip'``, ``'backbone'`` or ``'unknown'``; the prefix is
+    ``None`` when a checkpoint of a known kind holds no GSPN-2 trunk (e.g. a ViT CLIP model)
+    and ``''`` for a trunk at the top level or an unknown kind.
+    """
+    for kind, markers, trunk_prefixes in CHECKPOINT_LAYOUTS:
+        if any(k.startswith(markers) for k in state_dict):
+            return kind, next((p for p in trunk_prefixes if any(k.startswith(p) for k in state_dict)), None)
+    return 'unknown', ''
+
+
+def _key_groups(state_dict: Dict[str, torch.Tensor], shown: int = 8) -> List[str]:
+    groups = sorted({'.'.join(k.split('.')[:2]) for k in state_dict})
+    return groups[:shown] + ([f'... ({len(groups) - shown} more)'] if len(groups) > shown else [])
+
+
+def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: Optional[nn.Module] = None
+                         ) -> Dict[str, torch.Tensor]:
+    """Map any checkpoint of a GSPN-2 trunk to the keys of :class:`GSPN2`.
+
+    Accepts every layout of :data:`CHECKPOINT_LAYOUTS`: this model's own / timm state dicts,
+    ``{'state_dict' | 'model' | 'module': ...}`` wrappers, DDP's ``module.`` prefix, open_clip
+    checkpoints (``visual.trunk.*``; the rest of the CLIP model is dropped) and mmseg
+    checkpoints (``backbone.*`` or the wrapper's ``backbone.trunk.*``; heads are dropped). A
+    CLIP or segmentor checkpoint without a GSPN-2 trunk raises ``ValueError``; keys of an
+    unknown layout pass unchanged (the model's load reports what does not fit). With ``model``
+    given (timm's filter signature), a headless checkpoint (e.g. a converted CLIP tower) gets
+    ``model``'s own classifier tensors, so the trunk loads strictly and the head keeps its
+    initialisation; that is logged.
+    """
+    state_dict = checkpoint_state_dict(state_dict)
+    kind, prefix = checkpoint_layout(state_dict)
+    if prefix is None:
+        expected = next(' or '.join(f'"{p}*"' for p in trunk_prefixes)
+                        for name, _, trunk_prefixes in CHECKPOINT_LAYOUTS if name == kind)
+        raise ValueError(f'this {kind} checkpoint holds no GSPN-2 trunk: expected keys {expected}, got '
+                         f'keys {_key_groups(state_dict)}')
+    if prefix:
+        state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
     classifier = (getattr(model, 'pretrained_cfg', None) or {}).get('classifier') or 'head.fc'
     head = {k: v for k, v in (model.state_dict() if model is not None else {}).items()
             if k.startswith(classifier + '.')}
