@@ -20,10 +20,11 @@ from mmseg.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .gspn2 import NUM_STAGES, checkpoint_filter_fn
+from .variants import VARIANTS, get_variant
 
 __all__ = ['GSPN2Backbone', 'ARCHS']
 
-ARCHS = ('test', 'nano', 'tiny', 'small', 'base')
+ARCHS = tuple(v.arch for v in VARIANTS.values())
 
 
 @MODELS.register_module(name='GSPN2')
@@ -31,7 +32,7 @@ class GSPN2Backbone(BaseModule):
     """GSPN-2 backbone returning a tuple of NCHW feature maps.
 
     Args:
-        arch: Variant, one of ``ARCHS`` (the timm model ``gspn2_{arch}``).
+        arch: Variant, one of ``ARCHS`` (a row of :mod:`.variants`; the timm model ``gspn2_{arch}``).
         dims: Channels per stage, overriding the variant's.
         depths: Blocks per stage, overriding the variant's.
         out_indices: Stages whose outputs are returned (0..3, strides 4..32).
@@ -71,7 +72,7 @@ class GSPN2Backbone(BaseModule):
             raise ValueError("init_cfg must be None or dict(type='Pretrained', checkpoint=...) (key prefixes "
                              f'are found by the checkpoint filter), got {init_cfg!r}')
         overrides = {k: v for k, v in dict(dims=dims, depths=depths).items() if v is not None}
-        self.trunk = timm.create_model(f'gspn2_{arch}', num_classes=0, drop_path_rate=drop_path_rate,
+        self.trunk = timm.create_model(get_variant(arch).name, num_classes=0, drop_path_rate=drop_path_rate,
                                        **overrides, **model_kwargs)
         self.trunk.prune_intermediate_layers(list(out_indices), prune_norm=True, prune_head=True)
         self.out_indices = out_indices
