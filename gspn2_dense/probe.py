@@ -11,6 +11,8 @@ from typing import Dict, List, Optional, Sequence
 
 from mmengine.config import Config
 
+from gspn2_dense.models.variants import PAPER_VARIANTS
+
 CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
 
 # task -> (dataset part of the leaf config name, metrics reported in the table)
@@ -23,7 +25,7 @@ TASKS = {
     'nyu40': ('nyu40-480x480', SEG_METRICS),
     'nyu-depth': ('nyu-depth-480x480', DEPTH_METRICS),
 }
-ARCHS = ('t', 's', 'b')
+ARCHS = tuple(v.short for v in PAPER_VARIANTS)  # the paper's sizes, spelled as in config names
 VARIANTS = ('linear', 'ms-linear')
 
 

@@ -9,6 +9,7 @@ from mmengine.config import DictAction
 
 import gspn2_dense  # noqa: F401  (registers the GSPN-2 modules in mmseg's registries)
 from gspn2_dense.engine.launch import LAUNCHERS
+from gspn2_dense.models.variants import get_variant
 from gspn2_dense.probe import ARCHS, TASKS, VARIANTS, parse_tasks, run_linear_probe
 
 
@@ -17,7 +18,8 @@ def parse_args():
     parser.add_argument('checkpoint', help='backbone checkpoint (init_cfg of the GSPN2 backbone)')
     parser.add_argument('--tasks', default='ade20k,voc,nyu-depth',
                         help=f'comma-separated tasks from {list(TASKS)}')
-    parser.add_argument('--arch', choices=ARCHS, default='t', help='GSPN-2 variant: t, s or b')
+    parser.add_argument('--arch', choices=ARCHS, default='t',
+                        help='GSPN-2 variant: ' + ', '.join(f'{a} ({get_variant(a).name})' for a in ARCHS))
     parser.add_argument('--variant', choices=VARIANTS, default='linear',
                         help='linear (last stage) or ms-linear (all stages concatenated)')
     parser.add_argument('--work-dir', default='work_dirs/linear_probe',
