@@ -15,10 +15,10 @@ import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
-from mmengine.runner.checkpoint import CheckpointLoader
 from mmseg.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..engine.checkpoint import CheckpointError, load_checkpoint_file
 from .gspn2 import NUM_STAGES, checkpoint_filter_fn
 from .variants import VARIANTS, get_variant
 
@@ -103,12 +103,21 @@ class GSPN2Backbone(BaseModule):
         return self
 
     def init_weights(self) -> None:
-        """Load ``init_cfg``'s checkpoint into the trunk; without one keep timm's init."""
+        """Load ``init_cfg``'s checkpoint into the trunk; without one keep timm's init.
+
+        The local file is read by the toolkit's one loader (weights-only, with messages for
+        unusable files) and mapped by :func:`~gspn2_dense.models.gspn2.checkpoint_filter_fn`,
+        which knows every checkpoint layout.
+        """
         if self.init_cfg is None:
             return
-        checkpoint = CheckpointLoader.load_checkpoint(self.init_cfg['checkpoint'], map_location='cpu',
-                                                      logger='current')
-        state_dict = checkpoint_filter_fn(checkpoint, self.trunk)
+        path = self.init_cfg['checkpoint']
+        checkpoint = load_checkpoint_file(path, expected='a checkpoint holding a GSPN-2 trunk (backbone, '
+                                                         'open_clip or segmentor)')
+        try:
+            state_dict = checkpoint_filter_fn(checkpoint, self.trunk)
+        except (TypeError, KeyError, ValueError) as err:
+            raise CheckpointError(f'{path}: {err}') from None
         result = self.trunk.load_state_dict(state_dict, strict=False)
         matched = len(state_dict) - len(result.unexpected_keys)
         if matched == 0:
