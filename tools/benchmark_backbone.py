@@ -6,23 +6,22 @@
     python tools/benchmark_backbone.py --device cpu --models gspn2_test --compiled-models gspn2_test \\
         --batch 2 --img-size 64 --latency-models gspn2_test --sizes 64 --dense-models '' \\
         --dtype float32                                                        # CPU smoke run
+    python tools/benchmark_backbone.py --plot docs/benchmarks/backbones.json  # the latency plot
 
 What is measured and how: :mod:`gspn2_dense.benchmarks.backbones`. Writes ``<out>.json`` and
 ``<out>.md``. The dense part needs mmseg; it is skipped (and says so) without it.
 """
 import argparse
-import importlib.util
 import json
 import shlex
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 import gspn2_dense  # noqa: F401  (registers the GSPN-2 timm models)
 from gspn2_dense.benchmarks import backbones as bench
-from gspn2_dense.benchmarks.timing import Timer, run_stamp
+from gspn2_dense.benchmarks import report
 
 
 def _names(text):
@@ -32,6 +31,7 @@ def _names(text):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--out', default='docs/benchmarks/backbones', help='output stem (.json, .md)')
+    parser.add_argument('--plot', help='draw the latency plot of an existing JSON result and exit')
     parser.add_argument('--models', default=','.join(bench.MODELS), help='eager throughput')
     parser.add_argument('--compiled-models', default=','.join(bench.COMPILED_MODELS),
                         help='torch.compile throughput (compilation costs about a minute each)')
@@ -51,48 +51,28 @@ def main():
     parser.add_argument('--channels-last', action='store_true', help='channels_last models and inputs')
     parser.add_argument('--commit', default=None, help='git commit to record (default: git rev-parse)')
     args = parser.parse_args()
-    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    if device.type == 'cuda':
-        if not torch.cuda.is_available():
-            parser.error('--device cuda but no GPU is visible; use --device cpu for a smoke run')
-        from gspn2_dense.ops._build import load_extension
-        started = time.time()
-        load_extension('cuda')
-        print(f'extension ready in {time.time() - started:.0f} s', flush=True)
-        torch.backends.cudnn.benchmark = True
-    timer = Timer(device)
-    result = dict(run_stamp(device, args.commit), dtype=args.dtype, img_size=args.img_size,
-                  batch=args.batch, dense_batch=args.dense_batch,
-                  memory_format='channels_last' if args.channels_last else 'NCHW',
-                  command=shlex.join(['python', *sys.argv]), throughput=[], latency=[], dense=[])
-
-    def report(part, row):
-        print(json.dumps(row), flush=True)
-        result[part].append(row)
-
-    for mode, names in (('eager', args.models), ('compiled', args.compiled_models)):
-        for name in _names(names):
-            report('throughput', bench.throughput(name, mode, device, dtype, timer, args.img_size,
-                                                  args.batch, args.iters, args.warmup, memory_format))
-    sizes = [int(s) for s in _names(args.sizes)]
-    for name in _names(args.latency_models):
-        for mode in _names(args.latency_modes):
-            if mode == 'cuda_graph' and device.type != 'cuda':
-                continue
-            report('latency', bench.latency(name, sizes, mode, device, dtype, timer,
-                                            args.latency_iters, args.warmup))
-    if _names(args.dense_models) and importlib.util.find_spec('mmseg') is None:
-        print('mmseg is not installed: the dense-prediction part is skipped', flush=True)
-    else:
-        dense_sizes = [int(s) for s in _names(args.dense_sizes)]
-        for name in _names(args.dense_models):
-            report('dense', bench.dense(name, dense_sizes, device, dtype, timer, args.dense_batch))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix('.json').write_text(json.dumps(result, indent=1) + '\n')
-    out.with_suffix('.md').write_text(bench.markdown(result))
-    print(bench.markdown(result))
+    if args.plot:
+        for path in bench.plot(report.read(args.plot), Path(args.plot).with_suffix('')):
+            print(path)
+        return
+    device = torch.device(args.device)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda but no GPU is visible; use --device cpu for a smoke run')
+    result = bench.run(
+        device, getattr(torch, args.dtype), models=_names(args.models),
+        compiled_models=_names(args.compiled_models), latency_models=_names(args.latency_models),
+        latency_modes=_names(args.latency_modes), sizes=[int(s) for s in _names(args.sizes)],
+        dense_models=_names(args.dense_models), dense_sizes=[int(s) for s in _names(args.dense_sizes)],
+        dense_batch=args.dense_batch, img_size=args.img_size, batch=args.batch, iters=args.iters,
+        latency_iters=args.latency_iters, warmup=args.warmup,
+        memory_format=torch.channels_last if args.channels_last else torch.contiguous_format,
+        commit=args.commit, command=shlex.join(['python', *sys.argv]),
+        on_row=lambda part, row: print(json.dumps(row), flush=True))
+    for reason in result['skipped']:
+        print(f'skipped: {reason}', flush=True)
+    text = bench.markdown(result)
+    report.write(args.out, result, text)
+    print(text)
 
 
 if __name__ == '__main__':

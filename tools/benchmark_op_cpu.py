@@ -6,16 +6,18 @@
 
 writes ``<out>.json`` (figures + machine) and ``<out>.md`` (tables), one run per torch
 thread count (default: 1 and all cores). Not a test: run it on a quiet machine; the load
-average after each run is recorded with the figures.
+average after each run is recorded with the figures. What is measured and how:
+:mod:`gspn2_dense.benchmarks.op`.
 """
 import argparse
+import shlex
+import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-from gspn2_dense.ops.benchmark import (compare_builds, cpu_extension_at, markdown_table,
-                                       run_thread_counts, write_report)
+from gspn2_dense.benchmarks import op, report
 
 
 def main():
@@ -32,26 +34,32 @@ def main():
     parser.add_argument('--against', metavar='REV', default=None,
                         help='also time the kernel of csrc/ at git revision REV against this '
                              "checkout's, alternately in this process, with one torch thread")
+    parser.add_argument('--commit', default=None, help='commit to record (default: git rev-parse)')
     parser.add_argument('--out', type=Path, default=None,
                         help='write <out>.json and <out>.md (e.g. docs/benchmarks/op_cpu)')
     args = parser.parse_args()
     shape = dict(B=args.batch, C=args.channels, H=args.size, W=args.size, G=args.groups)
-    threads = args.threads or sorted({1, torch.get_num_threads()})
-    settings = dict(dtype=args.dtype, repeats=args.repeats, ref_repeats=args.ref_repeats)
-    runs = run_thread_counts(threads, shape, **settings)
+    dtype = getattr(torch, args.dtype)
+    runs = []
+    for run in op.run_thread_counts(args.threads or sorted({1, torch.get_num_threads()}), shape,
+                                    dtype, args.repeats, args.ref_repeats):
+        print(f"{run['torch_threads']} torch thread(s):\n{report.records_table(run['results'])}\n",
+              flush=True)
+        runs.append(run)
     comparison = None
     if args.against is not None:
         with tempfile.TemporaryDirectory() as build_dir:
-            other = cpu_extension_at(args.against, Path(build_dir))
+            other = op.cpu_extension_at(args.against, Path(build_dir))
+            previous = torch.get_num_threads()
             torch.set_num_threads(1)
-            rows = compare_builds(other, **shape, dtype=getattr(torch, args.dtype),
-                                  repeats=args.repeats)
+            rows = op.compare_builds(other, **shape, dtype=dtype, repeats=args.repeats)
+            torch.set_num_threads(previous)
         comparison = dict(against=args.against, threads=1, rows=rows)
-        print(f'against {args.against} (1 torch thread):\n{markdown_table(rows)}\n', flush=True)
+        print(f'against {args.against} (1 torch thread):\n{report.records_table(rows)}\n', flush=True)
     if args.out is not None:
-        command = 'python tools/benchmark_op_cpu.py' + (
-            f' --against {args.against}' if args.against else '') + f' --out {args.out}'
-        write_report(args.out, shape, runs, command=command, comparison=comparison, **settings)
+        record = op.cpu_record(shape, runs, args.dtype, args.repeats, args.ref_repeats,
+                               shlex.join(['python', *sys.argv]), comparison, args.commit)
+        report.write(args.out, record, op.cpu_markdown(record))
 
 
 if __name__ == '__main__':

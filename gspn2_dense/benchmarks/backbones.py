@@ -21,7 +21,8 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from .timing import Timer, fmt
+from . import report
+from .timing import Timer, fmt, run_stamp
 
 MODELS = ['gspn2_tiny', 'gspn2_small', 'gspn2_base',
           'swin_tiny_patch4_window7_224', 'convnext_tiny', 'vit_small_patch16_224']
@@ -204,19 +205,65 @@ def _ratio(rows: Dict[str, dict], key: str, num: str, den: str) -> Optional[floa
     return a / b if a and b else None
 
 
+def run(device: torch.device, dtype: torch.dtype, models: Sequence[str] = MODELS,
+        compiled_models: Sequence[str] = COMPILED_MODELS,
+        latency_models: Sequence[str] = LATENCY_MODELS,
+        latency_modes: Sequence[str] = ('eager', 'cuda_graph'),
+        sizes: Sequence[int] = LATENCY_SIZES, dense_models: Sequence[str] = DENSE_MODELS,
+        dense_sizes: Sequence[int] = DENSE_SIZES, dense_batch: int = 2, img_size: int = 224,
+        batch: int = 128, iters: int = 20, latency_iters: int = 10, warmup: int = 3,
+        memory_format=torch.contiguous_format, commit: Optional[str] = None, command: str = '',
+        on_row: Callable[[str, dict], None] = lambda part, row: None) -> dict:
+    """The three parts in one process; ``on_row`` sees each row (``part``: throughput,
+    latency or dense) as it is measured. CUDA graphs are skipped on the CPU; the dense part
+    needs mmseg and is skipped without it (the record says so)."""
+    import importlib.util
+    device = torch.device(device)
+    if device.type == 'cuda':
+        from ..ops._build import load_extension
+        load_extension('cuda')  # a build on first use is not timed
+        torch.backends.cudnn.benchmark = True
+    timer = Timer(device)
+    result = dict(run_stamp(device, commit), dtype=str(dtype).removeprefix('torch.'),
+                  img_size=img_size, batch=batch, dense_batch=dense_batch,
+                  memory_format='channels_last' if memory_format == torch.channels_last else 'NCHW',
+                  command=command, throughput=[], latency=[], dense=[], skipped=[])
+
+    def add(part, row):
+        on_row(part, row)
+        result[part].append(row)
+
+    for mode, names in (('eager', models), ('compiled', compiled_models)):
+        for name in names:
+            add('throughput', throughput(name, mode, device, dtype, timer, img_size, batch, iters,
+                                         warmup, memory_format))
+    for name in latency_models:
+        for mode in latency_modes:
+            if mode == 'cuda_graph' and device.type != 'cuda':
+                continue
+            add('latency', latency(name, sizes, mode, device, dtype, timer, latency_iters, warmup))
+    if dense_models and importlib.util.find_spec('mmseg') is None:
+        result['skipped'].append('dense prediction: mmseg is not installed')
+    else:
+        for name in dense_models:
+            add('dense', dense(name, dense_sizes, device, dtype, timer, dense_batch))
+    return result
+
+
 def markdown(result: dict) -> str:
-    """The report: one table per part, ratios GSPN-2-T / Swin-T and / ConvNeXt-T."""
+    """The report: one table per part, ratios GSPN-2-T / Swin-T."""
     lines = [f"# Backbone throughput on {result['device']}", '',
-             f"torch {result['torch']}, CUDA {result['cuda']}, timm {result['timm']}, "
-             f"{result['date']}, commit {result['commit']}. Random init, {result['dtype']} autocast, "
-             f"{result['memory_format']} input. Produced by `{result['command']}`.", '',
-             f"## {result['img_size']}x{result['img_size']}, batch {result['batch']}", '',
-             '| model | mode | params (M) | infer img/s | infer peak GiB | train img/s | train peak GiB |',
-             '|---|---|---|---|---|---|---|']
-    for r in result['throughput']:
-        lines.append(f"| {r['model']} | {r['mode']} | {r['params_m']:.1f} | "
-                     f"{fmt(r.get('infer_img_s'), '.0f', 'OOM')} | {fmt(r.get('infer_peak_gib'), '.2f')} | "
-                     f"{fmt(r.get('train_img_s'), '.0f', 'OOM')} | {fmt(r.get('train_peak_gib'), '.2f')} |")
+             f"{report.stamp_line(result)}. Random init, {result['dtype']} autocast, "
+             f"{result['memory_format']} input. Produced by `{result['command']}`."]
+    lines += [f'Skipped: {reason}.' for reason in result.get('skipped', [])]
+    if result['throughput']:
+        lines += ['', f"## {result['img_size']}x{result['img_size']}, batch {result['batch']}", '',
+                  report.table(['model', 'mode', 'params (M)', 'infer img/s', 'infer peak GiB',
+                                'train img/s', 'train peak GiB'], (
+                      [r['model'], r['mode'], f"{r['params_m']:.1f}",
+                       fmt(r.get('infer_img_s'), '.0f', 'OOM'), fmt(r.get('infer_peak_gib'), '.2f'),
+                       fmt(r.get('train_img_s'), '.0f', 'OOM'), fmt(r.get('train_peak_gib'), '.2f')]
+                      for r in result['throughput']))]
     for mode in ('eager', 'compiled'):
         rows = {r['model']: r for r in result['throughput'] if r['mode'] == mode}
         if OURS in rows and SWIN in rows:
@@ -224,30 +271,37 @@ def markdown(result: dict) -> str:
                      for k in ('infer', 'train')]
             mem = _ratio(rows, 'train_peak_gib', OURS, SWIN)
             lines.append(f"\n{mode}: GSPN-2-T / Swin-T images/s: {', '.join(cells)}; "
-                         f"training peak memory {fmt(mem, '.2f')}x (goal: >= 1x, memory <= 1x).")
+                         f"training peak memory {fmt(mem, '.2f')}x.")
     if result['latency']:
         sizes = [p['size'] for p in result['latency'][0]['points']]
+
+        def cell(p):
+            text = fmt(p.get('ms'), '.2f', p.get('error', 'failed'))
+            return text + (f" ({p['slope']:.2f})" if p.get('slope') is not None else '')
+
         lines += ['', '## Batch-1 inference latency (ms) against input size', '',
-                  '| model | mode | ' + ' | '.join(f'{s} px' for s in sizes) + ' |',
-                  '|---|---|' + '---|' * len(sizes)]
-        for entry in result['latency']:
-            cells = []
-            for p in entry['points']:
-                cell = fmt(p.get('ms'), '.2f', p.get('error', 'failed'))
-                if p.get('slope') is not None:
-                    cell += f" ({p['slope']:.2f})"
-                cells.append(cell)
-            lines.append(f"| {entry['model']} | {entry['mode']} | " + ' | '.join(cells) + ' |')
-        lines += ['', 'In brackets: log-log slope of time against pixels from the previous size '
+                  report.table(['model', 'mode'] + [f'{s} px' for s in sizes], (
+                      [e['model'], e['mode']] + [cell(p) for p in e['points']]
+                      for e in result['latency'])),
+                  '', 'In brackets: log-log slope of time against pixels from the previous size '
                       '(1 = linear in pixels, 2 = quadratic).']
     if result['dense']:
         lines += ['', f"## Dense prediction: linear-probe EncoderDecoder, batch {result['dense_batch']}, "
                       'forward + backward of the loss', '',
-                  '| backbone | size | probe ms | probe peak GiB | finetune ms | finetune peak GiB |',
-                  '|---|---|---|---|---|---|']
-        for entry in result['dense']:
-            for p in entry['points']:
-                lines.append(f"| {entry['model']} | {p['size']} | {fmt(p.get('probe_ms'), '.1f', 'OOM')} | "
-                             f"{fmt(p.get('probe_peak_gib'), '.2f')} | {fmt(p.get('finetune_ms'), '.1f', 'OOM')} | "
-                             f"{fmt(p.get('finetune_peak_gib'), '.2f')} |")
+                  report.table(['backbone', 'size', 'probe ms', 'probe peak GiB', 'finetune ms',
+                                'finetune peak GiB'], (
+                      [e['model'], p['size'], fmt(p.get('probe_ms'), '.1f', 'OOM'),
+                       fmt(p.get('probe_peak_gib'), '.2f'), fmt(p.get('finetune_ms'), '.1f', 'OOM'),
+                       fmt(p.get('finetune_peak_gib'), '.2f')]
+                      for e in result['dense'] for p in e['points']))]
     return '\n'.join(lines) + '\n'
+
+
+def plot(result: dict, stem) -> List:
+    """``<stem>_latency.png``: batch-1 latency against pixels, log-log, per model and mode."""
+    if not result['latency']:
+        return []
+    series = {f"{e['model']} {e['mode']}": [(p['size'] ** 2, p['ms']) for p in e['points'] if p.get('ms')]
+              for e in result['latency']}
+    title = f"{result['device']}, torch {result['torch']}, {result['date']}, {result['commit']}"
+    return [report.plot_lines(f'{stem}_latency.png', series, 'pixels (H x W)', 'ms, batch 1', title)]

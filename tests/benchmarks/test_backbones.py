@@ -18,3 +18,18 @@ def test_parts_and_report():
                   memory_format='NCHW', command='python x', throughput=rows, latency=[lat], dense=[])
     text = bench.markdown(result)
     assert 'commit abc1234' in text and '| gspn2_test | compiled |' in text and '| gspn2_test | eager |' in text
+
+
+def test_run_report_and_plot(tmp_path):
+    seen = []
+    result = bench.run('cpu', torch.float32, models=['gspn2_test'], compiled_models=[],
+                       latency_models=['gspn2_test'], sizes=[32, 48], dense_models=[],
+                       img_size=32, batch=2, iters=1, latency_iters=1, warmup=1, commit='abc1234',
+                       command='python x', on_row=lambda part, row: seen.append(part))
+    assert seen == ['throughput', 'latency']  # no CUDA graph on the CPU
+    assert result['commit'] == 'abc1234' and result['skipped'] == [] and result['dense'] == []
+    text = bench.markdown(result)
+    assert '## 32x32, batch 2' in text and '| gspn2_test | eager | ' in text
+    assert 'goal' not in text and 'target' not in text.lower()
+    paths = bench.plot(result, tmp_path / 'backbones')
+    assert [p.name for p in paths] == ['backbones_latency.png']

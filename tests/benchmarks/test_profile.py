@@ -1,21 +1,9 @@
-"""tools/profile_op.py's bookkeeping (the profiling itself needs a GPU)."""
-import importlib.util
-from pathlib import Path
-
-import pytest
-
-TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'profile_op.py'
+"""The kernel profile's bookkeeping (the profiling itself needs a GPU)."""
+from gspn2_dense.benchmarks import profile
+from gspn2_dense.benchmarks.timing import run_stamp
 
 
-@pytest.fixture(scope='module')
-def profile_op():
-    spec = importlib.util.spec_from_file_location('profile_op', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_kernels_grouped_by_what_they_do(profile_op):
+def test_kernels_grouped_by_what_they_do():
     times = {
         'void gspn2::cuda::propagate_forward_kernel<c10::BFloat16, true, true, 1, 2>(...)': (300.0, 2),
         'void gspn2::cuda::(anonymous namespace)::transpose_planes_kernel<float, true, false>(...)': (50.0, 7),
@@ -24,7 +12,7 @@ def test_kernels_grouped_by_what_they_do(profile_op):
         'void at::native::elementwise_kernel<128, 4, at::native::direct_copy_kernel_cuda(...)>': (5.0, 9),
         'Memcpy HtoD (Pageable -> Device)': (1.0, 1),
     }
-    groups = profile_op.grouped(times)
+    groups = profile.grouped(times)
     assert groups['gspn2 op'] == (300.0, 2)
     assert groups['gspn2 transpose'] == (50.0, 7)
     assert groups['normalisation'] == (20.0, 3)
@@ -34,11 +22,22 @@ def test_kernels_grouped_by_what_they_do(profile_op):
     assert sum(t for t, _ in groups.values()) == sum(t for t, _ in times.values())
 
 
-def test_table_in_ms_per_call_with_shares(profile_op):
-    text, total = profile_op.table({'a': (3000.0, 2), 'b': (1000.0, 1)}, 'forward')
+def test_table_in_ms_per_call_with_shares():
+    text, total = profile.kernel_table({'a': (3000.0, 2), 'b': (1000.0, 1)}, 'forward')
     assert total == 4000.0
     lines = text.splitlines()
     assert lines[0] == '**forward**: 4.000 ms of kernels per call'
     assert lines[4] == '| `a` | 3.000 | 2 | 75% |' and lines[5] == '| `b` | 1.000 | 1 | 25% |'
-    top1, _ = profile_op.table({'a': (3000.0, 2), 'b': (1000.0, 1)}, 'top', top=1)
+    top1, _ = profile.kernel_table({'a': (3000.0, 2), 'b': (1000.0, 1)}, 'top', top=1)
     assert '`b`' not in top1
+    long_name = 'k' * 200
+    assert f"`{'k' * 87}...`" in profile.kernel_table({long_name: (1.0, 1)}, 't')[0]
+
+
+def test_report_states_the_stamp_and_command():
+    result = dict(run_stamp('cpu', 'abc1234'), device='Some GPU', command='python tools/profile_op.py',
+                  reps=5, results=[])
+    text = profile.markdown(result, ['### a\n', '### b\n'])
+    assert text.startswith('# Kernel time breakdown on Some GPU\n\ntorch ')
+    assert 'commit abc1234; `python tools/profile_op.py`' in text and '(torch.profiler, 5 calls' in text
+    assert text.endswith('### a\n\n### b\n')
