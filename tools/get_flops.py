@@ -15,9 +15,10 @@ import torch
 
 import gspn2_dense  # noqa: F401  (registers the GSPN-2 timm models)
 from gspn2_dense.models.complexity import complexity_table, count_complexity
+from gspn2_dense.models.variants import VARIANTS
 
-ALL = ['gspn2_test', 'gspn2_nano', 'gspn2_tiny', 'gspn2_small', 'gspn2_base',
-       'swin_tiny_patch4_window7_224', 'convnext_tiny', 'vit_small_patch16_224']
+# every GSPN-2 variant, then timm models of the same size counted as a check of the convention
+ALL = [*VARIANTS, 'swin_tiny_patch4_window7_224', 'convnext_tiny', 'vit_small_patch16_224']
 
 
 def main():

@@ -14,7 +14,7 @@ formula for it (:func:`propagate_macs`):
 A model that contains the op but whose count shows none raises instead of under-counting.
 """
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -23,19 +23,14 @@ from torch.utils.flop_counter import FlopCounterMode
 from gspn2_dense.ops import propagate as _propagate  # noqa: F401  (defines the gspn2:: custom ops)
 
 from .gspn2 import GSPN2Mixer
+from .variants import VARIANTS
 
-__all__ = ['Complexity', 'PAPER_FIGURES', 'complexity_table', 'count_complexity', 'propagate_macs']
+__all__ = ['Complexity', 'complexity_table', 'count_complexity', 'propagate_macs']
 
 PROPAGATE_OP = torch.ops.gspn2.propagate_forward
 MACS_PER_TAP_STEP = 3 + 1  # three taps + lam * x, per output element and direction
 MACS_PER_MERGE = 1  # u * h, per output element and direction
 MACS_PER_GATE_NORM = 3  # per gate group, pixel and direction
-
-PAPER_FIGURES = {  # GSPN-2 paper, ImageNet-1K at 224x224: (params, MACs)
-    'gspn2_tiny': (24e6, 4.2e9),
-    'gspn2_small': (50e6, 9.2e9),
-    'gspn2_base': (89e6, 14.2e9),
-}
 
 
 def propagate_macs(x_shape: Sequence[int], gates_shape: Sequence[int], num_directions: int,
@@ -97,17 +92,19 @@ def _create_on_meta(name: str) -> nn.Module:
         return timm.create_model(name)
 
 
-def complexity_table(names: Sequence[str], img_size: int = 224,
-                     paper: Optional[Dict[str, Tuple[float, float]]] = None) -> str:
-    """A markdown table of params / MACs (and the op's share) of timm models ``names``."""
-    paper = PAPER_FIGURES if paper is None else paper
+def complexity_table(names: Sequence[str], img_size: int = 224) -> str:
+    """A markdown table of params / MACs (and the op's share) of timm models ``names``.
+
+    At 224x224, GSPN-2 variants with paper figures (:mod:`.variants`) are compared with them.
+    """
     rows = ['| model | params (M) | MACs (G) | of which propagation (G) | paper params / MACs | deviation |',
             '|---|---|---|---|---|---|']
     for name in names:
         result = count_complexity(_create_on_meta(name), (3, img_size, img_size))
         reference, deviation = '-', '-'
-        if name in paper and img_size == 224:
-            params, macs = paper[name]
+        figures = VARIANTS[name].paper if name in VARIANTS else None
+        if figures is not None and img_size == 224:
+            params, macs = figures.params, figures.macs
             reference = f'{params / 1e6:.1f}M / {macs / 1e9:.1f}G'
             deviation = f'{result.params / params - 1:+.1%} / {result.macs / macs - 1:+.1%}'
         rows.append(f'| {name} | {result.params / 1e6:.2f} | {result.macs / 1e9:.3f} | '

@@ -6,7 +6,8 @@ import torch.nn as nn
 
 import gspn2_dense  # noqa: F401  (registers the timm models)
 from gspn2_dense.models import gspn2
-from gspn2_dense.models.complexity import PAPER_FIGURES, count_complexity, propagate_macs
+from gspn2_dense.models.complexity import complexity_table, count_complexity, propagate_macs
+from gspn2_dense.models.variants import PAPER_VARIANTS
 from gspn2_dense.ops import gspn_propagate, gspn_propagate_ref
 
 
@@ -69,14 +70,21 @@ def test_meta_device_count_equals_cpu_count():
     assert (meta.params, meta.macs, meta.macs_by_op) == (cpu.params, cpu.macs, cpu.macs_by_op)
 
 
-@pytest.mark.parametrize('name', sorted(PAPER_FIGURES))
-def test_variants_within_10_percent_of_the_paper(name):
+@pytest.mark.parametrize('variant', PAPER_VARIANTS, ids=lambda v: v.name)
+def test_variants_within_10_percent_of_the_paper(variant):
     with torch.device('meta'):
-        model = timm.create_model(name)
+        model = timm.create_model(variant.name)
     result = count_complexity(model)
-    params, macs = PAPER_FIGURES[name]
-    assert abs(result.params / params - 1) < 0.10, result.params
-    assert abs(result.macs / macs - 1) < 0.10, result.macs
+    assert abs(result.params / variant.paper.params - 1) < 0.10, result.params
+    assert abs(result.macs / variant.paper.macs - 1) < 0.10, result.macs
+
+
+def test_table_compares_with_the_paper_only_where_it_has_figures():
+    rows = complexity_table(['gspn2_test', 'gspn2_tiny', 'convnext_tiny']).splitlines()[2:]
+    test, tiny, convnext = (row.split(' | ') for row in rows)
+    assert test[-2:] == ['-', '- |'] and convnext[-2:] == ['-', '- |']
+    assert tiny[-2] == '24.0M / 4.2G'
+    assert complexity_table(['gspn2_tiny'], img_size=256).splitlines()[2].endswith('| - | - |')
 
 
 def test_uncounted_propagation_raises(monkeypatch):
