@@ -5,10 +5,13 @@ open_clip's ``TimmModel`` around one of our registered timm variants (average po
 projection); their text tower is open_clip's own transformer with its built-in tokenizer, so
 nothing here lives inside open_clip's package and nothing is fetched from a hub.
 
-* ``GSPN2-T``, ``GSPN2-S``, ``GSPN2-B``: ``gspn2_tiny/small/base`` at 224 px with the standard
+* ``GSPN2-T``, ``GSPN2-S``, ``GSPN2-B``: the paper's sizes at 224 px with the standard
   12-layer, 512-wide text tower, ``embed_dim`` 512 (the paper's CLIP setting).
-* ``GSPN2-N-demo``: ``gspn2_nano`` at 32 px with a 2-layer, 128-wide text tower, for the CPU demo.
-* ``GSPN2-test``: ``gspn2_test`` at 32 px with a 1-layer, 32-wide text tower, for the tests.
+* ``GSPN2-N-demo``: 32 px with a 2-layer, 128-wide text tower, for the CPU demo.
+* ``GSPN2-test``: 32 px with a 1-layer, 32-wide text tower, for the tests.
+
+Each image tower is the timm variant whose ``clip`` field names the config in the variant table
+(:mod:`gspn2_dense.models.variants`); ``tests/models/test_variants.py`` checks the files against it.
 
 :func:`register_model_configs` makes them known to ``open_clip.list_models()`` and
 ``open_clip.create_model_and_transforms``; ``import gspn2_dense`` calls it when open_clip is
@@ -16,8 +19,10 @@ installed.
 """
 from pathlib import Path
 
+from gspn2_dense.models.variants import VARIANTS
+
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent / 'model_configs'
-MODEL_NAMES = ('GSPN2-T', 'GSPN2-S', 'GSPN2-B')
+MODEL_NAMES = tuple(v.clip for v in VARIANTS.values() if v.clip)  # one JSON file each
 
 __all__ = ['MODEL_CONFIG_DIR', 'MODEL_NAMES', 'register_model_configs']
 

@@ -9,13 +9,15 @@ from open_clip.timm_model import TimmModel
 
 from gspn2_dense.clip import MODEL_CONFIG_DIR, MODEL_NAMES, register_model_configs
 from gspn2_dense.models import GSPN2
+from gspn2_dense.models.variants import PAPER_VARIANTS
 
 CONFIG_FILES = sorted(MODEL_CONFIG_DIR.glob('*.json'))
 
 
-def test_list_models_shows_the_three_configs():
-    assert set(MODEL_NAMES) == {'GSPN2-T', 'GSPN2-S', 'GSPN2-B'}
+def test_list_models_shows_every_config():
+    assert set(MODEL_NAMES) == {'GSPN2-T', 'GSPN2-S', 'GSPN2-B', 'GSPN2-N-demo', 'GSPN2-test'}
     assert set(MODEL_NAMES) <= set(open_clip.list_models())
+    assert sorted(MODEL_NAMES) == [p.stem for p in CONFIG_FILES]
 
 
 def test_registration_is_idempotent():
@@ -34,12 +36,11 @@ def test_configs_use_only_keys_open_clip_accepts(path):
     assert cfg['vision_cfg']['timm_pool'] == 'avg' and cfg['vision_cfg']['timm_proj'] == 'linear'
 
 
-@pytest.mark.parametrize('name,variant', [('GSPN2-T', 'gspn2_tiny'), ('GSPN2-S', 'gspn2_small'),
-                                          ('GSPN2-B', 'gspn2_base')])
-def test_public_configs_use_the_standard_text_tower(name, variant):
-    cfg = open_clip.get_model_config(name)
+@pytest.mark.parametrize('variant', PAPER_VARIANTS, ids=lambda v: v.clip)
+def test_public_configs_use_the_standard_text_tower(variant):
+    cfg = open_clip.get_model_config(variant.clip)
     assert cfg['embed_dim'] == 512
-    assert cfg['vision_cfg']['timm_model_name'] == variant
+    assert cfg['vision_cfg']['timm_model_name'] == variant.name
     assert cfg['vision_cfg']['image_size'] == 224
     text = cfg['text_cfg']
     assert (text['layers'], text['width'], text['context_length']) == (12, 512, 77)
