@@ -4,7 +4,9 @@
 
 * the timm models (``gspn2_tiny``, ``gspn2_small``, ``gspn2_base``, ``gspn2_nano``, ...);
 * with mmsegmentation: the ``GSPN2`` backbone, heads, segmentors, datasets and metrics in
-  mmseg's registries, and a checkpoint loader that resumes mmengine runs under torch >= 2.6;
+  mmseg's registries (mmengine's checkpoint loader is left as it is: the toolkit's runners,
+  :func:`gspn2_dense.engine.launch.build_runner`, install the one that resumes under
+  torch >= 2.6);
 * with open_clip: the ``GSPN2-T/S/B`` model configs.
 
 The op alone (``gspn2_dense.ops``) needs only torch; nothing here compiles anything.
@@ -23,7 +25,6 @@ from . import models  # noqa: E402,F401  (timm models; needs only timm)
 if _installed('mmseg'):
     from . import datasets, engine, evaluation  # noqa: E402,F401
     from .models import openmmlab  # noqa: E402,F401  (mmseg registry modules)
-    engine.register_checkpoint_loader()
 
 if _installed('open_clip'):
     from .clip import register_model_configs  # noqa: E402

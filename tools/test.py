@@ -2,7 +2,8 @@
 
 Behaves like mmsegmentation's ``tools/test.py``; ``tools/dist_test.sh`` runs it under torchrun.
 The checkpoint is loaded strictly: a backbone or CLIP checkpoint, or one of another model, is
-refused with a message saying what the file is and what to do with it.
+refused with a message saying what the file is and what to do with it. mmengine reads it through
+the toolkit's weights-only loader, which ``build_runner`` installs.
 """
 import argparse
 

@@ -4,7 +4,8 @@ Behaves like mmsegmentation's ``tools/train.py``; ``tools/dist_train.sh CONFIG G
 under torchrun (on CPU too, with the gloo backend). ``--resume`` continues from the newest
 readable checkpoint of the work dir (skipping, with a warning, newer ones that cannot be read);
 without it, a work dir that already holds checkpoints is reported in the log and the run
-starts over.
+starts over. mmengine reads the checkpoints through the toolkit's weights-only loader, which
+``build_runner`` installs (torch >= 2.6 cannot resume through mmengine's own).
 """
 import argparse
 

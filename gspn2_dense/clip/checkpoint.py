@@ -1,12 +1,13 @@
 """Reading open_clip_train checkpoints and extracting the GSPN-2 image tower from them.
 
 An ``open_clip_train`` checkpoint is ``{'epoch', 'name', 'state_dict', 'optimizer', ...}``
-whose ``state_dict`` keys carry a ``module.`` prefix when it was written by a DDP run. The
-image tower is open_clip's ``TimmModel``: the timm backbone under ``visual.trunk.`` and the
-CLIP projection under ``visual.head.``. :func:`convert_clip_to_backbone` writes the trunk alone,
-with plain timm keys, as ``{'state_dict': ..., 'meta': ...}``: the file loads with
-``timm.create_model(variant, pretrained=True, pretrained_cfg_overlay=dict(file=...))`` and
-through the mmseg ``GSPN2`` backbone's ``init_cfg=dict(type='Pretrained', checkpoint=...)``.
+whose ``state_dict`` keys carry a ``module.`` prefix when it was written by a DDP run; the image
+tower is open_clip's ``TimmModel`` around the timm backbone. :func:`convert_clip_to_backbone` is
+the model file's :func:`~gspn2_dense.models.gspn2.checkpoint_filter_fn` (which knows that
+layout, as every other) plus a save: it writes the trunk alone, with plain timm keys, as
+``{'state_dict': ..., 'meta': ...}``. The file loads with ``timm.create_model(variant,
+pretrained=True, pretrained_cfg_overlay=dict(file=...))`` and through the mmseg ``GSPN2``
+backbone's ``init_cfg=dict(type='Pretrained', checkpoint=...)``.
 
 Files are read with the toolkit's one loading helper
 (:func:`gspn2_dense.engine.checkpoint.load_checkpoint_file`), so a truncated, foreign or
@@ -22,11 +23,11 @@ from gspn2_dense.engine.checkpoint import (CheckpointError, check_output_path,
                                            check_state_dict_fits, checkpoint_kind, describe_kind,
                                            load_checkpoint_file, save_checkpoint_file,
                                            state_dict_of)
+from gspn2_dense.models.gspn2 import checkpoint_filter_fn
 
-__all__ = ['TRUNK_PREFIX', 'convert_clip_to_backbone', 'extract_image_tower',
-           'load_clip_state_dict', 'load_clip_weights']
+__all__ = ['convert_clip_to_backbone', 'extract_image_tower', 'load_clip_state_dict',
+           'load_clip_weights']
 
-TRUNK_PREFIX = 'visual.trunk.'
 _EXPECTED = ('an open_clip_train checkpoint (epoch_N.pt: a dict with a "state_dict" entry) or a '
              'CLIP state dict')
 
@@ -57,16 +58,13 @@ def load_clip_weights(model: nn.Module, path: str, model_name: Optional[str] = N
 
 
 def extract_image_tower(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """The timm trunk of a CLIP state dict, with the ``visual.trunk.`` prefix removed."""
-    trunk = {key[len(TRUNK_PREFIX):]: value for key, value in state_dict.items()
-             if key.startswith(TRUNK_PREFIX)}
-    if not trunk:
-        visual = sorted({'.'.join(key.split('.')[:2]) for key in state_dict
-                         if key.startswith('visual.')})
-        raise CheckpointError(
-            f'expected a CLIP state dict with a timm image tower (keys "{TRUNK_PREFIX}*", as '
-            f'open_clip\'s TimmModel writes them), got image-tower keys {visual or "none"}')
-    return trunk
+    """The GSPN-2 trunk of a CLIP state dict: :func:`checkpoint_filter_fn` of it, which raises
+    ``ValueError`` for a CLIP model without a GSPN-2 tower (e.g. a ViT)."""
+    kind = checkpoint_kind(state_dict)
+    if kind != 'clip':
+        raise CheckpointError(f'expected a CLIP state dict (open_clip keys), got '
+                              f'{describe_kind(kind)[0]}')
+    return checkpoint_filter_fn(state_dict)
 
 
 def convert_clip_to_backbone(src: str, dst: str, overwrite: bool = False) -> Dict[str, torch.Tensor]:
@@ -76,8 +74,12 @@ def convert_clip_to_backbone(src: str, dst: str, overwrite: bool = False) -> Dic
     ``overwrite=True``. Both are checked before ``src`` is read.
     """
     check_output_path(dst, source=src, overwrite=overwrite)  # before the (possibly long) read
-    trunk = extract_image_tower(load_clip_state_dict(src))
+    state_dict = load_clip_state_dict(src)
+    try:
+        trunk = extract_image_tower(state_dict)
+    except ValueError as err:
+        raise CheckpointError(f'{src}: {err}') from None
     save_checkpoint_file({'state_dict': trunk, 'meta': {'source': os.path.abspath(src),
-                                                        'converted_from': 'open_clip visual.trunk'}},
+                                                        'converted_from': 'open_clip image tower'}},
                          dst, source=src, overwrite=overwrite)
     return trunk

@@ -10,11 +10,17 @@ statistics methods, numpy scalars in the meta). Nothing is ever loaded with
 message says what the file is, what was expected and what to do.
 
 :func:`register_checkpoint_loader` installs the loader for local paths through mmengine's own
-extension point (``CheckpointLoader.register_scheme``).
+extension point (``CheckpointLoader.register_scheme``), for the whole process. Importing
+``gspn2_dense`` does not call it (mmengine's default stays for everyone else);
+:func:`gspn2_dense.engine.launch.build_runner` does, before it builds a runner, so every run of
+the toolkit (``tools/train.py``, ``tools/test.py``, the linear probes, the demo) resumes and
+loads through it.
 
-Also here: :func:`checkpoint_kind` tells the checkpoint kinds this toolkit writes apart
-(segmentor, backbone, CLIP), :func:`check_state_dict_fits` turns a key / shape mismatch into a
-short summary, :func:`save_checkpoint_file` writes atomically without overwriting its input,
+Also here: :func:`checkpoint_kind` names a file's kind (segmentor, backbone, CLIP) for messages;
+which keys mark a kind and where its GSPN-2 trunk sits is the model file's
+:data:`~gspn2_dense.models.gspn2.CHECKPOINT_LAYOUTS`, which
+:func:`~gspn2_dense.models.gspn2.checkpoint_filter_fn` maps. :func:`check_state_dict_fits` turns a
+key / shape mismatch into a short summary, :func:`save_checkpoint_file` writes atomically without overwriting its input,
 and :func:`find_resume_checkpoint` picks the newest readable checkpoint of a work dir.
 """
 import logging
@@ -28,6 +34,8 @@ import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer, print_log
 from mmengine.runner import CheckpointLoader
+
+from gspn2_dense.models.gspn2 import CHECKPOINT_LAYOUTS, checkpoint_layout, checkpoint_state_dict
 
 __all__ = ['CheckpointError', 'check_output_path', 'check_state_dict_fits', 'checkpoint_kind', 'describe_kind',
            'find_resume_checkpoint', 'list_checkpoints', 'load_checkpoint_file',
@@ -131,56 +139,53 @@ def load_local_checkpoint(filename: str, map_location: Optional[Any] = None) -> 
 
 
 def register_checkpoint_loader() -> None:
-    """Make mmengine load local checkpoints with :func:`load_local_checkpoint`."""
+    """Make mmengine load local checkpoints with :func:`load_local_checkpoint`, process-wide.
+
+    Idempotent (a second call registers the same function again). ``import gspn2_dense`` does
+    not call it; :func:`gspn2_dense.engine.launch.build_runner` does.
+    """
     CheckpointLoader.register_scheme(prefixes='', loader=load_local_checkpoint, force=True)
 
 
 def state_dict_of(checkpoint: Any) -> Dict[str, torch.Tensor]:
-    """The tensors of a checkpoint (``checkpoint['state_dict']`` or the dict itself), without
-    a DDP ``module.`` prefix."""
-    if not isinstance(checkpoint, Mapping):
+    """The tensors of a loaded checkpoint (the model file's
+    :func:`~gspn2_dense.models.gspn2.checkpoint_state_dict`), or ``{}`` when it holds none."""
+    try:
+        return checkpoint_state_dict(checkpoint)
+    except (TypeError, KeyError):
         return {}
-    inner = checkpoint.get('state_dict')
-    state = inner if isinstance(inner, Mapping) else checkpoint
-    return {key[len('module.'):] if key.startswith('module.') else key: value
-            for key, value in state.items() if isinstance(value, torch.Tensor)}
 
 
 def checkpoint_kind(checkpoint: Any) -> str:
     """``'segmentor'``, ``'backbone'``, ``'clip'`` or ``'unknown'``: which kind of checkpoint
-    of this toolkit ``checkpoint`` (a loaded file) is.
-
-    * segmentor: ``tools/train.py``'s ``iter_N.pth`` (``backbone.*`` and ``decode_head.*``);
-    * backbone: a GSPN-2 trunk (``stem.*``, ``stages.*``), e.g. from ``convert_clip_to_backbone``;
-    * clip: an open_clip(_train) checkpoint (``visual.*`` with ``logit_scale``).
-    """
-    keys = state_dict_of(checkpoint).keys()
-    if any(k.startswith('decode_head.') for k in keys):
-        return 'segmentor'
-    if 'logit_scale' in keys and any(k.startswith('visual.') for k in keys):
-        return 'clip'
-    if any(k.startswith(('stem.', 'stages.')) for k in keys):
-        return 'backbone'
-    return 'unknown'
+    ``checkpoint`` (a loaded file) is, by the model file's
+    :data:`~gspn2_dense.models.gspn2.CHECKPOINT_LAYOUTS`."""
+    return checkpoint_layout(state_dict_of(checkpoint))[0]
 
 
 _KIND_ADVICE = {
-    'segmentor': ('a segmentor checkpoint written by tools/train.py (backbone.* and decode_head.* '
-                  'keys)', 'Evaluate it with tools/test.py CONFIG CHECKPOINT'),
-    'backbone': ('a backbone checkpoint (a GSPN-2 trunk: stem.* / stages.* keys, no segmentor '
-                 'head)', 'Use it as `model.backbone.init_cfg.checkpoint` (tools/train.py CONFIG '
+    'segmentor': ('a segmentor checkpoint written by tools/train.py',
+                  'Evaluate it with tools/test.py CONFIG CHECKPOINT'),
+    'backbone': ('a backbone checkpoint (a GSPN-2 trunk, no segmentor head)',
+                 'Use it as `model.backbone.init_cfg.checkpoint` (tools/train.py CONFIG '
                  '--cfg-options model.backbone.init_cfg.checkpoint=PATH, or tools/linear_probe.py '
                  'PATH) to train a probe on it, then evaluate the probe\'s checkpoint'),
-    'clip': ('a CLIP checkpoint (open_clip keys visual.* and logit_scale)',
+    'clip': ('a CLIP checkpoint (open_clip)',
              'Evaluate it with tools/clip_zeroshot.py, or extract its image tower with '
              'tools/convert_clip_to_backbone.py and use the result as '
              '`model.backbone.init_cfg.checkpoint` of a probe config'),
 }
+_KIND_MARKERS = {kind: markers for kind, markers, _ in CHECKPOINT_LAYOUTS}
 
 
 def describe_kind(kind: str) -> Tuple[str, str]:
-    """``(what the file is, what to do with it)`` for a :func:`checkpoint_kind` result."""
-    return _KIND_ADVICE.get(kind, ('a checkpoint of none of this toolkit\'s kinds', ''))
+    """``(what the file is, what to do with it)`` for a :func:`checkpoint_kind` result; what
+    the file is names the keys that mark its kind."""
+    if kind not in _KIND_ADVICE:
+        return 'a checkpoint of none of this toolkit\'s kinds', ''
+    what, advice = _KIND_ADVICE[kind]
+    keys = ' / '.join(m + '*' if m.endswith('.') else m for m in _KIND_MARKERS[kind])
+    return f'{what}, with {keys} keys', advice
 
 
 def _examples(names: List[str]) -> str:

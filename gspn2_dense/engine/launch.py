@@ -7,7 +7,8 @@ same configs run under ``torchrun`` on CPU: the gloo process group is started he
 own start-up for ``--launcher pytorch`` selects a CUDA device), a DDP wrapper without
 ``device_ids`` is used, and plain BatchNorm replaces SyncBN (which needs CUDA).
 
-Checkpoints (all read through :mod:`gspn2_dense.engine.checkpoint`):
+Checkpoints (all read through :mod:`gspn2_dense.engine.checkpoint`; :func:`build_runner` makes
+mmengine's own loading go through it too, which ``import gspn2_dense`` leaves alone):
 
 * ``tools/test.py`` loads its checkpoint strictly: a file of another kind (a backbone or CLIP
   checkpoint) or one that does not fit the config's model stops the run with a message that
@@ -35,7 +36,7 @@ from gspn2_dense.datasets import check_config
 
 from .checkpoint import (CheckpointError, check_state_dict_fits, checkpoint_kind, describe_kind,
                          find_resume_checkpoint, list_checkpoints, load_checkpoint_file,
-                         state_dict_of)
+                         register_checkpoint_loader, state_dict_of)
 
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
 
@@ -249,6 +250,10 @@ def _name_experiment(cfg: Config) -> None:
 
 
 def build_runner(cfg: Config) -> Runner:
+    """The runner of ``cfg``; from here on mmengine loads local checkpoints, resuming included,
+    through :func:`~gspn2_dense.engine.checkpoint.load_local_checkpoint` (its own loader cannot
+    read its checkpoints under torch >= 2.6)."""
+    register_checkpoint_loader()
     _name_experiment(cfg)
     if (cfg.get('launcher', 'none') == 'pytorch' and not torch.cuda.is_available()
             and not dist.is_initialized()):

@@ -7,8 +7,9 @@ import pytest
 import timm
 import torch
 
-from gspn2_dense.clip.checkpoint import convert_clip_to_backbone
+from gspn2_dense.clip.checkpoint import convert_clip_to_backbone, extract_image_tower
 from gspn2_dense.engine.checkpoint import CheckpointError
+from gspn2_dense.models.gspn2 import checkpoint_filter_fn
 
 
 @pytest.fixture
@@ -36,12 +37,32 @@ def test_converted_tower_loads_in_timm_with_the_same_features(clip_checkpoint, t
         assert torch.allclose(model.visual.head(trunk(x)), model.visual(x), atol=1e-6)
 
 
+def test_conversion_is_the_model_filter_plus_a_save(clip_checkpoint, tmp_path):
+    """The written tower is checkpoint_filter_fn of the CLIP file, key for key and bit for bit."""
+    _, path = clip_checkpoint
+    out = tmp_path / 'tower.pth'
+    returned = convert_clip_to_backbone(str(path), str(out))
+    written = torch.load(out, weights_only=True)['state_dict']
+    expected = checkpoint_filter_fn(torch.load(path, weights_only=True))
+    assert list(written) == list(expected) == list(returned)
+    assert all(torch.equal(written[k], expected[k]) for k in expected)
+    assert not any(k.startswith(('module.', 'visual.', 'text.', 'logit_scale')) for k in written)
+
+
 def test_a_checkpoint_without_a_timm_tower_is_rejected(tmp_path):
     path = tmp_path / 'vit.pt'
     torch.save({'state_dict': {'visual.conv1.weight': torch.zeros(1), 'logit_scale': torch.zeros(())}},
                path)
-    with pytest.raises(ValueError, match=r'keys "visual.trunk.\*".*got image-tower keys \[\'visual.conv1\'\]'):
+    with pytest.raises(CheckpointError, match=r'vit.pt: this clip checkpoint holds no GSPN-2 trunk: expected '
+                                              r'keys "visual.trunk.\*", got keys \[\'logit_scale\', '
+                                              r'\'visual.conv1\'\]'):
         convert_clip_to_backbone(str(path), str(tmp_path / 'out.pth'))
+
+
+def test_extracting_a_tower_needs_a_clip_state_dict():
+    with pytest.raises(CheckpointError, match=r'expected a CLIP state dict \(open_clip keys\), got a '
+                                              r'backbone checkpoint .*with stem.\* / stages.\* / trunk.\* keys'):
+        extract_image_tower({'stem.0.weight': torch.zeros(1)})
 
 
 def test_converted_tower_gives_the_same_features_in_timm_and_the_mmseg_backbone(clip_checkpoint,

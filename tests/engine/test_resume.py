@@ -1,14 +1,106 @@
-"""Saving and resuming an mmengine run under torch >= 2.6 (weights-only ``torch.load``)."""
+"""Saving and resuming an mmengine run under torch >= 2.6 (weights-only ``torch.load``).
+
+mmengine's own loader cannot read its checkpoints under torch >= 2.6; the toolkit's runners
+(``build_runner``, hence ``tools/train.py``) install the weights-only one, and
+``import gspn2_dense`` leaves mmengine's loader alone.
+"""
 import copy
+import glob
+import os
+import pickle
+import runpy
+import subprocess
+import sys
+from collections import OrderedDict
+from pathlib import Path
 
 import pytest
 import torch
 from mmengine.model import BaseModel
-from mmengine.runner import Runner
+from mmengine.runner import CheckpointLoader, Runner
+from mmengine.runner.checkpoint import load_from_local
 from torch.utils.data import Dataset
 
-import gspn2_dense  # noqa: F401  (registers the checkpoint loader)
-from gspn2_dense.engine import load_local_checkpoint
+import gspn2_dense  # noqa: F401  (registers the GSPN-2 modules)
+from gspn2_dense.demo import make_demo_data
+from gspn2_dense.engine import load_checkpoint_file, load_local_checkpoint, register_checkpoint_loader
+
+ROOT = Path(__file__).resolve().parents[2]
+SEG = str(ROOT / 'configs/demo/ms-linear_gspn2-test_1xb2-4_ade20k-demo-64x64.py')
+TORCH_2_6 = tuple(int(v) for v in torch.__version__.split('+')[0].split('.')[:2]) >= (2, 6)
+
+
+def _local_loader():
+    return CheckpointLoader._get_checkpoint_loader('work_dirs/run/iter_2.pth')
+
+
+@pytest.fixture
+def mmengine_default_loader(monkeypatch):
+    """Put mmengine's own loader for local paths back, as ``import gspn2_dense`` leaves it; the
+    fixture does it once, the test calls it to do it again; the schemes are restored after."""
+    def reset():
+        schemes = OrderedDict(CheckpointLoader._schemes)
+        schemes[''] = load_from_local
+        monkeypatch.setattr(CheckpointLoader, '_schemes', schemes)
+    reset()
+    return reset
+
+
+def test_importing_the_package_leaves_mmengines_loader_alone():
+    code = ('import gspn2_dense, gspn2_dense.engine, gspn2_dense.models.openmmlab\n'
+            'from mmengine.runner.checkpoint import CheckpointLoader, load_from_local\n'
+            'loader = CheckpointLoader._get_checkpoint_loader("iter_2.pth")\n'
+            'assert loader is load_from_local, loader\n')
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')])))
+    result = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_registering_the_loader_is_idempotent(mmengine_default_loader):
+    register_checkpoint_loader()
+    after_one = dict(CheckpointLoader._schemes)
+    register_checkpoint_loader()
+    assert dict(CheckpointLoader._schemes) == after_one
+    assert _local_loader() is load_local_checkpoint
+    assert CheckpointLoader._get_checkpoint_loader('https://x/y.pth') is not load_local_checkpoint
+
+
+def _train_tool(argv, monkeypatch):
+    """Run ``tools/train.py *argv`` in this process; return its exit code."""
+    monkeypatch.setattr(sys, 'argv', [str(ROOT / 'tools/train.py'), *map(str, argv)])
+    try:
+        runpy.run_path(str(ROOT / 'tools/train.py'), run_name='__main__')
+    except SystemExit as exc:
+        return exc.code or 0
+    return 0
+
+
+def test_train_then_resume_through_the_tool(tmp_path, monkeypatch, mmengine_default_loader):
+    data_root = make_demo_data(str(tmp_path / 'data'), datasets=['ade20k'])['ade20k']
+    work_dir = tmp_path / 'work'
+    options = [f'{key}.dataset.data_root={data_root}'
+               for key in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
+    options += ['default_hooks.checkpoint.interval=2', 'train_cfg.val_interval=100']
+    assert _train_tool([SEG, '--work-dir', work_dir, '--cfg-options', *options,
+                        'train_cfg.max_iters=2'], monkeypatch) == 0
+    first = work_dir / 'iter_2.pth'
+    before = first.read_bytes()
+    if TORCH_2_6:  # why the tools install a loader: mmengine's own cannot read the checkpoint
+        with pytest.raises(pickle.UnpicklingError, match='Weights only load failed'):
+            load_from_local(str(first), map_location='cpu')
+    mmengine_default_loader()  # the resuming run must install the loader itself
+    assert _train_tool([SEG, '--work-dir', work_dir, '--resume', '--cfg-options', *options],
+                       monkeypatch) == 0
+    assert _local_loader() is load_local_checkpoint
+    assert first.read_bytes() == before  # not re-saved: the second run started at iteration 2
+    logs = ''.join(Path(p).read_text() for p in glob.glob(str(work_dir / '*' / '*.log')))
+    assert 'resumed epoch: 0, iter: 2' in logs
+    saved = load_checkpoint_file(str(first))
+    final = load_checkpoint_file(str(work_dir / 'iter_4.pth'))
+    assert final['meta']['iter'] == 4
+    assert saved['optimizer']['state'] and saved['optimizer']['state'].keys() == final['optimizer']['state'].keys()
+    for key, state in saved['optimizer']['state'].items():
+        assert final['optimizer']['state'][key]['step'].item() == state['step'].item() + 2
 
 
 class _ToyData(Dataset):
@@ -56,6 +148,8 @@ def _runner(work_dir, max_iters, resume):
 
 
 def test_train_stop_resume_continues_iteration_and_optimizer(tmp_path):
+    """A Runner of one's own resumes once the loader is registered (build_runner does it)."""
+    register_checkpoint_loader()
     first = _runner(tmp_path, max_iters=3, resume=False)
     first.train()
     ckpt_path = tmp_path / 'iter_3.pth'
