@@ -74,6 +74,36 @@ def _pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return F.linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias).permute(0, 3, 1, 2)
 
 
+def _layer_norm_nhwc(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+    """``layer_norm`` over the last dim of ``x``; under autocast in (and out) its dtype."""
+    device = x.device.type
+    if not torch.is_autocast_enabled(device):
+        return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+    dtype = torch.get_autocast_dtype(device)
+    with torch.autocast(device, enabled=False):
+        return F.layer_norm(x.to(dtype), norm.normalized_shape, norm.weight.to(dtype),
+                            norm.bias.to(dtype), norm.eps)
+
+
+# FX tracing keeps the autocast test as one call (it reads the device of a traced tensor).
+torch.fx.wrap('_layer_norm_nhwc')
+register_notrace_function(_layer_norm_nhwc)
+
+
+class LowPrecisionLayerNorm2d(LayerNorm2d):
+    """LayerNorm2d for a norm whose output goes straight into a projection.
+
+    Under autocast, ``layer_norm`` runs in float32 and returns float32, which the projection
+    casts back to the autocast dtype at once: two casts of the activation and float32 bytes
+    in between. This norm reads and returns the autocast dtype (the kernel keeps its
+    statistics in float32), with the affine parameters cast to it as timm's fast norm does.
+    Outside autocast it is ``LayerNorm2d``; the parameters (and checkpoints) are the same.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _layer_norm_nhwc(x.permute(0, 2, 3, 1), self).permute(0, 3, 1, 2)
+
+
 class PointwiseMlp(nn.Module):
     """FFN of 1x1 convolutions: ``fc2(act(fc1(x)))``, run as GEMMs over the channels."""
 
@@ -133,7 +163,7 @@ class GSPN2Mixer(nn.Module):
         self.proxy_proj = nn.Conv2d(inner_dim, sum(self.split_sizes), kernel_size=1)
         self.skip_scale = nn.Parameter(torch.ones(proxy_dim))
         self.lift = nn.Conv2d(proxy_dim, inner_dim, kernel_size=1)
-        self.out_norm = LayerNorm2d(inner_dim)
+        self.out_norm = LowPrecisionLayerNorm2d(inner_dim)
         self.out_proj = nn.Conv2d(inner_dim, dim, kernel_size=1)
 
     def __prepare_scriptable__(self) -> 'GSPN2Mixer':
@@ -158,7 +188,7 @@ class GSPN2Mixer(nn.Module):
         lam = torch.sigmoid(lam).reshape(batch, NUM_DIRECTIONS, self.proxy_dim, height, width)
         u = u.reshape(batch, NUM_DIRECTIONS, self.proxy_dim, height, width)
         y = gspn_propagate(proxy, gates, lam, u, chunk=self.chunk)
-        y = y + proxy * self.skip_scale.view(1, -1, 1, 1)
+        y = torch.addcmul(y, proxy, self.skip_scale.view(1, -1, 1, 1))
         return _pointwise(self.out_proj, self.out_norm(_pointwise(self.lift, _channels_last(y))))
 
 
@@ -170,11 +200,11 @@ class GSPN2Block(nn.Module):
                  drop_path: float = 0.0):
         super().__init__()
         self.lpu1 = LocalPerceptionUnit(dim) if use_lpu else nn.Identity()
-        self.norm1 = LayerNorm2d(dim)
+        self.norm1 = LowPrecisionLayerNorm2d(dim)
         self.mixer = GSPN2Mixer(dim, int(round(inner_ratio * dim)), proxy_dim, gate_groups, chunk)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.lpu2 = LocalPerceptionUnit(dim) if use_lpu else nn.Identity()
-        self.norm2 = LayerNorm2d(dim)
+        self.norm2 = LowPrecisionLayerNorm2d(dim)
         self.mlp = PointwiseMlp(dim, int(round(mlp_ratio * dim)), act_layer=nn.GELU)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 import gspn2_dense  # noqa: F401  (registers the timm models)
-from gspn2_dense.models.gspn2 import GSPN2, GSPN2Mixer, checkpoint_filter_fn
+from gspn2_dense.models.gspn2 import GSPN2, GSPN2Mixer, LowPrecisionLayerNorm2d, checkpoint_filter_fn
 from gspn2_dense.ops import gspn_propagate_ref
 
 SIZES = [(64, 64), (65, 33), (31, 97), (5, 3), (1, 1)]
@@ -160,6 +160,31 @@ def test_mixer_matches_reference_computation():
     y = y + proxy * mixer.skip_scale.view(1, -1, 1, 1)
     expected = mixer.out_proj(mixer.out_norm(mixer.lift(y)))
     torch.testing.assert_close(mixer(x), expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize('autocast', [False, True])
+def test_low_precision_norm_is_layer_norm(autocast):
+    """Outside autocast it is LayerNorm2d; under it, LayerNorm2d's output in the autocast dtype."""
+    from timm.layers import LayerNorm2d
+
+    torch.manual_seed(0)
+    ours, timm_norm = LowPrecisionLayerNorm2d(12), LayerNorm2d(12)
+    for p in ours.parameters():
+        nn.init.normal_(p)
+    timm_norm.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 12, 5, 7).contiguous(memory_format=torch.channels_last).requires_grad_()
+    with torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast):
+        y = ours(x.bfloat16() if autocast else x)
+        expected = timm_norm(x.bfloat16() if autocast else x)
+    assert y.dtype == (torch.bfloat16 if autocast else torch.float32)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    tol = dict(rtol=2e-2, atol=2e-2) if autocast else dict(rtol=0, atol=0)
+    torch.testing.assert_close(y.float(), expected.float(), **tol)
+    grads = torch.autograd.grad(y.float().square().sum(), [x, ours.weight])
+    expected_grads = torch.autograd.grad(expected.float().square().sum(), [x, timm_norm.weight])
+    for g, e in zip(grads, expected_grads):
+        assert g.dtype == e.dtype == torch.float32
+        torch.testing.assert_close(g, e, **(dict(rtol=5e-2, atol=5e-2) if autocast else tol))
 
 
 @pytest.mark.parametrize('kwargs, match', [
