@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The GPU check of the fused CUDA kernels, run on the device machine from the repository root:
-#   build (sm_90) -> CUDA tests -> compute-sanitizer memcheck + racecheck -> benchmark.
+#   build (sm_90) -> CUDA tests -> compute-sanitizer memcheck + racecheck of the workload in
+#   tests/ops/test_sanitizer_workload.py -> benchmark (tools/benchmark_op.py).
 # Logs go to $OUT (default ./device_out). Stages: STAGES="build test sanitize bench" (default
-# all); also "errors" (bad input given to both extensions in fresh processes; a native
-# backtrace through cuda-gdb if one crashes) and "ncu" (NCU_CASES, ";"-separated benchmark
-# case names, profiled by Nsight Compute: the first NCU_COUNT kernels matching the regex
-# NCU_KERNEL, default "propagate"; with NCU_SOURCE=1 also a report of the first one with
-# per-SASS-instruction execution counts and stall samples as CSV) and "sass" (resource usage
-# and gzipped SASS of the built extension).
+# all); also "errors" (tests/ops/test_bad_input_process.py: bad input given to both
+# extensions in fresh processes; a native backtrace through cuda-gdb if one crashes), "ncu"
+# (NCU_CASES, ";"-separated benchmark case names, profiled by Nsight Compute: the first
+# NCU_COUNT kernels matching the regex NCU_KERNEL, default "propagate"; with NCU_SOURCE=1 also
+# a report of the first one with per-SASS-instruction execution counts and stall samples as
+# CSV) and "sass" (resource usage and gzipped SASS of the built extension).
 set -uo pipefail
 OUT=${OUT:-./device_out}
 STAGES=${STAGES:-"build test sanitize bench"}
@@ -37,27 +38,13 @@ if has errors; then
     echo "g++ libstdc++.so: $(readlink -f "$(c++ -print-file-name=libstdc++.so)")"
     python3 -c 'from gspn2_dense.ops._build import runtime_libstdcxx as r; import torch; print("runtime libstdc++:", r())'
   } 2>&1 | tee "$OUT/errors.log"
-  cat > /tmp/gspn2_bad_input.py <<'PY'
-import sys
-import torch
-from gspn2_dense.ops._build import load_extension
-kind = sys.argv[1]
-ext = load_extension(kind)
-x = torch.randn(1, 2, 4, 4, device=kind)
-gates = torch.randn(1, 1, 1, 3, 4, 4, device=kind)
-try:
-    ext.forward(x, gates, torch.randn(1, 1, 1, 4, 4, device=kind), None, [0], 0, True, False, False)
-    print(kind, 'no error raised')
-except RuntimeError as err:
-    print(kind, 'raised', type(err).__name__, str(err).splitlines()[0])
-PY
+  python3 -m pytest -q -p no:cacheprovider -rs tests/ops/test_bad_input_process.py \
+    >> "$OUT/errors.log" 2>&1
+  rc=$?; [ $rc -eq 0 ] || status=1
   for kind in cpu cuda; do
-    python3 -X faulthandler /tmp/gspn2_bad_input.py $kind >> "$OUT/errors.log" 2>&1
-    rc=$?; echo "$kind exit $rc" | tee -a "$OUT/errors.log"
     ldd "$GSPN2_EXT_DIR"/gspn2_dense_${kind}*/*.so | grep -E "stdc" | tee -a "$OUT/errors.log"
     if [ $rc -ne 0 ]; then
-      status=1
-      cuda-gdb -batch -ex run -ex bt --args python3 /tmp/gspn2_bad_input.py $kind \
+      cuda-gdb -batch -ex run -ex bt --args python3 tests/ops/test_bad_input_process.py $kind \
         > "$OUT/errors_gdb_$kind.log" 2>&1
       grep -E "^#|signal|SIG" "$OUT/errors_gdb_$kind.log" | head -40
     fi
@@ -74,44 +61,9 @@ fi
 
 if has sanitize; then
   echo "== compute-sanitizer"
-  cat > /tmp/gspn2_sanitize.py <<'PY'
-import torch
-from gspn2_dense.ops._build import load_extension
-ext = load_extension('cuda')
-torch.manual_seed(0)
-for plane, dtype, kc in ((False, torch.float32, 1), (False, torch.bfloat16, 1),
-                         (False, torch.bfloat16, 4), (True, torch.float32, 1),
-                         (True, torch.bfloat16, 1), (True, torch.float64, 1)):
-    ext.set_plane_mode(2 if plane else 0)  # force the plane mode, or the line modes
-    ext.set_channels_per_thread(kc)  # line modes: 1, or up to 4 channels per thread
-    cases = ((([0, 1, 2, 3], 1, 2, True, 56, 56),  # plane mode (16-bit), NP = 2, chunked
-              ([0, 1, 2, 3], 1, 0, True, 13, 17),  # odd plane
-              ([3, 1], 2, 3, False, 28, 28),
-              ([2], 4, 0, True, 7, 7)) if plane else
-             (([0, 1, 2, 3], 1, 0, True, 19, 22),  # warp mode
-              ([3, 1], 2, 3, False, 19, 22),
-              ([2], 4, 0, True, 19, 22),
-              ([0, 1, 2, 3], 1, 0, True, 19, 150),  # CTA mode
-              ([1, 0], 1, 0, True, 300, 200),  # CTA mode, paired merge
-              ([0, 1], 2, 0, True, 40, 1100),  # long mode, paired merge
-              ([2, 0], 2, 3, False, 1100, 5)))  # long mode
-    for dirs, G, chunk, merge, H, W in cases:
-        B, C = 2, 4
-        D = len(dirs)
-        x = torch.randn(B, C, H, W, device='cuda', dtype=dtype)
-        gates = torch.randn(B, D, G, 3, H, W, device='cuda', dtype=dtype)
-        lam = torch.rand(B, D, C, H, W, device='cuda', dtype=dtype)
-        u = torch.randn(B, D, C, H, W, device='cuda', dtype=dtype)
-        for save in (False, True):
-            out, hidden = ext.forward(x, gates, lam, u, dirs, chunk, True, merge, save)
-        grads = ext.backward(torch.randn_like(out), x, gates, lam, u, hidden if merge else out,
-                             dirs, chunk, True, merge)
-torch.cuda.synchronize()
-print('sanitizer workload done')
-PY
   for tool in memcheck racecheck; do
     PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool $tool --error-exitcode 3 \
-      python3 /tmp/gspn2_sanitize.py > "$OUT/sanitizer_$tool.log" 2>&1
+      python3 tests/ops/test_sanitizer_workload.py > "$OUT/sanitizer_$tool.log" 2>&1
     rc=$?; [ $rc -eq 0 ] || status=1
     echo "$tool exit $rc: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|workload done' "$OUT/sanitizer_$tool.log" | tr '\n' ' ')"
   done
