@@ -37,8 +37,8 @@ def main():
         reference=not args.no_reference,
         sdpa_sizes=[int(v) for v in args.sdpa_sizes.split(',') if v], reps=args.reps,
         warmup=args.warmup, channels_per_thread=args.channels_per_thread, commit=args.commit,
+        command=shlex.join(['python', *sys.argv]),
         on_case=lambda row: print(json.dumps(row), flush=True))
-    result['command'] = shlex.join(['python', *sys.argv])
     text = op.gpu_markdown(result)
     report.write(args.out, result, text)
     print(text)

@@ -358,7 +358,7 @@ def sdpa_sweep(ext, sizes: Sequence[int], timer: Timer, bandwidth: float, C: int
 def run_gpu(cases: Sequence[OpCase] = GPU_CASES, reference: bool = True,
             sdpa_sizes: Sequence[int] = (64, 128, 256, 512, 1024, 2048), reps: int = 20,
             warmup: int = 3, channels_per_thread: int = 0, commit: Optional[str] = None,
-            on_case: Callable[[Dict], None] = lambda row: None) -> Dict:
+            command: str = '', on_case: Callable[[Dict], None] = lambda row: None) -> Dict:
     """The GPU benchmark's record; ``on_case`` sees each case's row as it is measured.
     ``channels_per_thread``: the line modes' policy (``set_channels_per_thread``,
     csrc/cuda/propagate.h): 0 the default choice, else at most that many."""
@@ -366,7 +366,7 @@ def run_gpu(cases: Sequence[OpCase] = GPU_CASES, reference: bool = True,
     timer = Timer('cuda')
     props = torch.cuda.get_device_properties(0)
     bandwidth = copy_bandwidth(timer, reps=max(2, min(10, reps)))
-    result = dict(run_stamp('cuda', commit), bandwidth_tbs=bandwidth / 1e12, copy_gib=2.0,
+    result = dict(run_stamp('cuda', commit), command=command, bandwidth_tbs=bandwidth / 1e12, copy_gib=2.0,
                   reps=reps, warmup=warmup, channels_per_thread_policy=channels_per_thread,
                   cases=[])
     previous = ext.set_channels_per_thread(channels_per_thread)
@@ -395,7 +395,8 @@ def gpu_markdown(result: Dict) -> str:
              f"{result['reps']} runs after {result['warmup']} warm-ups, CUDA events, rotating "
              'input sets exceeding 4x the L2; floor = the bytes a call must move at that '
              'bandwidth, eff = floor / time. "fused line modes": the same calls with '
-             '`set_plane_mode(0)` and `set_transpose_mode(0)`.', '']
+             '`set_plane_mode(0)` and `set_transpose_mode(0)`.'
+             + (f" Produced by `{result['command']}`." if result.get('command') else ''), '']
     header = ['case', 'B', 'C', 'HxW', 'dirs', 'G', 'dtype', 'fwd ms', 'floor', 'eff',
               'fwd ms, fused line modes', 'bwd ms', 'floor', 'eff', 'bwd ms, fused line modes',
               'peak fwd+bwd GiB']

@@ -141,7 +141,8 @@ def _gpu_record():
                           bwd_eff=bwd_floor / 4.0))
     sdpa = [dict(side=64, tokens=4096, op_floor_ms=0.01, op_fwd_ms=0.05, sdpa_ms=0.1),
             dict(side=2048, tokens=2048 ** 2, op_floor_ms=1.0, op_fwd_ms=5.0, sdpa_ms=None)]
-    return dict(run_stamp('cpu', 'abc1234'), device='Some GPU', bandwidth_tbs=3.0, copy_gib=2.0,
+    return dict(run_stamp('cpu', 'abc1234'), device='Some GPU', command='python tools/benchmark_op.py',
+                bandwidth_tbs=3.0, copy_gib=2.0,
                 reps=20, warmup=3, channels_per_thread_policy=0, cases=cases,
                 reference_loop_ms=135.0, sdpa=sdpa)
 
@@ -153,6 +154,7 @@ def test_gpu_report_and_plots(tmp_path):
     assert lines[0] == '# GSPN-2 fused op on Some GPU'
     assert 'commit abc1234; copy bandwidth 3.00 TB/s' in lines[2]
     assert 'Medians of 20 runs after 3 warm-ups' in lines[2]
+    assert lines[2].endswith('Produced by `python tools/benchmark_op.py`.')
     header = lines[4]
     assert 'target' not in header and header.count('|') == 17
     assert lines[6].startswith('| paper fp32 1dir | 16 | 8 | 1024x1024 | 1 | 8 | float32 | 2.000 |')
