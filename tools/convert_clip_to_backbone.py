@@ -3,7 +3,8 @@
     python tools/convert_clip_to_backbone.py logs/run/checkpoints/epoch_100.pt gspn2_tiny_clip.pth
 
 The output is the model file's ``checkpoint_filter_fn`` of the CLIP checkpoint, saved
-(:func:`gspn2_dense.clip.checkpoint.convert_clip_to_backbone`). It loads with ``timm.create_model('gspn2_tiny', pretrained=True,
+(:func:`gspn2_dense.clip.checkpoint.convert_clip_to_backbone`). It loads with
+``timm.create_model('gspn2_tiny', pretrained=True,
 pretrained_cfg_overlay=dict(file='gspn2_tiny_clip.pth'))`` (the classifier head, absent from the
 file, keeps its initialisation; pass ``num_classes=0`` for a headless model) and as
 ``init_cfg=dict(type='Pretrained', checkpoint='gspn2_tiny_clip.pth')`` of the mmseg ``GSPN2``

@@ -19,9 +19,10 @@ loads through it.
 Also here: :func:`checkpoint_kind` names a file's kind (segmentor, backbone, CLIP) for messages;
 which keys mark a kind and where its GSPN-2 trunk sits is the model file's
 :data:`~gspn2_dense.models.gspn2.CHECKPOINT_LAYOUTS`, which
-:func:`~gspn2_dense.models.gspn2.checkpoint_filter_fn` maps. :func:`check_state_dict_fits` turns a
-key / shape mismatch into a short summary, :func:`save_checkpoint_file` writes atomically without overwriting its input,
-and :func:`find_resume_checkpoint` picks the newest readable checkpoint of a work dir.
+:func:`~gspn2_dense.models.gspn2.checkpoint_filter_fn` maps. :func:`check_state_dict_fits` turns
+a key / shape mismatch into a short summary, :func:`save_checkpoint_file` writes atomically
+without overwriting its input, and :func:`find_resume_checkpoint` picks the newest readable
+checkpoint of a work dir.
 """
 import logging
 import os

@@ -51,8 +51,9 @@ def test_importing_the_package_leaves_mmengines_loader_alone():
             'from mmengine.runner.checkpoint import CheckpointLoader, load_from_local\n'
             'loader = CheckpointLoader._get_checkpoint_loader("iter_2.pth")\n'
             'assert loader is load_from_local, loader\n')
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')])))
-    result = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=300)
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')]))
+    result = subprocess.run([sys.executable, '-c', code], env=dict(os.environ, PYTHONPATH=path),
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
 
 
@@ -98,9 +99,10 @@ def test_train_then_resume_through_the_tool(tmp_path, monkeypatch, mmengine_defa
     saved = load_checkpoint_file(str(first))
     final = load_checkpoint_file(str(work_dir / 'iter_4.pth'))
     assert final['meta']['iter'] == 4
-    assert saved['optimizer']['state'] and saved['optimizer']['state'].keys() == final['optimizer']['state'].keys()
-    for key, state in saved['optimizer']['state'].items():
-        assert final['optimizer']['state'][key]['step'].item() == state['step'].item() + 2
+    before_state, after_state = saved['optimizer']['state'], final['optimizer']['state']
+    assert before_state and before_state.keys() == after_state.keys()
+    for key, state in before_state.items():
+        assert after_state[key]['step'].item() == state['step'].item() + 2
 
 
 class _ToyData(Dataset):
