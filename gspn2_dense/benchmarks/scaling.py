@@ -319,16 +319,18 @@ _SEG_DEMO = {'ADE20KDataset': 'ade20k', 'NYUDataset': 'nyu-depth', 'NYUv2Seg40Da
 _MULTITASK_DEMO = {'NYUDMultiTaskDataset': 'nyud-mt', 'PascalMultiTaskDataset': 'pascal-mt'}
 
 
-def make_data(dataset_type: str, root: str, size: Tuple[int, int]) -> str:
+def make_data(dataset_type: str, root: str, size: Tuple[int, int],
+              train_images: int = 48) -> str:
     """Synthetic data of the layout ``dataset_type`` reads, at ``size`` (H, W); its data_root.
 
     The demo generators' scenes (:mod:`gspn2_dense.demo`): the multi-task ones are drawn at
-    ``size``, the single-task ones are drawn at the demo's size and resized. Kept when present.
+    ``size`` (``train_images`` of them), the single-task ones are the demo's (48 training
+    images), drawn at the demo's size and resized. Kept when present.
     """
     if dataset_type in _MULTITASK_DEMO:
         from gspn2_dense.demo.multitask import make_multitask_demo_data
         name = _MULTITASK_DEMO[dataset_type]
-        return make_multitask_demo_data(root, [name], splits={'train': 48, 'val': 1},
+        return make_multitask_demo_data(root, [name], splits={'train': train_images, 'val': 1},
                                         size=size)[name]
     if dataset_type in _SEG_DEMO:
         from gspn2_dense.demo import make_demo_data
