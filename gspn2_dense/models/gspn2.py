@@ -77,7 +77,7 @@ def _pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 def _layer_norm_nhwc(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
     """``layer_norm`` over the last dim of ``x``; under autocast in (and out) its dtype."""
     device = x.device.type
-    if not torch.is_autocast_enabled(device):
+    if not (torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)):
         return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
     dtype = torch.get_autocast_dtype(device)
     with torch.autocast(device, enabled=False):
