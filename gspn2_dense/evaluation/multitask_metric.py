@@ -229,7 +229,9 @@ def delta_m(results: Mapping, baselines: Mapping, tasks: Optional[Sequence[str]]
 def load_results(path: str) -> Dict[str, float]:
     """A results table: a JSON object, or the last JSON line of an mmengine log / scalars file.
 
-    Nested ``{task: {metric: value}}`` tables are flattened to ``'<task>/<metric>'`` keys.
+    Nested ``{task: {metric: value}}`` tables are flattened to ``'<task>/<metric>'`` keys; entries
+    that are not numbers are dropped. A missing file raises ``FileNotFoundError``, one that holds
+    no JSON object ``ValueError``, both naming the file.
     """
     if not osp.isfile(path):
         raise FileNotFoundError(f'results file {path!r} does not exist (run the test of that config '
@@ -241,17 +243,33 @@ def load_results(path: str) -> Dict[str, float]:
     except json.JSONDecodeError:
         lines = [line for line in text.splitlines() if line.strip()]
         if not lines:
-            raise ValueError(f'results file {path!r} is empty')
-        table = json.loads(lines[-1])
+            raise ValueError(f'results file {path!r} is empty') from None
+        try:
+            table = json.loads(lines[-1])
+        except json.JSONDecodeError as err:
+            raise ValueError(f'results file {path!r} is not JSON: expected a JSON object or a last line that '
+                             f'is one, got {lines[-1][:60]!r} ({err.msg})') from None
     if not isinstance(table, dict):
         raise ValueError(f'results file {path!r} must hold a JSON object, got {type(table).__name__}')
     flat = {}
     for key, value in table.items():
         if isinstance(value, dict):
-            flat.update({f'{key}/{k}': v for k, v in value.items() if isinstance(v, (int, float))})
-        elif isinstance(value, (int, float)):
+            flat.update({f'{key}/{k}': v for k, v in value.items() if _is_number(v)})
+        elif _is_number(value):
             flat[key] = value
     return flat
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def save_results(path: str, table: Mapping[str, float]) -> str:
+    """Write a flat ``{'<task>/<metric>': value}`` table as JSON (folders created); return ``path``."""
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with open(path, 'w') as f:
+        json.dump({k: float(v) for k, v in table.items()}, f, indent=2)
+    return path
 
 
 def format_table(results: Mapping[str, Mapping[str, float]], title: str = 'Multi-task results') -> str:
@@ -422,7 +440,5 @@ class MultiTaskMetric(BaseMetric):
         print_log('multi-task metrics over %d images: %s' % (
             len(results), ', '.join(f'{k}={v:.4f}' for k, v in out.items())), logger='current')
         if self.results_file:
-            os.makedirs(osp.dirname(osp.abspath(self.results_file)), exist_ok=True)
-            with open(self.results_file, 'w') as f:
-                json.dump(out, f, indent=2)
+            save_results(self.results_file, out)
         return out
