@@ -15,10 +15,10 @@ import torch
 
 import gspn2_dense  # noqa: F401  (registers the GSPN-2 timm models)
 from gspn2_dense.models.complexity import complexity_table, count_complexity
-from gspn2_dense.models.variants import VARIANTS
+from gspn2_dense.models.variants import BASELINES, VARIANTS
 
 # every GSPN-2 variant, then timm models of the same size counted as a check of the convention
-ALL = [*VARIANTS, 'swin_tiny_patch4_window7_224', 'convnext_tiny', 'vit_small_patch16_224']
+ALL = [*VARIANTS, *BASELINES.values()]
 
 
 def main():

@@ -22,16 +22,17 @@ import torch
 import torch.nn.functional as F
 
 from . import report
+from ..models.variants import BASELINES, PAPER_VARIANTS, VARIANTS
 from .timing import Timer, fmt, run_stamp
 
-MODELS = ['gspn2_tiny', 'gspn2_small', 'gspn2_base',
-          'swin_tiny_patch4_window7_224', 'convnext_tiny', 'vit_small_patch16_224']
-COMPILED_MODELS = ['gspn2_tiny', 'swin_tiny_patch4_window7_224', 'convnext_tiny']
-LATENCY_MODELS = ['gspn2_tiny', 'convnext_tiny', 'vit_small_patch16_224']
+OURS = VARIANTS['gspn2_tiny'].name
+SWIN, CONVNEXT, VIT = BASELINES['swin_t'], BASELINES['convnext_t'], BASELINES['vit_s']
+MODELS = [v.name for v in PAPER_VARIANTS] + [SWIN, CONVNEXT, VIT]
+COMPILED_MODELS = [OURS, SWIN, CONVNEXT]
+LATENCY_MODELS = [OURS, CONVNEXT, VIT]
 LATENCY_SIZES = [224, 512, 1024, 2048, 4096]
-DENSE_MODELS = ['gspn2_tiny', 'swin_tiny_patch4_window7_224', 'convnext_tiny']
+DENSE_MODELS = [OURS, SWIN, CONVNEXT]
 DENSE_SIZES = [512, 1024, 2048]
-OURS, SWIN, CONVNEXT = 'gspn2_tiny', 'swin_tiny_patch4_window7_224', 'convnext_tiny'
 
 
 def create(name: str, device: torch.device, memory_format=torch.contiguous_format) -> torch.nn.Module:
@@ -149,8 +150,8 @@ def probe_segmentor(name: str, img_size: int, num_classes: int = 150) -> torch.n
     from mmseg.registry import MODELS
     import gspn2_dense.models.openmmlab  # noqa: F401  (registers GSPN2, TimmFeatures, heads)
     init_default_scope('mmseg')
-    if name.startswith('gspn2_'):
-        backbone = dict(type='GSPN2', arch=name.removeprefix('gspn2_'), out_indices=(3,))
+    if name in VARIANTS:
+        backbone = dict(type='GSPN2', arch=VARIANTS[name].arch, out_indices=(3,))
         channels = timm.create_model(name, pretrained=False).num_features
     else:
         extra = dict(img_size=img_size) if name.startswith('swin') else {}

@@ -39,7 +39,8 @@ from gspn2_dense.ops import gspn_propagate
 
 from .variants import VARIANTS
 
-__all__ = ['GSPN2', 'GSPN2Block', 'GSPN2Mixer', 'GSPN2Stage', 'checkpoint_filter_fn']
+__all__ = ['CHECKPOINT_LAYOUTS', 'GSPN2', 'GSPN2Block', 'GSPN2Mixer', 'GSPN2Stage', 'LowPrecisionLayerNorm2d',
+           'checkpoint_filter_fn', 'checkpoint_layout', 'checkpoint_state_dict']
 
 # FX symbolic tracing (torchvision's create_feature_extractor, timm's features_only with
 # feature_cls='fx') keeps the fused op as one leaf call instead of tracing into its input checks.

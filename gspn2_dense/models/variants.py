@@ -17,7 +17,7 @@ This module is plain data: it imports neither torch nor timm.
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
-__all__ = ['PAPER_VARIANTS', 'PaperFigures', 'VARIANTS', 'Variant', 'get_variant']
+__all__ = ['BASELINES', 'PAPER_VARIANTS', 'PaperFigures', 'VARIANTS', 'Variant', 'get_variant']
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,13 @@ VARIANTS: Dict[str, Variant] = {v.name: v for v in (
 )}
 
 PAPER_VARIANTS: Tuple[Variant, ...] = tuple(v for v in VARIANTS.values() if v.paper is not None)
+
+# The timm models GSPN-2 is compared with (complexity table, backbone benchmark), by role.
+BASELINES: Dict[str, str] = {
+    'swin_t': 'swin_tiny_patch4_window7_224',
+    'convnext_t': 'convnext_tiny',
+    'vit_s': 'vit_small_patch16_224',
+}
 
 
 def get_variant(name: str) -> Variant:

@@ -18,6 +18,7 @@ import gspn2_dense  # noqa: F401  (registers the timm models)
 from gspn2_dense.benchmarks import backbones, report
 from gspn2_dense.benchmarks.timing import Timer, fmt, run_stamp
 from gspn2_dense.models import gspn2 as gspn2_module
+from gspn2_dense.models.variants import BASELINES
 
 
 def _float32_norm(x, norm):
@@ -29,7 +30,7 @@ def main():
     parser.add_argument('--iters', type=int, default=10)
     parser.add_argument('--batch', type=int, default=128)
     parser.add_argument('--model', default='gspn2_tiny')
-    parser.add_argument('--reference', default='swin_tiny_patch4_window7_224')
+    parser.add_argument('--reference', default=BASELINES['swin_t'])
     parser.add_argument('--device', default='cuda')
     parser.add_argument('--commit', default=None, help='commit to record (default: git rev-parse)')
     parser.add_argument('--out', default='norm_ab')
