@@ -6,14 +6,16 @@ demo main job calls :func:`run_probe` on the demo configs.
 import json
 import os
 import os.path as osp
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from mmengine.config import Config
 
+from .ops._build import shipped_tree
+
 from gspn2_dense.models.variants import PAPER_VARIANTS
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
+# configs/ inside an installed wheel, or beside the package in a source checkout
+CONFIG_DIR = shipped_tree('configs')
 
 # task -> (dataset part of the leaf config name, metrics reported in the table)
 SEG_METRICS = ('mIoU', 'aAcc')
