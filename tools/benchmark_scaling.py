@@ -14,8 +14,8 @@ how: :mod:`gspn2_dense.benchmarks.scaling`. Writes ``<out>.json`` and ``<out>.md
 with 1 when a run failed or a check (loss agreement, resume) did not pass.
 """
 import argparse
-import json
 import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -71,11 +71,7 @@ def main(argv=None):
         return scaling.run_clip_worker(argv[1], argv[2:])
     parser, args = parse_args(argv)
     if args.report:
-        results = []
-        for path in args.report:
-            with open(path, encoding='utf-8') as f:
-                loaded = json.load(f)
-            results += loaded if isinstance(loaded, list) else [loaded]
+        results = [result for path in args.report for result in scaling.read_results(path)]
         print(scaling.write_report(results, args.out, args.note))
         return 1 if scaling.failures(scaling.combine(results)) else 0
     try:
@@ -96,8 +92,12 @@ def main(argv=None):
         plan.check()
     except ValueError as err:
         parser.error(str(err))
+    # `timeout` and the device machine stop with SIGTERM: as SystemExit it ends the launched
+    # process group too (scaling._launch)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     result = scaling.run_benchmark(plan, str(TOOLS), args.commit)
-    result['command'] = shlex.join(['python', 'tools/benchmark_scaling.py', *argv])
+    shown = [a for i, a in enumerate(argv) if '--note' not in (a, argv[i - 1] if i else '')]
+    result['command'] = shlex.join(['python', 'tools/benchmark_scaling.py', *shown])
     print(scaling.write_report([result], args.out, args.note))
     problems = scaling.failures(scaling.combine([result]))
     for line in problems:

@@ -54,6 +54,9 @@ from mmengine import dist as mmdist
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
+from . import report
+from .timing import fmt, load_average, run_stamp
+
 # NVLink multicast can put a host's shared GPUs out of service (the device docs): every process
 # the benchmark starts gets these values, whatever the calling environment says.
 NVLINK_MULTICAST_OFF = {'NCCL_NVLS_ENABLE': '0', 'TORCH_SYMM_MEM_DISABLE_MULTICAST': '1',
@@ -370,8 +373,8 @@ def derive_config(config: str, out_path: str, data_root: str, size: Tuple[int, i
     Changes: generated data (``data_root``) without the random transforms; no validation;
     the backbone's random initialisation (no pretrained file is needed); ``plan.iters``
     iterations with a linear warm-up over all of them; checkpoints every ``checkpoint_at``
-    iterations, all kept; the :class:`ScalingRecordHook`. Batch size and hook options are set per
-    run on the command line.
+    iterations, all kept; the :class:`ScalingRecordHook` before the config's own custom hooks.
+    Batch size and hook options are set per run on the command line.
     """
     from mmengine.config import Config
 
@@ -385,11 +388,13 @@ def derive_config(config: str, out_path: str, data_root: str, size: Tuple[int, i
     if cfg.model.get('data_preprocessor', {}).get('size') is not None:
         model['data_preprocessor'] = dict(size=tuple(size))
     imports = list(cfg.get('custom_imports', {}).get('imports', [])) + [__name__]
+    hooks = [h.to_dict() if hasattr(h, 'to_dict') else dict(h) for h in cfg.get('custom_hooks', [])]
     workers = plan.workers if plan.device == 'cuda' else 0
     lines = [
         f'# Written by {__name__} for the scaling benchmark: {config} on generated data at '
         f'{size[0]}x{size[1]}',
-        f'# without random transforms, no validation, {plan.iters} iterations, per-iteration records.',
+        f'# without random transforms, no validation, {plan.iters} iterations, per-iteration '
+        'records.',
         f'_base_ = {osp.abspath(config)!r}',
         f'custom_imports = dict(imports={imports!r}, allow_failed_imports=False)',
         f'model = {model!r}',
@@ -404,7 +409,8 @@ def derive_config(config: str, out_path: str, data_root: str, size: Tuple[int, i
         f'end={plan.iters})]',
         f'default_hooks = dict(logger=dict(interval={plan.iters}), checkpoint=dict('
         f'interval={plan.checkpoint_at}, max_keep_ckpts=-1, save_last=True))',
-        "custom_hooks = [dict(type='ScalingRecordHook')]",
+        # first, so that the per-run options can name it custom_hooks.0
+        f"custom_hooks = [dict(type='ScalingRecordHook')] + {hooks!r}",
         'randomness = dict(seed=0)',
     ]
     os.makedirs(osp.dirname(out_path), exist_ok=True)
@@ -443,34 +449,45 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _shown(cmd: Sequence[str], env: Dict[str, str], keys: Sequence[str]) -> str:
-    """The command as one shell line, with the environment variables that matter, paths
-    relative to the current folder where they lie inside it."""
-    here = os.getcwd() + os.sep
+def _rel(text: str) -> str:
+    """``text`` with paths inside the current folder made relative to it."""
+    return text.replace(os.getcwd() + os.sep, '')
 
-    def rel(word: str) -> str:
-        return word.replace(here, '')
+
+def _shown(cmd: Sequence[str], env: Dict[str, str], keys: Sequence[str]) -> str:
+    """The command as one shell line, with the environment variables that matter."""
     prefix = [f'{k}={env[k]}' for k in keys if k in env]
-    return shlex.join([rel(w) for w in prefix + list(cmd)])
+    return shlex.join([_rel(w) for w in prefix + list(cmd)])
+
+
+def _end_group(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def _launch(cmd: List[str], env: Dict[str, str], log_path: str, timeout_s: float) -> int:
-    """Run ``cmd`` in its own process group, output to ``log_path``; the group is ended on
-    timeout (torchrun's workers would outlive a killed torchrun). Returns the exit code."""
+    """Run ``cmd`` in its own process group, output to ``log_path``; returns the exit code.
+
+    The group is ended on timeout and when this process is stopped while waiting (an
+    exception, or SIGTERM turned into ``SystemExit`` as ``tools/benchmark_scaling.py`` does):
+    torchrun's workers would outlive a killed torchrun and keep the GPUs busy.
+    """
     with open(log_path, 'w', encoding='utf-8') as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         try:
             return proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            _end_group(proc)
             log.write(f'\n[scaling] stopped after {timeout_s:.0f} s\n')
             return 124
+        finally:
+            if proc.poll() is None:
+                _end_group(proc)
 
 
 def _tail(path: str, lines: int = 8) -> str:
@@ -598,7 +615,8 @@ def run_clip(n: int, run_dir: str, shards, plan: ScalingPlan, tools_dir: str) ->
 
 def max_rel_diff(curve: Dict[int, float], reference: Dict[int, float],
                  iters: Optional[Sequence[int]] = None) -> Optional[float]:
-    """Largest ``|curve - reference| / |reference|`` over the iterations both hold (or ``iters``)."""
+    """Largest ``|curve - reference| / |reference|`` over the iterations both hold (or the
+    ``iters`` among them)."""
     keys = [k for k in (iters if iters is not None else curve) if k in curve and k in reference]
     if not keys:
         return None
@@ -659,7 +677,7 @@ def check_resume(reference: dict, run_dir: str, plan: ScalingPlan, tools_dir: st
     n, c = reference['nprocs'], plan.checkpoint_at
     first = run_mmengine('resume', config, n, run_dir, plan, tools_dir, options,
                          interrupt_after=c)
-    row = dict(config=config, nprocs=n, resume_at=c, iters=plan.iters,
+    row = dict(part=reference['part'], config=config, nprocs=n, resume_at=c, iters=plan.iters,
                commands=[first['command']], interrupted_last_iter=max(first['curve'], default=None))
     if first['rc'] != 0 or row['interrupted_last_iter'] != c:
         row['error'] = first.get('error') or (f'the interrupted run stopped at iteration '
@@ -690,7 +708,8 @@ def check_resume(reference: dict, run_dir: str, plan: ScalingPlan, tools_dir: st
 
 
 def resume_ok(row: dict, rtol: float) -> bool:
-    """The resumed run restarts at C, runs C+1..K, and its state and losses match within ``rtol``."""
+    """The resumed run restarts at C and runs C+1..K; its state and losses match the
+    uninterrupted run's within ``rtol``."""
     if 'error' in row:
         return False
     c, k = row['resume_at'], row['iters']
@@ -726,14 +745,13 @@ def summarise(runs: Sequence[dict], tolerances: Dict[str, float]) -> List[dict]:
 
 # --------------------------------------------------------------------------- the whole benchmark
 
-def run_stamp_for(device: str, commit: Optional[str] = None) -> Dict[str, str]:
-    """:func:`gspn2_dense.benchmarks.timing.run_stamp`, plus the backend and the core count."""
-    from gspn2_dense.benchmarks.timing import run_stamp
-
+def scaling_stamp(device: str, commit: Optional[str] = None) -> dict:
+    """:func:`~gspn2_dense.benchmarks.timing.run_stamp` with the backend and, on GPUs, their
+    number in the device's name."""
     stamp = run_stamp(torch.device(device), commit)
     if device == 'cuda':
         stamp['device'] = f'{torch.cuda.device_count()} x {stamp["device"]}'
-    stamp.update(backend='nccl' if device == 'cuda' else 'gloo', cpu_cores=os.cpu_count())
+    stamp['backend'] = 'nccl' if device == 'cuda' else 'gloo'
     return stamp
 
 
@@ -745,8 +763,8 @@ def run_benchmark(plan: ScalingPlan, tools_dir: str, commit: Optional[str] = Non
     tolerances = dict(probe=plan.loss_rtol or default_loss_rtol(plan.device),
                       multitask=plan.loss_rtol or default_loss_rtol(plan.device),
                       clip=plan.clip_loss_rtol)
-    result = dict(run_stamp_for(plan.device, commit), plan=asdict(plan), tolerances=tolerances,
-                  runs=[], resume=[], data={})
+    result = dict(scaling_stamp(plan.device, commit), plan=asdict(plan), tolerances=tolerances,
+                  runs=[], resume=[], data={}, load_average=[load_average()])
     configs = dict(probe=(plan.probe_config, plan.probe_options),
                    multitask=(plan.multitask_config, plan.multitask_options))
     derived = {}
@@ -759,7 +777,7 @@ def run_benchmark(plan: ScalingPlan, tools_dir: str, commit: Optional[str] = Non
             dataset_type = Config.fromfile(config).train_dataloader.dataset.type
             data_root = make_data(dataset_type, osp.join(work_dir, 'data', f'{size[0]}x{size[1]}'),
                                   size)
-            result['data'][part] = dict(dataset_type=dataset_type, data_root=data_root,
+            result['data'][part] = dict(dataset_type=dataset_type, data_root=_rel(data_root),
                                         resolution=list(size))
             derived[part] = derive_config(config, osp.join(work_dir, 'configs', f'{part}.py'),
                                           data_root, size, plan)
@@ -782,7 +800,7 @@ def run_benchmark(plan: ScalingPlan, tools_dir: str, commit: Optional[str] = Non
         image_size = open_clip.get_model_config(plan.clip_model)['vision_cfg']['image_size']
         image_size = image_size if isinstance(image_size, int) else image_size[0]
         shards = make_clip_shards(osp.join(work_dir, 'data'), plan, image_size)
-        result['data']['clip'] = dict(train_pattern=shards.train_pattern,
+        result['data']['clip'] = dict(train_pattern=_rel(shards.train_pattern),
                                       num_samples=shards.num_samples, image_size=image_size)
         for n in plan.nprocs:
             log(f'[scaling] clip: {n} process(es)')
@@ -801,16 +819,18 @@ def run_benchmark(plan: ScalingPlan, tools_dir: str, commit: Optional[str] = Non
                                      configs[part][1])
         log(f'[scaling] resume: {part} on {n} processes, interrupted at {plan.checkpoint_at}')
         if 'error' in reference:
-            row = dict(nprocs=n, resume_at=plan.checkpoint_at, iters=plan.iters, commands=[],
-                       error=f'the uninterrupted run failed: {reference["error"]}')
+            row = dict(part=part, nprocs=n, resume_at=plan.checkpoint_at, iters=plan.iters,
+                       commands=[], error=f'the uninterrupted run failed: {reference["error"]}')
         else:
             row = check_resume(reference, osp.join(work_dir, 'runs', 'resume', f'{part}-n{n}'),
                                plan, tools_dir, prepared(part), configs[part][1])
         row.update(config=configs[part][0], device=result['device'],
-                   reference_command=reference['command'], ok=resume_ok(row, tolerances[part]))
+                   reference_command=reference.get('command', ''))
         result['resume'].append(row)
-        log(f'[scaling]   resume ok: {row["ok"]}' + (f' ({row["error"]})' if 'error' in row else ''))
+        log(f'[scaling]   resume ok: {resume_ok(row, tolerances[part])}'
+            + (f' ({row["error"]})' if 'error' in row else ''))
     result['runs'] = summarise(result['runs'], tolerances)
+    result['load_average'].append(load_average())
     return result
 
 
@@ -842,46 +862,80 @@ def combine(results: Sequence[dict]) -> List[dict]:
 def _row_line(row: dict) -> str:
     if 'error' in row:
         return f'failed (exit {row["rc"]}): {row["error"].splitlines()[-1] if row["error"] else ""}'
-    return (f'{_fmt(row["ips_per_proc"], ".1f")} img/s per process, peak '
-            f'{_fmt(row["peak_gib"], ".2f")} GiB, {len(row["curve"])} iterations, {row["wall_s"]} s')
+    return (f'{fmt(row["ips_per_proc"], ".1f")} img/s per process, peak '
+            f'{fmt(row["peak_gib"], ".2f")} GiB, {len(row["curve"])} iterations, {row["wall_s"]} s')
 
 
 # --------------------------------------------------------------------------- the report
 
-def _fmt(value, spec: str, missing: str = '-') -> str:
-    return missing if value is None else format(value, spec)
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
-    lines = ['| ' + ' | '.join(headers) + ' |', '|' + '|'.join('---' for _ in headers) + '|']
-    lines += ['| ' + ' | '.join(row) + ' |' for row in rows]
-    return lines
-
-
 _PART_TITLES = dict(probe='linear probe', multitask='multi-task probe', clip='CLIP')
 
 
+def _runs_table(result: dict) -> str:
+    peak = ('peak GiB (max allocated, busiest GPU)' if result['backend'] == 'nccl'
+            else 'peak GiB (RSS, largest process)')
+    rows = []
+    for r in result['runs']:
+        ips = r['ips_per_proc']
+        agree = '-' if r['loss_ok'] is None else ('yes' if r['loss_ok'] else '**no**')
+        rows.append([_PART_TITLES[r['part']], f'`{osp.basename(r["config"])}`', r['nprocs'],
+                     r['batch_per_proc'], r['global_batch'], fmt(ips, '.2f'),
+                     fmt(ips and ips * r['nprocs'], '.2f'), fmt(r['efficiency'], '.2f'),
+                     fmt(r['peak_gib'], '.2f'), fmt(r['loss_rel_diff'], '.1e'), agree,
+                     'failed: ' + r['error'].splitlines()[-1][:120] if 'error' in r else ''])
+    return report.table(['run', 'config', 'N', 'batch / proc', 'global batch', 'img/s / proc',
+                         'img/s total', 'efficiency', peak, 'loss diff vs N=1', 'curves agree',
+                         'note'], rows)
+
+
+def _curves_table(result: dict) -> str:
+    picks = sorted({1, result['plan']['iters'] // 2, result['plan']['iters']})
+    return report.table(['run', 'N'] + [f'iter {i}' for i in picks],
+                        [[_PART_TITLES[r['part']], r['nprocs']]
+                         + [fmt(r['curve'].get(i), '.6f') for i in picks]
+                         for r in result['runs'] if r['curve'] and r['part'] != 'clip'])
+
+
+def _resume_section(result: dict, row: dict) -> List[str]:
+    c, k = row['resume_at'], row['iters']
+    lines = ['', f'### Resume: `{osp.basename(row.get("config", ""))}` on {row["nprocs"]} '
+                 f'processes, stopped after iteration {c} of {k}', '']
+    if 'error' in row:
+        return lines + [f'Failed: {row["error"]}']
+    ok = resume_ok(row, result['tolerances'][row['part']])
+    lines.append(report.table(['check', 'value'], [
+        [f'iteration the resumed run starts at (expected {c})', row['resumed_start_iter']],
+        ['iterations it runs', f'{row["resumed_first_iter"]}..{row["resumed_last_iter"]}'],
+        [f'optimizer state as loaded vs the uninterrupted run at {c} (max rel. diff)',
+         fmt(row['optimizer_rel_diff'], '.1e')],
+        [f'losses {c + 1}..{k} vs the uninterrupted run (max rel. diff)',
+         fmt(row['loss_rel_diff'], '.1e')],
+        [f'weights at {k} (max rel. diff)', fmt(row['weights_rel_diff'], '.1e')],
+        [f'optimizer state at {k} (max rel. diff)', fmt(row['optimizer_final_rel_diff'], '.1e')],
+        ['all within the tolerance', 'yes' if ok else '**no**']]))
+    return lines + ['', 'Commands (uninterrupted, stopped, resumed):', '', '```',
+                    row['reference_command'], *row['commands'], '```']
+
+
 def markdown(results: Sequence[dict], note: str = '') -> str:
-    """The report of one or more results of :func:`run_benchmark` (e.g. CPU and GPU sessions)."""
+    """The report of one or more :func:`combine` -d results (e.g. a CPU and a GPU session)."""
     lines = ['# Scaling over processes: linear probe, multi-task probe, CLIP', '']
     if note:
         lines += [note.strip(), '']
     lines += ['Made by `tools/benchmark_scaling.py` (what is measured and how: '
               '`gspn2_dense/benchmarks/scaling.py`). Per-process batch = global batch / N; '
               'efficiency = images/s per process at N / images/s per process at N = 1; loss '
-              'difference = the largest relative difference of the loss (averaged over the '
-              'processes) from the N = 1 run at any iteration (CLIP: of the mean loss over the '
-              'steps, since its data order depends on N).', '']
+              'diff = the largest relative difference of the loss (averaged over the processes) '
+              'from the N = 1 run at any iteration (CLIP: of the mean loss over the steps, since '
+              'its data order depends on N).', '']
     for result in results:
         plan = result['plan']
-        peak_kind = 'peak GiB (max allocated, busiest GPU)' if result['backend'] == 'nccl' \
-            else 'peak GiB (RSS, largest process)'
-        lines += [f'## {result["device"]}, {result["backend"]} ({result["date"]}, commit '
-                  f'{result["commit"]})', '',
-                  f'torch {result["torch"]}, CUDA {result["cuda"]}, timm {result["timm"]}, '
-                  f'{result["cpu_cores"]} CPU cores. {plan["iters"]} iterations per mmengine run '
-                  f'(the first {plan["warmup"]} untimed), {plan["clip_steps"]} CLIP steps (the '
-                  f'first {plan["clip_warmup"]} untimed). Tolerances on the loss difference: '
+        loads = ' -> '.join(str(v[0]) for v in result.get('load_average', []))
+        lines += [f'## {result["device"]}, {result["backend"]}', '',
+                  f'{report.stamp_line(result)}. {result["cores"]} CPU cores, 1-minute load '
+                  f'average {loads or "-"} over the runs. {plan["iters"]} iterations per mmengine '
+                  f'run (the first {plan["warmup"]} untimed), {plan["clip_steps"]} CLIP steps (the '
+                  f'first {plan["clip_warmup"]} untimed). Tolerances on the loss diff: '
                   + ', '.join(f'{_PART_TITLES[k]} {v:g}' for k, v in result['tolerances'].items())
                   + '.', '']
         if result.get('command'):
@@ -889,65 +943,29 @@ def markdown(results: Sequence[dict], note: str = '') -> str:
         for name, data in result['data'].items():
             lines.append(f'* {_PART_TITLES[name]} data: ' + ', '.join(
                 f'{k} `{v}`' if isinstance(v, str) else f'{k} {v}' for k, v in data.items()))
-        lines.append('')
-        rows = []
-        for r in result['runs']:
-            agree = '-' if r['loss_ok'] is None else ('yes' if r['loss_ok'] else '**no**')
-            rows.append([_PART_TITLES[r['part']], f'`{osp.basename(r["config"])}`',
-                         str(r['nprocs']), str(r['batch_per_proc']), str(r['global_batch']),
-                         _fmt(r['ips_per_proc'], '.2f'),
-                         _fmt(r['ips_per_proc'] and r['ips_per_proc'] * r['nprocs'], '.2f'),
-                         _fmt(r['efficiency'], '.2f'), _fmt(r['peak_gib'], '.2f'),
-                         _fmt(r['loss_rel_diff'], '.1e'), agree,
-                         'failed: ' + r['error'].splitlines()[-1][:120] if 'error' in r else ''])
-        lines += _table(['run', 'config', 'N', 'batch / proc', 'global batch', 'img/s / proc',
-                         'img/s total', 'efficiency', peak_kind, 'loss diff vs N=1',
-                         'curves agree', 'note'], rows)
-        curves = [r for r in result['runs'] if r['curve'] and r['part'] != 'clip']
-        if curves:
-            lines += ['', 'Loss of the global batch (mean over the processes) at a few iterations:',
-                      '']
-            picks = sorted({1, plan['iters'] // 2, plan['iters']})
-            lines += _table(['run', 'N'] + [f'iter {i}' for i in picks],
-                            [[_PART_TITLES[r['part']], str(r['nprocs'])]
-                             + [_fmt(r['curve'].get(i), '.6f') for i in picks]
-                             for r in curves])
+        lines += ['', _runs_table(result)]
+        if any(r['curve'] and r['part'] != 'clip' for r in result['runs']):
+            lines += ['', 'Loss of the global batch (mean over the processes) at a few '
+                          'iterations:', '', _curves_table(result)]
         for row in result['resume']:
-            lines += ['', f'### Resume: {osp.basename(row["config"])} on {row["nprocs"]} processes, '
-                          f'interrupted after iteration {row["resume_at"]} of {row["iters"]}', '']
-            if 'error' in row:
-                lines += [f'Failed: {row["error"]}']
-            else:
-                lines += _table(['check', 'value'], [
-                    ['iteration the resumed run starts at (expected '
-                     f'{row["resume_at"]})', str(row['resumed_start_iter'])],
-                    ['iterations it runs', f'{row["resumed_first_iter"]}..{row["resumed_last_iter"]}'],
-                    ['optimizer state after loading vs uninterrupted run at '
-                     f'{row["resume_at"]} (max rel. diff)', _fmt(row['optimizer_rel_diff'], '.1e')],
-                    [f'losses {row["resume_at"] + 1}..{row["iters"]} vs uninterrupted (max rel. diff)',
-                     _fmt(row['loss_rel_diff'], '.1e')],
-                    [f'weights at {row["iters"]} (max rel. diff)', _fmt(row['weights_rel_diff'], '.1e')],
-                    [f'optimizer state at {row["iters"]} (max rel. diff)',
-                     _fmt(row['optimizer_final_rel_diff'], '.1e')],
-                    ['all within tolerance', 'yes' if row['ok'] else '**no**']])
-            lines += ['', 'Commands (uninterrupted, interrupted, resumed):', '', '```',
-                      row['reference_command'], *row['commands'], '```']
+            lines += _resume_section(result, row)
         lines += ['', 'Commands:', '', '```', *[r['command'] for r in result['runs']], '```', '']
     return '\n'.join(lines)
 
 
 def write_report(results: Sequence[dict], out_stem: str, note: str = '') -> str:
-    """``<out_stem>.json`` (the :func:`combine` -d results) and ``<out_stem>.md``; returns the
-    markdown."""
+    """``<out_stem>.json`` (``{"results": [...]}``, :func:`combine` -d) and ``<out_stem>.md``;
+    returns the markdown."""
     results = combine(results)
-    os.makedirs(osp.dirname(osp.abspath(out_stem)), exist_ok=True)
-    with open(out_stem + '.json', 'w', encoding='utf-8') as f:
-        json.dump(results, f, indent=1)
-        f.write('\n')
     text = markdown(results, note)
-    with open(out_stem + '.md', 'w', encoding='utf-8') as f:
-        f.write(text)
+    report.write(out_stem, dict(results=results), text)
     return text
+
+
+def read_results(path: str) -> List[dict]:
+    """The results in a file written by :func:`write_report` (or one result as a JSON object)."""
+    loaded = report.read(path)
+    return loaded['results'] if 'results' in loaded else [loaded]
 
 
 def failures(results: Sequence[dict]) -> List[str]:
@@ -961,6 +979,7 @@ def failures(results: Sequence[dict]) -> List[str]:
                 out.append(f'{r["part"]} N={r["nprocs"]}: loss curve differs from N=1 by '
                            f'{r["loss_rel_diff"]:.1e}')
         for r in result['resume']:
-            if not r.get('ok'):
-                out.append(f'resume N={r["nprocs"]}: ' + (r.get('error') or 'mismatch').splitlines()[-1])
+            if not resume_ok(r, result['tolerances'][r['part']]):
+                why = (r.get('error') or 'mismatch').splitlines()[-1]
+                out.append(f'resume N={r["nprocs"]}: {why}')
     return out

@@ -6,8 +6,8 @@
 #   the multi-task probe and the resume check. The last step merges both into $OUT/scaling.md.
 #
 #   run(kind='nvidia-h200-x8', carry=['.devwheels'],
-#       command='PARTS=clip COMMIT=<hash> bash tools/device/scaling_run.sh')   # ~6 min
-#   run(..., command='PARTS=mm COMMIT=<hash> bash tools/device/scaling_run.sh')  # ~7 min, warm
+#       command='PARTS=clip COMMIT=<hash> bash tools/device/scaling_run.sh')  # est. 6 min
+#   run(..., command='PARTS=mm COMMIT=<hash> bash tools/device/scaling_run.sh')  # est. 7 min (warm)
 #   # here: python tools/benchmark_scaling.py --report <files_at>/clip.json <files_at>/mm.json \
 #   #           --out docs/benchmarks/scaling --note '...'
 #
@@ -15,7 +15,7 @@
 # without the mm part still waits for mmcv at its end, so that the next call on the warm
 # machine finds it (/tmp keeps the wheels, mmcv, the op and the generated data).
 # Environment: NPROCS (default: 1,2,4,8 up to the GPUs seen), PARTS, CLIP_ARGS and MM_ARGS
-# (extra benchmark arguments), T_CLIP / T_MM (seconds per part).
+# (extra benchmark arguments), T_CLIP / T_MM (seconds per part), T_LAUNCH (seconds per launch).
 # NVLink multicast stays off here and in every process the benchmark starts (scaling.py sets
 # the same three variables again for them).
 set -uo pipefail
@@ -51,7 +51,7 @@ wait_mmcv() { for _ in $(seq "$1"); do [ -f /tmp/mmcv.ok ] && return 0; sleep 2;
 log build
 MAX_JOBS=8 python3 -c "from gspn2_dense.ops._build import load_extension; load_extension('cuda')" > "$OUT/build.log" 2>&1 \
   || { tail -30 "$OUT/build.log"; exit 1; }
-B="python3 tools/benchmark_scaling.py --device cuda --nprocs $NPROCS --commit $COMMIT --work-dir /tmp/scaling"
+B="python3 tools/benchmark_scaling.py --device cuda --nprocs $NPROCS --commit $COMMIT --work-dir /tmp/scaling --timeout ${T_LAUNCH:-240}"
 REPORTS=()
 if [[ ",$PARTS," == *,clip,* ]]; then
   log clip
@@ -63,7 +63,7 @@ fi
 if [[ ",$PARTS," == *,mm,* ]]; then
   wait_mmcv 150 || { log "mmcv not built"; tail -5 "$OUT/mmcv_build.log"; exit 1; }
   log "probe, multi-task, resume"
-  PYTHONPATH=$PWD:/tmp/site timeout ${T_MM:-420} $B --parts probe,multitask,resume ${MM_ARGS:-} \
+  PYTHONPATH=$PWD:/tmp/site timeout ${T_MM:-480} $B --parts probe,multitask,resume ${MM_ARGS:-} \
     --out "$OUT/mm" > "$OUT/mm.log" 2>&1
   grep -E '^\[scaling\]|Error' "$OUT/mm.log" | cut -c1-300
   [ -f "$OUT/mm.json" ] && REPORTS+=("$OUT/mm.json")
