@@ -927,7 +927,10 @@ def markdown(results: Sequence[dict], note: str = '') -> str:
               'efficiency = images/s per process at N / images/s per process at N = 1; loss '
               'diff = the largest relative difference of the loss (averaged over the processes) '
               'from the N = 1 run at any iteration (CLIP: of the mean loss over the steps, since '
-              'its data order depends on N).', '']
+              'its data order depends on N). The `configs/<part>.py` in the commands are the leaf '
+              'configs the benchmark writes over the named ones: generated data at the training '
+              'resolution without random transforms, no validation, a linear warm-up over the '
+              'short run, checkpoints every `resume_at` iterations, per-iteration records.', '']
     for result in results:
         plan = result['plan']
         loads = ' -> '.join(str(v[0]) for v in result.get('load_average', []))

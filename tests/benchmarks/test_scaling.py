@@ -12,7 +12,7 @@ Tolerances, for the same global batch of 4 (per process: 4 at N = 1, 2 at N = 2)
   differently moves by 1e-2 or more, and a gradient summed instead of averaged doubles the step.
 * CLIP, 0.1 relative on the mean loss of the steps. The webdataset pipeline splits shards by
   rank, so the global batches hold other samples at other N and only the level of the curve can
-  agree (measured 1.5e-2 for a global batch of 32). At initialisation the contrastive loss sits
+  agree (measured 1.5e-2 and 1.9e-2 for a global batch of 32). At initialisation the contrastive loss sits
   near log(global batch) + c; a run that did not gather the other processes' features would
   sit near log(global batch / 2) + c, about 20% lower at 32 -- outside the tolerance.
 * resume, 1e-6 (measured 0): the same processes on the same data and seed repeat bit for bit.
