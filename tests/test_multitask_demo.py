@@ -1,5 +1,6 @@
-"""A short multi-task CPU training run beats chance on every task; tools/train.py and tools/test.py run a
-multi-task config."""
+"""The demo's multi-task leg: a short CPU multi-task run beats chance on every task, writes its result
+files, Delta_m and one panel per image; the main job hands it the CLIP tower; tools/train.py and
+tools/test.py run a multi-task config."""
 import json
 import os.path as osp
 
@@ -7,9 +8,11 @@ import cv2
 import pytest
 
 import gspn2_dense  # noqa: F401
-from gspn2_dense.demo.multitask import chance_predictions, make_multitask_demo_data, run_multitask_demo
-from gspn2_dense.engine.launch import prepare_test_config, prepare_train_config, run_runner
+from gspn2_dense.demo import main_job
+from gspn2_dense.demo.multitask import make_multitask_demo_data, run_multitask_demo
+from gspn2_dense.engine.launch import load_config, prepare_test_config, prepare_train_config, run_runner
 from gspn2_dense.evaluation.multitask_metric import HEADLINE
+from gspn2_dense.evaluation.multitask_report import report_from_files
 from gspn2_dense.probe import CONFIG_DIR
 
 ALL_TASKS = {'nyud-mt': {'semseg', 'depth', 'normals', 'edge'},
@@ -18,8 +21,9 @@ ALL_TASKS = {'nyud-mt': {'semseg', 'depth', 'normals', 'edge'},
 
 def test_multitask_demo_beats_chance_on_every_task(tmp_path):
     lines = []
-    results = run_multitask_demo(work_dir=str(tmp_path / 'work'), data_root=str(tmp_path / 'data'), tiny=True,
-                                 single_task=False, num_panels=2, log=lines.append)
+    work = tmp_path / 'work'
+    results = run_multitask_demo(work_dir=str(work), data_root=str(tmp_path / 'data'), tiny=True,
+                                 single_task=('nyud-mt', ), num_panels=2, log=lines.append)
     assert set(results) == set(ALL_TASKS)
     for name, result in results.items():
         assert set(result['beats_chance']) == ALL_TASKS[name]
@@ -29,28 +33,76 @@ def test_multitask_demo_beats_chance_on_every_task(tmp_path):
             ours, chance = result['multitask'][key], result['chance'][key]
             assert (ours > chance) if higher else (ours < chance), (name, key, ours, chance)
             assert result['beats_chance'][task]
-        panel = cv2.imread(result['panels'][0])
-        assert panel is not None and panel.shape[1] > panel.shape[0]
-        assert any(f'{name} semseg/mIoU' in line and 'vs chance' in line for line in lines)
-    table = json.load(open(tmp_path / 'work' / 'multitask_results.json'))
-    assert set(table) == set(ALL_TASKS)
-    assert '| nyud-mt chance |' in open(tmp_path / 'work' / 'multitask_results.md').read()
+            assert any(line.startswith(f'[multi-task demo] {name} {key} ') and f'vs chance {chance:.3f}' in line
+                       for line in lines)
+        # One panel per image: the input, then each task's truth above its prediction.
+        assert len(result['panels']) == 2
+        for path in result['panels']:
+            panel = cv2.imread(path)
+            assert panel is not None and panel.shape[1] > 2 * panel.shape[0]
+        assert sorted(osp.basename(p) for p in result['panels']) == \
+            sorted(osp.basename(p) for p in (work / 'vis' / name).iterdir())
+    # Delta_m over the single-task probes of NYUD-MT, from the result files the runs wrote.
+    gains = results['nyud-mt']['gains']
+    assert set(gains) == ALL_TASKS['nyud-mt'] | {'delta_m'}
+    assert gains['delta_m'] == pytest.approx(sum(gains[t] for t in ALL_TASKS['nyud-mt']) / 4)
+    assert results['pascal-mt']['gains'] == {} and results['pascal-mt']['single_task'] == {}
+    files = work / 'nyud-mt' / 'results'
+    assert sorted(p.name for p in files.iterdir()) == ['chance.json', 'depth.json', 'edge.json', 'multitask.json',
+                                                       'normals.json', 'semseg.json']
+    cfg = load_config(str(CONFIG_DIR / 'demo' / 'multitask-linear_gspn2-test_1xb4-80_nyud-mt-demo-64x64.py'))
+    report = report_from_files(cfg, results=str(files / 'multitask.json'), chance=str(files / 'chance.json'),
+                               baselines={t: str(files / f'{t}.json') for t in ALL_TASKS['nyud-mt']})
+    assert report.gains() == pytest.approx(gains)
+    assert any(f'nyud-mt Delta_m = {gains["delta_m"]:+.2f} %' in line for line in lines)
+    table = json.load(open(work / 'multitask_results.json'))
+    assert set(table) == set(ALL_TASKS) and table['nyud-mt']['delta_m'] == pytest.approx(gains['delta_m'])
+    assert table['pascal-mt']['panels'] == results['pascal-mt']['panels']
+    markdown = open(work / 'multitask_results.md').read()
+    assert '# nyud-mt: multi-task linear probes' in markdown and '| semseg | mIoU * | higher |' in markdown
+    assert 'Delta_m = ' in markdown and 'Delta_m: not computed' in markdown  # PASCAL-MT has no single-task runs
 
 
-def test_chance_predictions_by_hand():
-    import torch
-    from mmengine.structures import PixelData
-    from mmseg.structures import SegDataSample
-    sample = SegDataSample()
-    sample.gt_sem_seg = PixelData(data=torch.tensor([[[1, 1, 0, 255]]]))
-    sample.gt_depth_map = PixelData(data=torch.tensor([[[2.0, 4.0, 0.0, 0.0]]]))
-    sample.gt_edge_map = PixelData(data=torch.tensor([[[1, 0, 0, 255]]]))
-    sample.gt_normals = PixelData(data=torch.tensor([[[1.0, 0.0, 0.0, 0.0]], [[0.0, 1.0, 0.0, 0.0]],
-                                                     [[0.0, 0.0, 0.0, 0.0]]]))
-    out = chance_predictions([sample], ['semseg', 'depth', 'edge', 'normals'], dict(semseg=3))
-    assert int(out['semseg']) == 1 and float(out['depth']) == pytest.approx(3.0)
-    assert float(out['edge']) == pytest.approx(1 / 3)
-    assert torch.allclose(out['normals'], torch.tensor([1.0, 1.0, 0.0]) / 2 ** 0.5)
+def test_main_job_hands_the_clip_tower_to_the_multitask_leg(tmp_path, monkeypatch):
+    """The wiring of the legs (each replaced by a stand-in): the converted tower reaches the multi-task
+    leg, and its results have the shape tools/demo.py checks (a ``beats_chance`` bool per entry)."""
+    import gspn2_dense.clip.demo
+    calls = {}
+    tower = str(tmp_path / 'tower.pth')
+    monkeypatch.setattr(gspn2_dense.clip.demo, 'run_clip_demo', lambda work_dir, minutes, log: tower)
+    monkeypatch.setattr(main_job, 'run_demo', lambda **kwargs: {'ade20k': dict(beats_chance=True)})
+
+    def multitask_leg(**kwargs):
+        calls.update(kwargs)
+        return {'nyud-mt': dict(beats_chance=dict(semseg=True, normals=False)),
+                'pascal-mt': dict(beats_chance=dict(sal=True))}
+
+    monkeypatch.setattr(main_job, 'run_multitask_demo', multitask_leg)
+    lines = []
+    results = main_job.run_main_job(work_dir=str(tmp_path / 'demo'), log=lines.append)
+    assert calls['backbone_ckpt'] == tower and calls['iters'] == main_job.MULTITASK_ITERS
+    assert list(calls['datasets']) == ['nyud-mt', 'pascal-mt'] and list(calls['single_task']) == ['nyud-mt']
+    assert calls['work_dir'] == osp.join(str(tmp_path / 'demo'), 'multitask')
+    assert results['multitask']['beats_chance'] is False and results['multitask']['failed'] == ['nyud-mt normals']
+    assert all(isinstance(r['beats_chance'], bool) for task, r in results.items() if task != 'clip')
+    assert any('multi-task leg' in line and 'CLIP-trained tower' in line for line in lines)
+    assert any("did NOT beat chance: ['nyud-mt normals']" in line for line in lines)
+    calls.clear()
+    results = main_job.run_main_job(work_dir=str(tmp_path / 'demo'), clip=False, multitask=(), log=lines.append)
+    assert not calls and 'multitask' not in results
+
+
+def test_nyud_demo_edges_are_surface_boundaries():
+    """Edges lie between surfaces only: none inside the smoothly receding floor or left wall."""
+    import numpy as np
+    from gspn2_dense.demo.multitask import NYUD_FLOOR, draw_nyud_scene
+    scene = draw_nyud_scene(np.random.default_rng(3))
+    edge, semseg = scene['edge'].astype(bool), scene['semseg']
+    floor = semseg == NYUD_FLOOR
+    interior = floor.copy()  # floor pixels whose four neighbours are floor too
+    interior[1:-1, 1:-1] &= floor[:-2, 1:-1] & floor[2:, 1:-1] & floor[1:-1, :-2] & floor[1:-1, 2:]
+    interior[[0, -1]] = interior[:, [0, -1]] = False
+    assert edge.any() and not (edge & interior).any()
 
 
 def test_train_and_test_tools_on_a_multitask_config(tmp_path):

@@ -7,7 +7,8 @@ so the tasks agree with each other and with the pixels:
 * NYUD-MT: a room seen from inside -- floor receding to a back wall, a slanted left wall and
   boxes standing on the floor. Depth follows the geometry, normals are the surfaces' normals
   (x right, y up, z towards the camera), semantic classes are the surfaces' NYU-40 classes and
-  edges are the semantic and depth boundaries. The image is the classes' colours and stripe
+  edges are the boundaries between surfaces (class, depth and orientation discontinuities; a
+  surface receding smoothly, such as the floor, has none inside). The image is the classes' colours and stripe
   textures, lit by a light at the camera (brightness falls with depth) and shaded by the
   normals (Lambert), plus noise.
 * PASCAL-MT: textured objects of VOC classes and people (head, torso, arms, legs as separate
@@ -17,7 +18,7 @@ so the tasks agree with each other and with the pixels:
 
 :func:`run_multitask_demo` trains and tests the multi-task linear probe on each, prints every
 task's metric next to its chance baseline (and Delta_m over single-task probes when asked), and
-saves one panel per test image.
+saves one panel per test image; the demo main job runs it on the CLIP-trained tower.
 """
 import os
 import os.path as osp
@@ -26,6 +27,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 import scipy.io
+
+from gspn2_dense.datasets.multitask_transforms import PERSON_PART_GROUPS, label_boundaries
 
 from .data import _COLOURS, _texture, _write_gray, _write_rgb
 
@@ -71,7 +74,8 @@ def _shade(rng: np.random.Generator, index: np.ndarray, normals: np.ndarray,
 
 def draw_nyud_scene(rng: np.random.Generator, size: Tuple[int, int] = DEMO_SIZE) -> Dict[str, np.ndarray]:
     """One synthetic room: ``image`` (RGB uint8), ``semseg`` (NYU-40 values, 0 = unlabelled),
-    ``depth`` (metres, 0 = invalid), ``normals`` (unit, (H, W, 3)) and ``edge`` ({0, 1})."""
+    ``depth`` (metres, 0 = invalid), ``normals`` (unit, (H, W, 3)) and ``edge`` ({0, 1}: the
+    boundaries between surfaces, where the class, the depth or the orientation jumps)."""
     h, w = size
     horizon = int(rng.integers(h // 4, h // 2))
     wall_depth = float(rng.uniform(6.0, 9.0))
@@ -81,7 +85,8 @@ def draw_nyud_scene(rng: np.random.Generator, size: Tuple[int, int] = DEMO_SIZE)
     is_floor = (rows > horizon) & (floor_depth < wall_depth)
     depth = np.where(is_floor, floor_depth, wall_depth).astype(np.float32)
     semseg = np.where(is_floor, NYUD_FLOOR, NYUD_WALL).astype(np.uint8)
-    index = np.where(is_floor, 1, 0)
+    index = np.where(is_floor, 1, 0)  # texture of each surface
+    surface = index.copy()  # one id per surface: back wall, floor, left wall, each box
     normals = np.zeros((h, w, 3), dtype=np.float32)
     normals[:] = _unit([0, 0, 1])
     normals[is_floor] = _unit([0, 1, 0])
@@ -92,8 +97,9 @@ def draw_nyud_scene(rng: np.random.Generator, size: Tuple[int, int] = DEMO_SIZE)
     depth[side] = side_depth[side]
     semseg[side] = NYUD_WALL
     index[side] = 2
+    surface[side] = 2
     normals[side] = _unit([0.8, 0, 0.6])
-    for _ in range(int(rng.integers(1, 4))):
+    for box in range(int(rng.integers(1, 4))):
         bh, bw = int(rng.integers(h // 6, h // 2)), int(rng.integers(w // 8, w // 3))
         bottom = int(rng.integers(horizon + 4, h))
         x0 = int(rng.integers(left, w - bw))
@@ -104,18 +110,11 @@ def draw_nyud_scene(rng: np.random.Generator, size: Tuple[int, int] = DEMO_SIZE)
         depth[window][front] = box_depth
         semseg[window][front] = NYUD_BOX_LABELS[k]
         index[window][front] = 3 + k
+        surface[window][front] = 3 + box
         normals[window][front] = _unit([0, 0, 1])
     brightness = np.clip(1.2 - depth / 9.0, 0.1, 1.0)
     image = _shade(rng, index, normals, brightness)
-    edge = np.zeros((h, w), dtype=np.uint8)
-    for axis in (0, 1):
-        d_label = np.diff(semseg.astype(np.int32), axis=axis) != 0
-        d_depth = np.abs(np.diff(depth, axis=axis)) > 0.3
-        change = d_label | d_depth
-        if axis == 0:
-            edge[:-1] |= change
-        else:
-            edge[:, :-1] |= change
+    edge = label_boundaries(surface)
     holes = rng.random((h, w)) < 0.01
     depth[holes] = 0.0
     semseg[rng.random((h, w)) < 0.01] = 0
@@ -161,8 +160,6 @@ def draw_pascal_scene(rng: np.random.Generator, size: Tuple[int, int] = DEMO_SIZ
     """One synthetic PASCAL-Context image: ``image``, ``semseg`` (0..20), ``context`` (context
     label map), ``sal`` ({0, 1}), ``normals``, ``human_parts`` (0..6) and ``objects`` (for the
     PASCAL-Part struct)."""
-    from gspn2_dense.datasets.multitask_transforms import PERSON_PART_GROUPS
-
     h, w = size
     split_row = int(rng.integers(h // 3, 2 * h // 3))
     context = np.where(np.arange(h)[:, None] < split_row, 360, 284) * np.ones((1, w), dtype=np.int32)
@@ -321,79 +318,9 @@ MULTITASK_TEST_CONFIGS = {
 }
 
 
-def _samples(dataloader):
-    for batch in dataloader:
-        yield from batch['data_samples']
-
-
-def chance_predictions(train_samples, tasks: Sequence[str], num_classes: Dict[str, int]) -> Dict[str, object]:
-    """What a predictor without the image can do best, from the training labels: the most frequent
-    class (semseg, human_parts), the mean valid depth, the mean normal (normalised) and the
-    positive rate as a constant probability (saliency, edges)."""
-    import torch
-
-    from gspn2_dense.datasets.multitask import IGNORE_INDEX, TASK_FIELDS
-
-    counts = {t: np.zeros(num_classes[t], dtype=np.int64) for t in tasks if t in num_classes}
-    sums = {t: [0.0, 0] for t in tasks}
-    normal_sum = np.zeros(3)
-    for sample in train_samples:
-        for task in tasks:
-            gt = sample.get('gt_' + TASK_FIELDS[task]).data.numpy()
-            if task in counts:
-                valid = gt[gt != IGNORE_INDEX]
-                counts[task] += np.bincount(valid.ravel(), minlength=num_classes[task])[:num_classes[task]]
-            elif task == 'depth':
-                valid = gt[gt > 0]
-                sums[task][0] += float(valid.sum())
-                sums[task][1] += valid.size
-            elif task == 'normals':
-                valid = np.linalg.norm(gt, axis=0) > 0.5
-                normal_sum += gt[:, valid].sum(axis=1)
-            else:
-                valid = gt[gt != IGNORE_INDEX]
-                sums[task][0] += float((valid == 1).sum())
-                sums[task][1] += valid.size
-    out = {}
-    for task in tasks:
-        if task in counts:
-            out[task] = torch.tensor(int(counts[task].argmax()))
-        elif task == 'normals':
-            out[task] = torch.from_numpy(normal_sum / max(np.linalg.norm(normal_sum), 1e-12)).float()
-        else:
-            total, n = sums[task]
-            out[task] = torch.tensor(total / max(n, 1))
-    return out
-
-
-def chance_metrics(runner, cfg) -> Dict[str, float]:
-    """The test metrics of :func:`chance_predictions` fitted on the training split (test pipeline)."""
-    import torch
-    from mmseg.registry import METRICS
-
-    from gspn2_dense.datasets.multitask import TASK_FIELDS
-
-    evaluator = dict(cfg.test_evaluator, baselines=None, results_file=None, output_dir=None)
-    metric = METRICS.build(evaluator)
-    train_loader = runner.build_dataloader(dict(cfg.test_dataloader, dataset=dict(
-        cfg.train_dataloader.dataset, pipeline=cfg.test_dataloader.dataset.pipeline)))
-    constant = chance_predictions(_samples(train_loader), metric.tasks, metric.num_classes)
-    for sample in _samples(runner.test_dataloader):
-        record = sample.to_dict()
-        for task in metric.tasks:
-            gt = sample.get('gt_' + TASK_FIELDS[task]).data
-            value = constant[task]
-            if task == 'normals':
-                pred = value.view(3, 1, 1).expand(3, *gt.shape[1:])
-            else:
-                pred = torch.full((1, *gt.shape[1:]), float(value))
-            record['pred_' + TASK_FIELDS[task]] = dict(data=pred)
-        metric.process({}, [record])
-    return metric.compute_metrics(metric.results)
-
-
-def single_task_config(cfg, task: str, work_dir: str):
-    """A copy of multi-task config ``cfg`` reduced to ``task`` alone (its single-task baseline)."""
+def single_task_config(cfg, task: str, work_dir: str, results_file: Optional[str] = None):
+    """A copy of multi-task config ``cfg`` reduced to ``task`` alone (its single-task baseline),
+    testing into ``results_file``."""
     from mmengine.config import Config
 
     single = Config(cfg.to_dict())
@@ -401,17 +328,9 @@ def single_task_config(cfg, task: str, work_dir: str):
     single.model.loss_weights = None
     for key in ('train_dataloader', 'test_dataloader'):
         single[key].dataset.tasks = (task, )
-    single.test_evaluator = dict(cfg.test_evaluator, tasks=(task, ), baselines=None)
+    single.test_evaluator = dict(cfg.test_evaluator, tasks=(task, ), baselines=None, results_file=results_file)
     single.work_dir = work_dir
     return single
-
-
-def _headline_beats(metrics: Dict[str, float], chance: Dict[str, float], task: str) -> bool:
-    from gspn2_dense.evaluation.multitask_metric import HEADLINE
-
-    name, higher = HEADLINE[task]
-    key = f'{task}/{name}'
-    return bool(metrics[key] > chance[key] if higher else metrics[key] < chance[key])
 
 
 def save_multitask_panels(runner, out_dir: str, num: int = 4, max_depth: float = 10.0) -> List[str]:
@@ -443,7 +362,6 @@ def save_multitask_panels(runner, out_dir: str, num: int = 4, max_depth: float =
                 axes[0, 0].imshow(image)
                 axes[0, 0].set_title('input', fontsize=8)
                 for row, prefix in enumerate(('gt_', 'pred_')):
-                    axes[row, 0].set_ylabel('truth' if row == 0 else 'prediction', fontsize=8)
                     for col, task in enumerate(tasks, 1):
                         ax = axes[row, col]
                         data = sample.get(prefix + TASK_FIELDS[task]).data.cpu().numpy()
@@ -491,81 +409,102 @@ def save_multitask_panels(runner, out_dir: str, num: int = 4, max_depth: float =
     return paths
 
 
+
+
+def _set_iters(cfg, iters: int) -> None:
+    """Train ``iters`` iterations: warm-up of a tenth (at most the config's), then the decay."""
+    cfg.train_cfg.max_iters = iters
+    cfg.default_hooks.checkpoint.interval = iters
+    cfg.param_scheduler[0].end = min(cfg.param_scheduler[0].end, max(iters // 10, 1))
+    cfg.param_scheduler[-1].begin = cfg.param_scheduler[0].end
+    cfg.param_scheduler[-1].end = iters
+
+
 def run_multitask_demo(work_dir: str = 'work_dirs/demo/multitask', data_root: str = 'data/demo',
                        backbone_ckpt: Optional[str] = None,
                        datasets: Sequence[str] = tuple(MULTITASK_DEMO_CONFIGS), iters: Optional[int] = None,
-                       tiny: bool = False, single_task: bool = True, num_panels: int = 4,
+                       tiny: bool = False, single_task: Sequence[str] = tuple(MULTITASK_DEMO_CONFIGS),
+                       num_panels: int = 4,
                        log: Callable[[str], None] = lambda msg: print(msg, flush=True)) -> Dict[str, dict]:
     """Train and test the multi-task linear probes on the demo data; compare with chance and Delta_m.
 
-    Returns ``{dataset: dict(multitask=metrics, chance=metrics, single_task=metrics, delta_m=gains,
-    beats_chance={task: bool}, panels=[paths])}`` and writes ``multitask_results.{md,json}``.
+    Per dataset the runs write their result files under ``<work_dir>/<dataset>/results/``
+    (``multitask.json``, ``chance.json``, ``<task>.json`` of each single-task probe) and the table
+    is built from them as ``tools/multitask_eval.py`` builds it
+    (:func:`~gspn2_dense.evaluation.multitask_report.report_from_files`). All tables go to
+    ``<work_dir>/multitask_results.{md,json}``, the panels to ``<work_dir>/vis/<dataset>/``.
+
+    Returns ``{dataset: dict(multitask=metrics, chance=metrics, single_task=metrics, gains={task: %,
+    'delta_m': %} (empty without single-task probes), beats_chance={task: bool}, panels=[paths],
+    seconds=float)}``.
 
     Args:
-        work_dir: logs, checkpoints, result tables and ``vis/<dataset>/*.png`` go here.
+        work_dir: logs, checkpoints, result files, tables and panels go here.
         data_root: the demo data root (the folders are written when absent).
         backbone_ckpt: a backbone checkpoint (the CLIP leg's tower); ``None``: random init.
         datasets: keys of :data:`MULTITASK_DEMO_CONFIGS`.
         iters: training iterations of every run (default: the config's).
         tiny: the ``gspn2_test`` test-suite configs.
-        single_task: also train each task's probe alone and report Delta_m against them.
+        single_task: the datasets whose tasks are also probed one by one, for Delta_m.
     """
     import json
+    import time
 
-    from gspn2_dense.evaluation.multitask_metric import HEADLINE, delta_m, format_table
+    from gspn2_dense.evaluation.multitask_metric import HEADLINE, save_results
+    from gspn2_dense.evaluation.multitask_report import chance_metrics, report_from_files
     from gspn2_dense.probe import CONFIG_DIR, prepare_probe_config, run_probe
 
-    unknown = [d for d in datasets if d not in MULTITASK_DEMO_CONFIGS]
+    unknown = [d for d in list(datasets) + list(single_task) if d not in MULTITASK_DEMO_CONFIGS]
     if unknown:
         raise ValueError(f'unknown multi-task demo datasets {unknown}; expected names from '
                          f'{list(MULTITASK_DEMO_CONFIGS)}')
     roots = make_multitask_demo_data(data_root, datasets)
     results: Dict[str, dict] = {}
-    table: Dict[str, Dict[str, float]] = {}
+    reports = []
     for name in datasets:
+        start = time.time()
         config = str(CONFIG_DIR / 'demo' / (MULTITASK_TEST_CONFIGS if tiny else MULTITASK_DEMO_CONFIGS)[name])
+        files = osp.join(work_dir, name, 'results')
         cfg = prepare_probe_config(config, osp.join(work_dir, name, 'multitask'), backbone_ckpt=backbone_ckpt,
                                    random_init=backbone_ckpt is None, data_root=roots[name])
         cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None  # tested once after training
+        cfg.test_evaluator.results_file = osp.join(files, 'multitask.json')
         if iters is not None:
-            cfg.train_cfg.max_iters = iters
-            cfg.default_hooks.checkpoint.interval = iters
-            cfg.param_scheduler[0].end = min(cfg.param_scheduler[0].end, max(iters // 10, 1))
-            cfg.param_scheduler[-1].begin = cfg.param_scheduler[0].end
-            cfg.param_scheduler[-1].end = iters
+            _set_iters(cfg, iters)
         tasks = tuple(cfg.model.heads)
         log(f'[multi-task demo] {name}: {cfg.train_cfg.max_iters} iterations of the {"/".join(tasks)} '
             f'probes ({osp.basename(config)})')
-        runner, metrics = run_probe(cfg)
-        chance = chance_metrics(runner, cfg)
+        runner, _ = run_probe(cfg)
+        chance = save_results(osp.join(files, 'chance.json'), chance_metrics(cfg))
         panels = save_multitask_panels(runner, osp.join(work_dir, 'vis', name), num=num_panels)
-        baselines, gains = {}, {}
-        if single_task:
+        baselines = {}
+        if name in single_task:
             for task in tasks:
-                log(f'[multi-task demo] {name}: single-task baseline {task}')
-                _, task_metrics = run_probe(single_task_config(cfg, task, osp.join(work_dir, name, task)))
-                baselines.update(task_metrics)
-            gains = delta_m(metrics, baselines, tasks=list(tasks))
-        beats = {task: _headline_beats(metrics, chance, task) for task in tasks}
+                log(f'[multi-task demo] {name}: single-task probe of {task}, for Delta_m')
+                baselines[task] = osp.join(files, f'{task}.json')
+                run_probe(single_task_config(cfg, task, osp.join(work_dir, name, task), baselines[task]))
+        report = report_from_files(cfg, baselines=baselines, chance=chance, use_baselines=bool(baselines),
+                                   title=f'{name}: multi-task linear probes on the demo data')
+        beats, gains = report.beats_chance(), report.gains()
         for task in tasks:
             metric, higher = HEADLINE[task]
             key = f'{task}/{metric}'
             log(f'[multi-task demo] {name} {key} ({"higher" if higher else "lower"} is better): '
-                f'{metrics[key]:.3f} vs chance {chance[key]:.3f}'
-                + (f', single-task {baselines[key]:.3f}' if key in baselines else '')
+                f'{report.multitask[key]:.3f} vs chance {report.chance[key]:.3f}'
+                + (f', single-task {report.single_task[key]:.3f}' if key in report.single_task else '')
                 + (' -> beats chance' if beats[task] else ' -> does NOT beat chance'))
         if gains:
-            log(f'[multi-task demo] {name} Delta_m = {gains["delta_m"]:+.2f} % over the single-task probes')
-        results[name] = dict(multitask=metrics, chance=chance, single_task=baselines, delta_m=gains,
-                             beats_chance=beats, panels=panels)
-        table[f'{name} multi-task'] = dict(metrics, **({'multitask/delta_m': gains['delta_m']} if gains else {}))
-        table[f'{name} chance'] = chance
-        if baselines:
-            table[f'{name} single-task'] = baselines
+            log(f'[multi-task demo] {name} Delta_m = {gains["delta_m"]:+.2f} % over the single-task probes '
+                '(frozen backbone, independent heads: 0 up to training noise)')
+        results[name] = dict(multitask=report.multitask, chance=report.chance, single_task=report.single_task,
+                             gains=gains, beats_chance=beats, panels=panels, seconds=time.time() - start)
+        log(f'[multi-task demo] {name}: {results[name]["seconds"]:.0f} s; panels in {osp.join(work_dir, "vis", name)}')
+        reports.append(report)
     os.makedirs(work_dir, exist_ok=True)
     with open(osp.join(work_dir, 'multitask_results.json'), 'w') as f:
-        json.dump(results, f, indent=2)
-    markdown = format_table(table, title='Demo: multi-task linear probes vs chance and single-task probes')
+        json.dump({name: dict(report.to_json(), panels=results[name]['panels'])
+                   for name, report in zip(datasets, reports)}, f, indent=2)
+    markdown = '\n'.join(report.to_markdown() for report in reports)
     with open(osp.join(work_dir, 'multitask_results.md'), 'w') as f:
         f.write(markdown)
     log(markdown)

@@ -30,7 +30,7 @@ import logging
 import os
 import os.path as osp
 from collections import OrderedDict
-from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -270,18 +270,6 @@ def save_results(path: str, table: Mapping[str, float]) -> str:
     with open(path, 'w') as f:
         json.dump({k: float(v) for k, v in table.items()}, f, indent=2)
     return path
-
-
-def format_table(results: Mapping[str, Mapping[str, float]], title: str = 'Multi-task results') -> str:
-    """A markdown table, one row per run, one column per ``task/metric`` (lower-is-better marked)."""
-    columns = []
-    for row in results.values():
-        columns += [k for k in row if k not in columns]
-    header = [c + (' (lower)' if c in LOWER_IS_BETTER else '') for c in columns]
-    lines = [f'# {title}', '', '| run | ' + ' | '.join(header) + ' |', '|---' * (len(columns) + 1) + '|']
-    for name, row in results.items():
-        lines.append(f'| {name} | ' + ' | '.join(f'{row[c]:.4g}' if c in row else '-' for c in columns) + ' |')
-    return '\n'.join(lines) + '\n'
 
 
 # --------------------------------------------------------------------------- the metric

@@ -8,7 +8,7 @@ import torch
 
 import gspn2_dense  # noqa: F401
 from gspn2_dense.evaluation.multitask_metric import (MultiTaskMetric, confusion_matrix, delta_m, edge_counts,
-                                                     edge_scores, format_table, load_results, match_edges,
+                                                     edge_scores, load_results, match_edges,
                                                      mean_iou, thin)
 
 
@@ -160,12 +160,6 @@ def test_metric_delta_m_from_result_files(tmp_path):
     assert 'multitask/delta_m' not in out
     with pytest.raises(FileNotFoundError, match='absent.json'):
         load_results(str(tmp_path / 'absent.json'))
-
-
-def test_format_table_marks_lower_is_better():
-    table = format_table({'a': {'semseg/mIoU': 40.0, 'depth/rmse': 0.5}, 'b': {'semseg/mIoU': 41.0}})
-    assert '| run | semseg/mIoU | depth/rmse (lower) |' in table
-    assert '| b | 41 | - |' in table
 
 
 def test_bad_metric_arguments():
