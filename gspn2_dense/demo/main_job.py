@@ -22,7 +22,7 @@ from .multitask import MULTITASK_DEMO_CONFIGS, run_multitask_demo
 
 # The multi-task leg's budget: iterations per run, and the datasets whose tasks are also probed
 # one by one for Delta_m (each such task is one more run).
-MULTITASK_ITERS = 60
+MULTITASK_ITERS = 120
 MULTITASK_SINGLE_TASK = ('nyud-mt', )
 
 
