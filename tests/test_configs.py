@@ -10,7 +10,7 @@ from mmseg.registry import DATASETS, MODELS
 import gspn2_dense  # noqa: F401
 from gspn2_dense.datasets import check_config
 from gspn2_dense.demo import DEMO_ROOTS, make_demo_data
-from gspn2_dense.probe import set_data_root
+from gspn2_dense.engine.probe import set_data_root
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
 # Multi-task configs (configs/multitask, configs/demo/multitask-*) have their own test:

@@ -10,7 +10,7 @@ from gspn2_dense.demo import run_demo
 from gspn2_dense.demo.job import (_colour_depth, _colour_seg, compose_panel, depth_colour_bar,
                                   seg_chance_baseline, seg_legend)
 from gspn2_dense.evaluation.depth_metric import MonoDepthMetric
-from gspn2_dense.probe import write_results_table
+from gspn2_dense.engine.probe import write_results_table
 
 
 def test_run_demo_beats_chance(tmp_path):

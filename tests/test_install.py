@@ -33,7 +33,7 @@ lam, u = torch.rand(2, 4, 4, 9, 7), torch.randn(2, 4, 4, 9, 7)
 torch.testing.assert_close(gspn_propagate(x, gates, lam, u), gspn_propagate_ref(x, gates, lam, u))
 assert _build.load_extension('cpu').__file__.startswith(sys.argv[2]), 'not the fresh build'
 
-from gspn2_dense.probe import CONFIG_DIR
+from gspn2_dense.engine.probe import CONFIG_DIR
 assert CONFIG_DIR == site / 'gspn2_dense' / 'configs', CONFIG_DIR
 from gspn2_dense.demo import make_demo_data
 from gspn2_dense.engine.launch import prepare_train_config, run_runner

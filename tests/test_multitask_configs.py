@@ -10,7 +10,7 @@ from mmseg.registry import DATASETS, MODELS
 import gspn2_dense  # noqa: F401
 from gspn2_dense.datasets import check_config
 from gspn2_dense.demo.multitask import make_multitask_demo_data
-from gspn2_dense.probe import set_data_root
+from gspn2_dense.engine.probe import set_data_root
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
 CONFIGS = sorted([*(CONFIG_DIR / 'multitask').glob('*.py'), *(CONFIG_DIR / 'demo').glob('multitask-*.py')])

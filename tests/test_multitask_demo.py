@@ -13,7 +13,7 @@ from gspn2_dense.demo.multitask import make_multitask_demo_data, run_multitask_d
 from gspn2_dense.engine.launch import load_config, prepare_test_config, prepare_train_config, run_runner
 from gspn2_dense.evaluation.multitask_metric import HEADLINE
 from gspn2_dense.evaluation.multitask_report import report_from_files
-from gspn2_dense.probe import CONFIG_DIR
+from gspn2_dense.engine.probe import CONFIG_DIR
 
 ALL_TASKS = {'nyud-mt': {'semseg', 'depth', 'normals', 'edge'},
              'pascal-mt': {'semseg', 'human_parts', 'sal', 'normals', 'edge'}}

@@ -13,7 +13,7 @@ import gspn2_dense  # noqa: F401
 from gspn2_dense.evaluation.multitask_report import (MultiTaskReport, ResultsFileError, chance_metrics,
                                                      chance_predictions, evaluate_run, parse_baselines,
                                                      report_from_files)
-from gspn2_dense.probe import CONFIG_DIR
+from gspn2_dense.engine.probe import CONFIG_DIR
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 NYUD_CONFIG = str(CONFIG_DIR / 'multitask' / 'multitask-linear_gspn2-t_8xb2-40k_nyud-mt-448x576.py')

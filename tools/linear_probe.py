@@ -10,7 +10,7 @@ from mmengine.config import DictAction
 import gspn2_dense  # noqa: F401  (registers the GSPN-2 modules in mmseg's registries)
 from gspn2_dense.engine.launch import LAUNCHERS
 from gspn2_dense.models.variants import get_variant
-from gspn2_dense.probe import ARCHS, TASKS, VARIANTS, parse_tasks, run_linear_probe
+from gspn2_dense.engine.probe import ARCHS, TASKS, VARIANTS, parse_tasks, run_linear_probe
 
 
 def parse_args():

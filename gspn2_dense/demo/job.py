@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..evaluation.depth_metric import MonoDepthMetric
-from ..probe import CONFIG_DIR, prepare_probe_config, run_probe, write_results_table
+from ..engine.probe import CONFIG_DIR, prepare_probe_config, run_probe, write_results_table
 from .data import DEMO_ROOTS, make_demo_data
 
 DEMO_CONFIGS = {
@@ -264,22 +264,29 @@ def run_demo(work_dir: str = 'work_dirs/demo', data_root: str = 'data/demo',
             cfg.param_scheduler[-1].begin = cfg.param_scheduler[0].end
         log_step(f'({i}/{len(tasks)}) {task}: training {cfg.train_cfg.max_iters} iterations '
             f'of a linear probe ({osp.basename(config)})')
-        runner, metrics = run_probe(cfg)
+        max_depth = cfg.model.decode_head.max_depth if task == 'nyu-depth' else 10.0
+        seen = {}
+
+        def inspect(runner):
+            # ground truth of both splits (for the chance baseline) and the panels, from the
+            # trained runner before run_probe frees it
+            seen['train_gt'] = _loader_gt(runner, runner.build_dataloader(dict(
+                cfg.test_dataloader, dataset=dict(cfg.train_dataloader.dataset,
+                                                  pipeline=cfg.test_dataloader.dataset.pipeline))))
+            seen['test_gt'] = _loader_gt(runner, runner.test_dataloader)
+            seen['vis'] = save_visualisations(runner, osp.join(work_dir, 'vis', task), max_depth=max_depth)
+
+        metrics = run_probe(cfg, inspect=inspect)
         log_step(f'({i}/{len(tasks)}) {task}: chance baseline and visualisations')
-        train_gt = _loader_gt(runner, runner.build_dataloader(dict(
-            cfg.test_dataloader, dataset=dict(cfg.train_dataloader.dataset,
-                                              pipeline=cfg.test_dataloader.dataset.pipeline))))
-        test_gt = _loader_gt(runner, runner.test_dataloader)
         if task == 'nyu-depth':
             evaluator = cfg.test_evaluator
-            chance = depth_chance_baseline(train_gt, test_gt, MonoDepthMetric(
+            chance = depth_chance_baseline(seen['train_gt'], seen['test_gt'], MonoDepthMetric(
                 min_depth=evaluator.min_depth, max_depth=evaluator.max_depth,
                 eigen_crop=evaluator.eigen_crop))
-            max_depth = cfg.model.decode_head.max_depth
         else:
-            chance = seg_chance_baseline(train_gt, test_gt, cfg.model.decode_head.num_classes)
-            max_depth = 10.0
-        vis = save_visualisations(runner, osp.join(work_dir, 'vis', task), max_depth=max_depth)
+            chance = seg_chance_baseline(seen['train_gt'], seen['test_gt'],
+                                         cfg.model.decode_head.num_classes)
+        vis = seen['vis']
         name, higher = HEADLINE[task]
         beats = metrics[name] > chance[name] if higher else metrics[name] < chance[name]
         results[task] = dict(probe=metrics, chance=chance, beats_chance=bool(beats), visualisations=vis)

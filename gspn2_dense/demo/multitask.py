@@ -452,7 +452,7 @@ def run_multitask_demo(work_dir: str = 'work_dirs/demo/multitask', data_root: st
 
     from gspn2_dense.evaluation.multitask_metric import HEADLINE, save_results
     from gspn2_dense.evaluation.multitask_report import chance_metrics, report_from_files
-    from gspn2_dense.probe import CONFIG_DIR, prepare_probe_config, run_probe
+    from gspn2_dense.engine.probe import CONFIG_DIR, prepare_probe_config, run_probe
 
     unknown = [d for d in list(datasets) + list(single_task) if d not in MULTITASK_DEMO_CONFIGS]
     if unknown:
@@ -474,9 +474,10 @@ def run_multitask_demo(work_dir: str = 'work_dirs/demo/multitask', data_root: st
         tasks = tuple(cfg.model.heads)
         log(f'[multi-task demo] {name}: {cfg.train_cfg.max_iters} iterations of the {"/".join(tasks)} '
             f'probes ({osp.basename(config)})')
-        runner, _ = run_probe(cfg)
+        panels = []
+        run_probe(cfg, inspect=lambda runner: panels.extend(
+            save_multitask_panels(runner, osp.join(work_dir, 'vis', name), num=num_panels)))
         chance = save_results(osp.join(files, 'chance.json'), chance_metrics(cfg))
-        panels = save_multitask_panels(runner, osp.join(work_dir, 'vis', name), num=num_panels)
         baselines = {}
         if name in single_task:
             for task in tasks:

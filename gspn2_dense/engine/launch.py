@@ -22,7 +22,7 @@ import gc
 import logging
 import os.path as osp
 import uuid
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.distributed as dist
@@ -190,25 +190,38 @@ def release_process_group() -> None:
     _OWNED_GROUPS.clear()
 
 
-def run_runner(cfg: Config, stage: str) -> None:
-    """Build the runner for ``cfg`` and call its ``train()`` or ``test()`` (``stage``).
+STAGES = ('train', 'test', 'train_test')
 
-    When the stage has run, the runner is freed (its DDP wrapper holds the process group) and
-    then the group :func:`build_runner` started is destroyed, so that the group's last
-    reference goes while the interpreter is whole rather than at its exit, where gloo aborts
-    the process now and then (1 of 22 two-process CPU runs under load; 0 of 60 since). When
-    the stage fails, the error propagates untouched: a barrier there would wait for peers that
-    may be inside a collective, and ``torchrun`` stops them once this process has exited.
+
+def run_runner(cfg: Config, stage: str, inspect: Optional[Callable] = None) -> Optional[dict]:
+    """Build the runner for ``cfg`` and run ``stage``: ``'train'``, ``'test'``, or
+    ``'train_test'`` (train, then test the trained model: the probe protocol).
+
+    Returns the test metrics of the stages that test (else None). ``inspect(runner)`` is
+    called after the stage, before the runner goes (the demo draws its panels there). Then
+    the runner is freed (its DDP wrapper holds the process group) and the group
+    :func:`build_runner` started is destroyed, so that the group's last reference goes while
+    the interpreter is whole rather than at its exit, where gloo aborts the process now and
+    then (1 of 22 two-process CPU runs under load; 0 of 60 since). When the stage fails, the
+    error propagates untouched: a barrier there would wait for peers that may be inside a
+    collective, and ``torchrun`` stops them once this process has exited.
     """
-    if stage not in ('train', 'test'):
-        raise ValueError(f"stage must be 'train' or 'test', got {stage!r}")
+    if stage not in STAGES:
+        raise ValueError(f'stage must be one of {STAGES}, got {stage!r}')
     runner = build_runner(cfg)
     if stage == 'test' and cfg.get('load_from'):
         load_test_checkpoint(runner, cfg['load_from'])
-    getattr(runner, stage)()
+    if stage in ('train', 'train_test'):
+        runner.train()
+    metrics = None
+    if stage in ('test', 'train_test'):
+        metrics = {k: float(v) for k, v in (runner.test() or {}).items()}
+    if inspect is not None:
+        inspect(runner)
     del runner
     gc.collect()  # the runner's loops and hooks refer back to it
     release_process_group()
+    return metrics
 
 
 def load_test_checkpoint(runner: Runner, filename: str) -> None:

@@ -19,6 +19,7 @@ class FakeRunner:
 
     def test(self):
         self.ran.append('test')
+        return {'mIoU': 12}
 
 
 @pytest.fixture
@@ -40,10 +41,16 @@ def fake(monkeypatch):
     return state
 
 
-@pytest.mark.parametrize('stage', ['train', 'test'])
-def test_runner_is_freed_before_the_group_is_released(fake, stage):
-    launch.run_runner({}, stage)
-    assert fake['ran'] == [stage]
+@pytest.mark.parametrize('stage, ran, metrics', [
+    ('train', ['train'], None),
+    ('test', ['test'], {'mIoU': 12.0}),
+    ('train_test', ['train', 'test'], {'mIoU': 12.0}),
+])
+def test_runner_is_freed_before_the_group_is_released(fake, stage, ran, metrics):
+    seen = []
+    result = launch.run_runner({}, stage, inspect=lambda runner: seen.append(list(runner.ran)))
+    assert fake['ran'] == ran and seen == [ran]  # inspect sees the runner after its stages
+    assert result == metrics and (metrics is None or isinstance(result['mIoU'], float))
     assert fake['released_with_alive'] == [[False]]
 
 
@@ -54,7 +61,7 @@ def test_a_failing_stage_propagates_without_the_barrier(fake):
 
 
 def test_unknown_stage_is_refused(fake):
-    with pytest.raises(ValueError, match=r"stage must be 'train' or 'test', got 'val'"):
+    with pytest.raises(ValueError, match=r"stage must be one of \('train', 'test', 'train_test'\), got 'val'"):
         launch.run_runner({}, 'val')
     assert fake['runners'] == []
 

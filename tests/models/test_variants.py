@@ -14,7 +14,7 @@ import torch
 from mmengine.config import Config
 
 import gspn2_dense  # noqa: F401  (registers the timm models and the mmseg backbone)
-from gspn2_dense import probe
+from gspn2_dense.engine import probe
 from gspn2_dense.clip import MODEL_CONFIG_DIR, MODEL_NAMES
 from gspn2_dense.models.backbones import ARCHS, GSPN2Backbone
 from gspn2_dense.models.variants import PAPER_VARIANTS, VARIANTS, Variant, get_variant

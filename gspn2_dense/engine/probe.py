@@ -6,13 +6,13 @@ demo main job calls :func:`run_probe` on the demo configs.
 import json
 import os
 import os.path as osp
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from mmengine.config import Config
 
-from .ops._build import shipped_tree
-
-from gspn2_dense.models.variants import PAPER_VARIANTS
+from ..models.variants import PAPER_VARIANTS
+from ..ops._build import shipped_tree
+from .launch import adapt_for_cpu, load_config, run_runner
 
 # configs/ inside an installed wheel, or beside the package in a source checkout
 CONFIG_DIR = shipped_tree('configs')
@@ -62,9 +62,7 @@ def prepare_probe_config(config: str, work_dir: str, backbone_ckpt: Optional[str
     ``random_init=True`` removes the backbone's ``init_cfg`` (a randomly initialised backbone,
     for the demo's "no checkpoint" leg); it cannot be combined with ``backbone_ckpt``.
     """
-    # The lead's launcher does the CPU adaptation (BN for SyncBN, gloo) for train.py as well.
-    from gspn2_dense.datasets import check_config
-    from gspn2_dense.engine.launch import adapt_for_cpu, load_config
+    from ..datasets import check_config
 
     if backbone_ckpt is not None and random_init:
         raise ValueError('pass either backbone_ckpt or random_init=True, not both')
@@ -96,14 +94,10 @@ def set_data_root(dataset_cfg: dict, data_root: str) -> None:
     dataset_cfg['data_root'] = data_root
 
 
-def run_probe(cfg: Config):
-    """Train then test one probe config; return ``(runner, test metrics)``."""
-    from gspn2_dense.engine.launch import build_runner
-
-    runner = build_runner(cfg)
-    runner.train()
-    metrics = runner.test()
-    return runner, {k: float(v) for k, v in metrics.items()}
+def run_probe(cfg: Config, inspect: Optional[Callable] = None) -> Dict[str, float]:
+    """Train then test one probe config (:func:`~.launch.run_runner`'s ``'train_test'``);
+    returns the test metrics. ``inspect(runner)`` runs before the runner is freed."""
+    return run_runner(cfg, 'train_test', inspect=inspect)
 
 
 def _short(name: str) -> str:
@@ -155,8 +149,7 @@ def run_linear_probe(checkpoint: str, tasks: Sequence[str], work_dir: str, arch:
             for task in tasks}
     results = {}
     for task, cfg in cfgs.items():
-        _, metrics = run_probe(cfg)
-        results[task] = metrics
+        results[task] = run_probe(cfg)
         write_results_table(results, work_dir, title=f'Linear probe ({variant}, GSPN-2-{arch.upper()}) '
                                                     f'of {checkpoint}')
     return results
