@@ -9,7 +9,7 @@ from mmseg.registry import DATASETS, MODELS
 
 import gspn2_dense  # noqa: F401
 from gspn2_dense.datasets import check_config
-from gspn2_dense.demo import DEMO_ROOTS, make_demo_data
+from gspn2_dense.demo import DEMO_ROOTS, make_probe_data
 from gspn2_dense.engine.probe import set_data_root
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
@@ -29,7 +29,7 @@ init_default_scope('mmseg')
 @pytest.fixture(scope='module')
 def demo_root(tmp_path_factory):
     root = str(tmp_path_factory.mktemp('demo'))
-    make_demo_data(root)
+    make_probe_data(root)
     return root
 
 

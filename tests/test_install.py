@@ -35,9 +35,9 @@ assert _build.load_extension('cpu').__file__.startswith(sys.argv[2]), 'not the f
 
 from gspn2_dense.engine.probe import CONFIG_DIR
 assert CONFIG_DIR == site / 'gspn2_dense' / 'configs', CONFIG_DIR
-from gspn2_dense.demo import make_demo_data
+from gspn2_dense.demo import make_probe_data
 from gspn2_dense.engine.launch import prepare_train_config, run_runner
-data_root = make_demo_data('data', datasets=['ade20k'])['ade20k']
+data_root = make_probe_data('data', datasets=['ade20k'])['ade20k']
 options = {f'{k}.dataset.data_root': data_root
            for k in ('train_dataloader', 'val_dataloader', 'test_dataloader')}
 cfg = prepare_train_config(str(CONFIG_DIR / 'demo' / 'ms-linear_gspn2-test_1xb2-4_ade20k-demo-64x64.py'),

@@ -9,7 +9,7 @@ from mmseg.registry import DATASETS, MODELS
 
 import gspn2_dense  # noqa: F401
 from gspn2_dense.datasets import check_config
-from gspn2_dense.demo.multitask import make_multitask_demo_data
+from gspn2_dense.demo.multitask_data import make_multitask_data
 from gspn2_dense.engine.probe import set_data_root
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
@@ -35,7 +35,7 @@ def _backbone_channels(backbone_cfg) -> list:
 
 @pytest.fixture(scope='module')
 def demo_roots(tmp_path_factory):
-    return make_multitask_demo_data(str(tmp_path_factory.mktemp('mt')), splits={'train': 4, 'val': 2},
+    return make_multitask_data(str(tmp_path_factory.mktemp('mt')), splits={'train': 4, 'val': 2},
                                     size=(32, 32))
 
 

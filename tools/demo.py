@@ -8,7 +8,7 @@ metric next to its chance baseline and saves image | ground truth | prediction p
 import argparse
 
 import gspn2_dense  # noqa: F401  (registers the GSPN-2 modules in mmseg's registries)
-from gspn2_dense.demo.main_job import run_main_job
+from gspn2_dense.demo.pipeline import run_pipeline
 
 
 def parse_args():
@@ -25,7 +25,7 @@ def parse_args():
 
 def main():
     args = parse_args()
-    results = run_main_job(work_dir=args.work_dir, data_root=args.data_root,
+    results = run_pipeline(work_dir=args.work_dir, data_root=args.data_root,
                            clip=not args.no_clip, clip_minutes=args.clip_minutes,
                            iters=args.iters)
     failed = [task for task, r in results.items()

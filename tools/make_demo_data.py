@@ -1,7 +1,7 @@
 """Write the synthetic demo datasets: ``python tools/make_demo_data.py [--root data/demo]``."""
 import argparse
 
-from gspn2_dense.demo import DEMO_DATASETS, make_demo_data
+from gspn2_dense.demo import DEMO_DATASETS, make_probe_data
 
 
 def parse_args():
@@ -16,7 +16,7 @@ def parse_args():
 
 def main():
     args = parse_args()
-    roots = make_demo_data(args.root, datasets=[d for d in args.datasets.split(',') if d],
+    roots = make_probe_data(args.root, datasets=[d for d in args.datasets.split(',') if d],
                            seed=args.seed, overwrite=args.overwrite)
     for name, root in roots.items():
         print(f'{name}: {root}')

@@ -9,7 +9,7 @@ import argparse
 import json
 from dataclasses import asdict
 
-from gspn2_dense.clip.demo_data import make_demo_data
+from gspn2_dense.demo.clip_data import make_clip_shards
 
 
 def main(argv=None):
@@ -21,7 +21,7 @@ def main(argv=None):
     parser.add_argument('--image-size', type=int, default=64)
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
-    demo = make_demo_data(args.out_dir, num_shards=args.num_shards,
+    demo = make_clip_shards(args.out_dir, num_shards=args.num_shards,
                           samples_per_shard=args.samples_per_shard,
                           val_per_class=args.val_per_class, image_size=args.image_size,
                           seed=args.seed)

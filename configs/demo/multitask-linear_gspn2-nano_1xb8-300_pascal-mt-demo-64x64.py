@@ -1,4 +1,4 @@
-# CPU demo: multi-task linear probes of gspn2_nano on the synthetic PASCAL-MT (gspn2_dense.demo.multitask).
+# CPU demo: multi-task linear probes of gspn2_nano on the synthetic PASCAL-MT (gspn2_dense.demo.multitask_data).
 _base_ = '../multitask/multitask-linear_gspn2-t_8xb2-40k_pascal-mt-512x512.py'
 data_root = 'data/demo/PASCALContext'
 crop_size = (64, 64)

@@ -333,15 +333,15 @@ def make_data(dataset_type: str, root: str, size: Tuple[int, int],
     images), drawn at the demo's size and resized. Kept when present.
     """
     if dataset_type in _MULTITASK_DEMO:
-        from gspn2_dense.demo.multitask import make_multitask_demo_data
+        from gspn2_dense.demo.multitask_data import make_multitask_data
         name = _MULTITASK_DEMO[dataset_type]
-        return make_multitask_demo_data(root, [name], splits={'train': train_images, 'val': 1},
+        return make_multitask_data(root, [name], splits={'train': train_images, 'val': 1},
                                         size=size)[name]
     if dataset_type in _SEG_DEMO:
-        from gspn2_dense.demo import make_demo_data
+        from gspn2_dense.demo import make_probe_data
         name = _SEG_DEMO[dataset_type]
         marker = osp.join(root, f'.{name}-resized')
-        data_root = make_demo_data(root, [name])[name]
+        data_root = make_probe_data(root, [name])[name]
         if not osp.isfile(marker):
             _resize_tree(data_root, size)
             open(marker, 'w').close()
@@ -356,12 +356,12 @@ def make_clip_shards(root: str, plan: ScalingPlan, image_size: int):
     ``max(N) x workers`` shards (each loader worker of each rank gets whole shards), each large
     enough that no worker runs out before the epoch's last step.
     """
-    from gspn2_dense.clip.demo_data import make_demo_data
+    from gspn2_dense.demo.clip_data import make_clip_shards
 
     num_shards = max(plan.nprocs) * plan.clip_workers
     worker_batches = plan.clip_steps // plan.clip_workers
     per_shard = math.ceil(worker_batches * plan.clip_global_batch / max(plan.nprocs))
-    return make_demo_data(osp.join(root, f'clip-{image_size}px-{num_shards}x{per_shard}'),
+    return make_clip_shards(osp.join(root, f'clip-{image_size}px-{num_shards}x{per_shard}'),
                           num_shards=num_shards, samples_per_shard=per_shard, val_per_class=1,
                           image_size=image_size)
 

@@ -60,7 +60,7 @@ def layout_error(dataset: str, layout: str, what: str, path: str) -> FileNotFoun
     """The error for a missing folder or file, naming the expected layout."""
     return FileNotFoundError(f'{dataset}: {what} {path!r} does not exist. Expected layout:\n{layout}\n'
                              'See docs/multitask.md for the preparation steps '
-                             '(gspn2_dense.demo.multitask.make_multitask_demo_data writes small copies).')
+                             '(gspn2_dense.demo.multitask_data.make_multitask_data writes small copies).')
 
 
 def read_id_list(path: str) -> List[str]:

@@ -1,7 +1,7 @@
 """Linear-probe evaluation of a backbone checkpoint: train + test one config per task, one table.
 
 ``tools/linear_probe.py CKPT --tasks ade20k,voc,nyu-depth`` calls :func:`run_linear_probe`; the
-demo main job calls :func:`run_probe` on the demo configs.
+demo pipeline (:mod:`gspn2_dense.demo.probe_leg`) calls :func:`run_probe` on the demo configs.
 """
 import json
 import os

@@ -7,7 +7,7 @@ import pytest
 
 from gspn2_dense.clip.data import (ShardReader, SkipCounts, check_shard_count, check_shards_exist,
                                     get_wds_dataset)
-from gspn2_dense.clip.demo_data import draw_sample, write_shard
+from gspn2_dense.demo.clip_data import draw_sample, write_shard
 
 
 def _args(train_data, workers=0, world_size=1, batch_size=2, num_samples=4):

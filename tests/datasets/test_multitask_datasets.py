@@ -9,7 +9,7 @@ from mmseg.registry import DATASETS, TRANSFORMS
 
 import gspn2_dense  # noqa: F401
 from gspn2_dense.datasets.multitask_transforms import label_boundaries, load_human_parts
-from gspn2_dense.demo.multitask import make_multitask_demo_data, write_pascal_part_mat
+from gspn2_dense.demo.multitask_data import make_multitask_data, write_pascal_part_mat
 
 SIZE = (24, 32)
 LOAD = [dict(type='LoadImageFromFile'), dict(type='LoadMultiTaskAnnotations')]
@@ -18,7 +18,7 @@ LOAD = [dict(type='LoadImageFromFile'), dict(type='LoadMultiTaskAnnotations')]
 @pytest.fixture(scope='module')
 def roots(tmp_path_factory):
     root = str(tmp_path_factory.mktemp('mt'))
-    return make_multitask_demo_data(root, splits={'train': 8, 'val': 4}, size=SIZE)
+    return make_multitask_data(root, splits={'train': 8, 'val': 4}, size=SIZE)
 
 
 def _copy(roots, name, tmp_path):

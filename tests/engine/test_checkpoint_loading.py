@@ -16,7 +16,7 @@ from mmengine.config import Config
 from mmengine.logging import MMLogger
 
 import gspn2_dense  # noqa: F401  (registers the modules and the checkpoint loader)
-from gspn2_dense.demo import make_demo_data
+from gspn2_dense.demo import make_probe_data
 from gspn2_dense.engine import CheckpointError, load_checkpoint_file
 from gspn2_dense.engine.launch import (build_runner, prepare_test_config, prepare_train_config,
                                        run_runner)
@@ -35,7 +35,7 @@ def _options(data_root, **extra):
 def run(tmp_path_factory):
     """A 4-iteration run of the tiny demo segmentation config, checkpointing every 2 iterations."""
     root = tmp_path_factory.mktemp('ckpt')
-    data_root = make_demo_data(str(root / 'data'), datasets=['ade20k'])['ade20k']
+    data_root = make_probe_data(str(root / 'data'), datasets=['ade20k'])['ade20k']
     work_dir = root / 'work'
     cfg = prepare_train_config(SEG, work_dir=str(work_dir), cfg_options=_options(
         data_root, **{'default_hooks.checkpoint.interval': 2, 'train_cfg.val_interval': 100}))

@@ -76,13 +76,13 @@ def test_runners_built_in_the_same_second_log_to_their_own_files(tmp_path, monke
     from mmengine.logging import MMLogger
 
     import gspn2_dense  # noqa: F401  (registers the modules)
-    from gspn2_dense.demo import make_demo_data
+    from gspn2_dense.demo import make_probe_data
 
     frozen = types.SimpleNamespace(**{k: getattr(time, k) for k in dir(time) if not k.startswith('_')})
     frozen.strftime = lambda fmt, *args: '20261203_120000'
     monkeypatch.setattr(mm_runner, 'time', frozen)
     config = str(Path(__file__).parents[2] / 'configs/demo/ms-linear_gspn2-test_1xb2-4_ade20k-demo-64x64.py')
-    data_root = make_demo_data(str(tmp_path / 'data'), datasets=['ade20k'])['ade20k']
+    data_root = make_probe_data(str(tmp_path / 'data'), datasets=['ade20k'])['ade20k']
     options = {f'{key}.dataset.data_root': data_root
                for key in ('train_dataloader', 'val_dataloader', 'test_dataloader')}
     loggers = []

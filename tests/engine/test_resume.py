@@ -22,7 +22,7 @@ from mmengine.runner.checkpoint import load_from_local
 from torch.utils.data import Dataset
 
 import gspn2_dense  # noqa: F401  (registers the GSPN-2 modules)
-from gspn2_dense.demo import make_demo_data
+from gspn2_dense.demo import make_probe_data
 from gspn2_dense.engine import load_checkpoint_file, load_local_checkpoint, register_checkpoint_loader
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,7 +77,7 @@ def _train_tool(argv, monkeypatch):
 
 
 def test_train_then_resume_through_the_tool(tmp_path, monkeypatch, mmengine_default_loader):
-    data_root = make_demo_data(str(tmp_path / 'data'), datasets=['ade20k'])['ade20k']
+    data_root = make_probe_data(str(tmp_path / 'data'), datasets=['ade20k'])['ade20k']
     work_dir = tmp_path / 'work'
     options = [f'{key}.dataset.data_root={data_root}'
                for key in ('train_dataloader', 'val_dataloader', 'test_dataloader')]

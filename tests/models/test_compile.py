@@ -112,8 +112,8 @@ def test_open_clip_model_with_gspn2_tower_compiles():
 @pytest.mark.skipif(DEVICE != 'cpu', reason='the CPU suite runs the config end to end')
 def test_mmengine_compile_option_trains(tmp_path):
     """tools/train.py on a config with ``compile = dict(...)``: mmengine compiles train_step."""
-    from gspn2_dense.demo import make_demo_data
-    root = make_demo_data(str(tmp_path / 'data'), datasets=['ade20k'])['ade20k']
+    from gspn2_dense.demo import make_probe_data
+    root = make_probe_data(str(tmp_path / 'data'), datasets=['ade20k'])['ade20k']
     config = 'configs/demo/ms-linear_gspn2-test-compiled_1xb2-4_ade20k-demo-64x64.py'
     proc = subprocess.run(
         [sys.executable, 'tools/train.py', config, '--work-dir', str(tmp_path / 'work'),

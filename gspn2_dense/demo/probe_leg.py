@@ -1,12 +1,12 @@
-"""The demo main job behind ``make demo``: linear probes for segmentation and depth on CPU.
+"""The demo's probe leg: linear probes for segmentation and depth on CPU, against chance.
 
-:func:`run_demo` writes the synthetic data if absent, trains and tests a multi-scale linear probe
+:func:`run_probe_leg` writes the synthetic data if absent, trains and tests a multi-scale linear probe
 on a frozen backbone for each task, prints the metrics next to a chance baseline computed on the
 same test images, and saves ``image | ground truth | prediction`` panels under the work dir
 (titled, with a class legend or a depth colour bar).
 
 The backbone is a randomly initialised ``gspn2_nano`` unless ``backbone_ckpt`` names a converted
-tower checkpoint (the hook for the CLIP leg: ``run_demo(backbone_ckpt=run_clip_demo(...))``).
+tower checkpoint (the hook for the CLIP leg: ``run_probe_leg(backbone_ckpt=run_clip_leg(...))``).
 """
 import os
 import os.path as osp
@@ -19,7 +19,7 @@ import torch
 
 from ..evaluation.depth_metric import MonoDepthMetric
 from ..engine.probe import CONFIG_DIR, prepare_probe_config, run_probe, write_results_table
-from .data import DEMO_ROOTS, make_demo_data
+from .probe_data import DEMO_ROOTS, make_probe_data
 
 DEMO_CONFIGS = {
     'ade20k': 'ms-linear_gspn2-nano_1xb8-150_ade20k-demo-64x64.py',
@@ -222,15 +222,15 @@ def save_visualisations(runner, out_dir: str, num: int = 4, max_depth: float = 1
     return paths
 
 
-def run_demo(work_dir: str = 'work_dirs/demo', data_root: str = 'data/demo',
+def run_probe_leg(work_dir: str = 'work_dirs/demo', data_root: str = 'data/demo',
              backbone_ckpt: Optional[str] = None, tasks: Sequence[str] = ('ade20k', 'nyu-depth'),
              iters: Optional[int] = None, tiny: bool = False,
              log: Callable[[str], None] = lambda msg: print(msg, flush=True)) -> Dict[str, dict]:
-    """Run the demo main job; return ``{task: dict(probe=metrics, chance=metrics, beats_chance=bool)}``.
+    """Run the probe leg; return ``{task: dict(probe=metrics, chance=metrics, beats_chance=bool)}``.
 
     Args:
         work_dir: where logs, checkpoints, ``results.md/json`` and ``vis/<task>/*.png`` go.
-        data_root: the demo data root (written by :func:`make_demo_data` when absent).
+        data_root: the demo data root (written by :func:`make_probe_data` when absent).
         backbone_ckpt: a backbone checkpoint for ``init_cfg`` (e.g. the CLIP leg's converted tower);
             ``None`` probes a randomly initialised backbone.
         tasks: demo tasks, keys of :data:`DEMO_CONFIGS`.
@@ -245,7 +245,7 @@ def run_demo(work_dir: str = 'work_dirs/demo', data_root: str = 'data/demo',
         log(f'[demo {time.time() - start:5.0f} s] {msg}')
 
     log_step(f'data: {data_root} (written if absent)')
-    make_demo_data(data_root, datasets=tasks)
+    make_probe_data(data_root, datasets=tasks)
     log_step(f'backbone: {backbone_ckpt or "randomly initialised (no checkpoint)"}')
     results = {}
     for i, task in enumerate(tasks, 1):

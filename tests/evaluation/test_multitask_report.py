@@ -15,7 +15,7 @@ from gspn2_dense.evaluation.multitask_report import (MultiTaskReport, ResultsFil
                                                      report_from_files)
 from gspn2_dense.engine.probe import CONFIG_DIR
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 NYUD_CONFIG = str(CONFIG_DIR / 'multitask' / 'multitask-linear_gspn2-t_8xb2-40k_nyud-mt-448x576.py')
 TASKS = ('semseg', 'depth', 'normals', 'edge')
 MULTITASK = {'semseg/mIoU': 44.0, 'depth/rmse': 0.55, 'depth/abs_rel': 0.2, 'normals/mean': 20.0,
@@ -180,9 +180,9 @@ def test_chance_predictions_by_hand():
 
 def test_chance_from_data(tmp_path):
     """--chance-from-data on a small generated NYUD-MT: the chance table is written and used."""
-    from gspn2_dense.demo.multitask import make_multitask_demo_data
+    from gspn2_dense.demo.multitask_data import make_multitask_data
     from gspn2_dense.engine.launch import load_config
-    root = make_multitask_demo_data(str(tmp_path / 'data'), datasets=['nyud-mt'],
+    root = make_multitask_data(str(tmp_path / 'data'), datasets=['nyud-mt'],
                                     splits={'train': 4, 'val': 2})['nyud-mt']
     config = str(CONFIG_DIR / 'demo' / 'multitask-linear_gspn2-test_1xb4-80_nyud-mt-demo-64x64.py')
     options = {f'{key}.dataset.data_root': root for key in ('train_dataloader', 'test_dataloader')}

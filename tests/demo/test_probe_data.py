@@ -9,8 +9,8 @@ from mmseg.registry import DATASETS
 
 import gspn2_dense  # noqa: F401  (registers NYUv2Seg40Dataset)
 from gspn2_dense.datasets import check_config, check_dataset_config
-from gspn2_dense.demo import make_demo_data
-from gspn2_dense.demo.data import ADE_SPEC, CONTEXT_SPEC, NYU40_SPEC, SIZE, VOC_SPEC
+from gspn2_dense.demo import make_probe_data
+from gspn2_dense.demo.probe_data import ADE_SPEC, CONTEXT_SPEC, NYU40_SPEC, SIZE, VOC_SPEC
 
 init_default_scope('mmseg')
 SEG_TEST = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'), dict(type='PackSegInputs')]
@@ -20,7 +20,7 @@ REDUCED_TEST = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', red
 
 @pytest.fixture(scope='module')
 def roots(tmp_path_factory):
-    return make_demo_data(str(tmp_path_factory.mktemp('demo')), seed=0)
+    return make_probe_data(str(tmp_path_factory.mktemp('demo')), seed=0)
 
 
 def check_seg_sample(sample, allowed):
@@ -90,12 +90,12 @@ def test_nyu_depth_in_metres(roots):
 
 
 def test_demo_data_is_deterministic(tmp_path):
-    a = make_demo_data(str(tmp_path / 'a'), datasets=['nyu40'], seed=3)['nyu40']
-    b = make_demo_data(str(tmp_path / 'b'), datasets=['nyu40'], seed=3)['nyu40']
+    a = make_probe_data(str(tmp_path / 'a'), datasets=['nyu40'], seed=3)['nyu40']
+    b = make_probe_data(str(tmp_path / 'b'), datasets=['nyu40'], seed=3)['nyu40']
     name = osp.join('annotations', 'test', '000001.png')
     assert open(osp.join(a, name), 'rb').read() == open(osp.join(b, name), 'rb').read()
     with pytest.raises(ValueError, match=r"unknown demo datasets \['kitti'\]"):
-        make_demo_data(str(tmp_path), datasets=['kitti'])
+        make_probe_data(str(tmp_path), datasets=['kitti'])
 
 
 def test_missing_data_root_names_the_layout(tmp_path):

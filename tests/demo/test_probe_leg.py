@@ -1,4 +1,4 @@
-"""The demo main job, reduced to gspn2_test and a few dozen iterations, beats the chance baseline."""
+"""The demo's probe leg, reduced to gspn2_test and a few dozen iterations, beats the chance baseline."""
 import json
 
 import cv2
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import gspn2_dense  # noqa: F401
-from gspn2_dense.demo import run_demo
-from gspn2_dense.demo.job import (_colour_depth, _colour_seg, compose_panel, depth_colour_bar,
+from gspn2_dense.demo.probe_leg import run_probe_leg
+from gspn2_dense.demo.probe_leg import (_colour_depth, _colour_seg, compose_panel, depth_colour_bar,
                                   seg_chance_baseline, seg_legend)
 from gspn2_dense.evaluation.depth_metric import MonoDepthMetric
 from gspn2_dense.engine.probe import write_results_table
@@ -15,7 +15,7 @@ from gspn2_dense.engine.probe import write_results_table
 
 def test_run_demo_beats_chance(tmp_path):
     lines = []
-    results = run_demo(work_dir=str(tmp_path / 'work'), data_root=str(tmp_path / 'data'), tiny=True,
+    results = run_probe_leg(work_dir=str(tmp_path / 'work'), data_root=str(tmp_path / 'data'), tiny=True,
                        iters=30, log=lines.append)
     assert set(results) == {'ade20k', 'nyu-depth'}
     seg, depth = results['ade20k'], results['nyu-depth']
@@ -47,7 +47,7 @@ def test_seg_chance_baseline_by_hand():
 
 def test_unknown_demo_task(tmp_path):
     with pytest.raises(ValueError, match=r"unknown demo tasks \['kitti'\]"):
-        run_demo(work_dir=str(tmp_path), tasks=['kitti'])
+        run_probe_leg(work_dir=str(tmp_path), tasks=['kitti'])
 
 
 def _count(image, bgr):

@@ -237,7 +237,7 @@ DEMO_ROOTS = {
 }
 
 
-def make_demo_data(root: str = 'data/demo', datasets: Sequence[str] = tuple(DEMO_DATASETS),
+def make_probe_data(root: str = 'data/demo', datasets: Sequence[str] = tuple(DEMO_DATASETS),
                    seed: int = 0, overwrite: bool = False) -> Dict[str, str]:
     """Write the demo datasets under ``root``; return ``{name: data_root}``.
 

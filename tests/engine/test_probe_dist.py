@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from gspn2_dense.demo import DEMO_ROOTS, make_demo_data
+from gspn2_dense.demo import DEMO_ROOTS, make_probe_data
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SEG = 'configs/demo/ms-linear_gspn2-test_1xb2-4_ade20k-demo-64x64.py'
 DEPTH = 'configs/demo/ms-linear_gspn2-test_1xb2-4_nyu-depth-demo-64x64.py'
 
@@ -28,7 +28,7 @@ def run(cmd, **env):
 @pytest.fixture(scope='module')
 def demo(tmp_path_factory):
     root = str(tmp_path_factory.mktemp('demo'))
-    return make_demo_data(root, datasets=['ade20k', 'nyu-depth'])
+    return make_probe_data(root, datasets=['ade20k', 'nyu-depth'])
 
 
 def test_dist_train_two_processes_with_frozen_backbone(demo, tmp_path):

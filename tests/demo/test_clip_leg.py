@@ -4,12 +4,12 @@ import os
 import timm
 import torch
 
-from gspn2_dense.clip.demo import run_clip_demo
+from gspn2_dense.demo.clip_leg import run_clip_leg
 
 
 def test_clip_demo_leg_end_to_end_with_two_steps(tmp_path):
     lines = []
-    backbone = run_clip_demo(str(tmp_path), steps=2, log=lines.append)
+    backbone = run_clip_leg(str(tmp_path), steps=2, log=lines.append)
     assert os.path.isfile(backbone)
     result = json.loads((tmp_path / 'zeroshot.json').read_text())
     assert result['num_images'] == 120 and result['num_classes'] == 12

@@ -20,7 +20,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 from PIL import Image, ImageDraw, ImageFilter
 
-__all__ = ['COLORS', 'SHAPES', 'DemoData', 'class_descriptions', 'draw_sample', 'make_demo_data',
+__all__ = ['COLORS', 'SHAPES', 'DemoData', 'class_descriptions', 'draw_sample', 'make_clip_shards',
            'write_shard']
 
 COLORS: Dict[str, Tuple[int, int, int]] = {
@@ -101,7 +101,7 @@ def write_shard(path: str, samples: Iterable[Tuple[str, Image.Image, Optional[st
     return count
 
 
-def make_demo_data(out_dir: str, num_shards: int = 8, samples_per_shard: int = 250,
+def make_clip_shards(out_dir: str, num_shards: int = 8, samples_per_shard: int = 250,
                    val_per_class: int = 10, image_size: int = 64, seed: int = 0) -> DemoData:
     """Write training shards to ``out_dir/shards`` and the validation folder to ``out_dir/val``."""
     from open_clip import OPENAI_IMAGENET_TEMPLATES

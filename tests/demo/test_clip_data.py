@@ -11,7 +11,7 @@ import torch
 from open_clip_train import data as oc_data
 from PIL import Image
 
-from gspn2_dense.clip.demo_data import COLORS, class_descriptions, draw_sample
+from gspn2_dense.demo.clip_data import COLORS, class_descriptions, draw_sample
 
 
 def test_shards_have_datacomp_layout(demo):
@@ -60,6 +60,6 @@ def test_make_demo_shards_tool_and_bad_counts(tmp_path, run_tool, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info['train_pattern'].endswith('{00000..00001}.tar') and info['num_samples'] == 6
     assert sorted(os.listdir(tmp_path / 'shards')) == ['00000.tar', '00001.tar', 'sizes.json']
-    from gspn2_dense.clip.demo_data import make_demo_data
+    from gspn2_dense.demo.clip_data import make_clip_shards
     with pytest.raises(ValueError, match=r'expected num_shards, samples_per_shard and val_per_class >= 1, got 0, 3 and 1'):
-        make_demo_data(str(tmp_path / 'bad'), num_shards=0, samples_per_shard=3, val_per_class=1)
+        make_clip_shards(str(tmp_path / 'bad'), num_shards=0, samples_per_shard=3, val_per_class=1)

@@ -1,5 +1,5 @@
 """The demo's multi-task leg: a short CPU multi-task run beats chance on every task, writes its result
-files, Delta_m and one panel per image; the main job hands it the CLIP tower; tools/train.py and
+files, Delta_m and one panel per image; the pipeline hands it the CLIP tower; tools/train.py and
 tools/test.py run a multi-task config."""
 import json
 import os.path as osp
@@ -8,8 +8,9 @@ import cv2
 import pytest
 
 import gspn2_dense  # noqa: F401
-from gspn2_dense.demo import main_job
-from gspn2_dense.demo.multitask import make_multitask_demo_data, run_multitask_demo
+from gspn2_dense.demo import pipeline
+from gspn2_dense.demo.multitask_data import make_multitask_data
+from gspn2_dense.demo.multitask_leg import run_multitask_leg
 from gspn2_dense.engine.launch import load_config, prepare_test_config, prepare_train_config, run_runner
 from gspn2_dense.evaluation.multitask_metric import HEADLINE
 from gspn2_dense.evaluation.multitask_report import report_from_files
@@ -22,7 +23,7 @@ ALL_TASKS = {'nyud-mt': {'semseg', 'depth', 'normals', 'edge'},
 def test_multitask_demo_beats_chance_on_every_task(tmp_path):
     lines = []
     work = tmp_path / 'work'
-    results = run_multitask_demo(work_dir=str(work), data_root=str(tmp_path / 'data'), tiny=True,
+    results = run_multitask_leg(work_dir=str(work), data_root=str(tmp_path / 'data'), tiny=True,
                                  single_task=('nyud-mt', ), num_panels=2, log=lines.append)
     assert set(results) == set(ALL_TASKS)
     for name, result in results.items():
@@ -63,24 +64,24 @@ def test_multitask_demo_beats_chance_on_every_task(tmp_path):
     assert 'Delta_m = ' in markdown and 'Delta_m: not computed' in markdown  # PASCAL-MT has no single-task runs
 
 
-def test_main_job_hands_the_clip_tower_to_the_multitask_leg(tmp_path, monkeypatch):
+def test_pipeline_hands_the_clip_tower_to_the_multitask_leg(tmp_path, monkeypatch):
     """The wiring of the legs (each replaced by a stand-in): the converted tower reaches the multi-task
     leg, and its results have the shape tools/demo.py checks (a ``beats_chance`` bool per entry)."""
-    import gspn2_dense.clip.demo
+    import gspn2_dense.demo.clip_leg
     calls = {}
     tower = str(tmp_path / 'tower.pth')
-    monkeypatch.setattr(gspn2_dense.clip.demo, 'run_clip_demo', lambda work_dir, minutes, log: tower)
-    monkeypatch.setattr(main_job, 'run_demo', lambda **kwargs: {'ade20k': dict(beats_chance=True)})
+    monkeypatch.setattr(gspn2_dense.demo.clip_leg, 'run_clip_leg', lambda work_dir, minutes, log: tower)
+    monkeypatch.setattr(pipeline, 'run_probe_leg', lambda **kwargs: {'ade20k': dict(beats_chance=True)})
 
     def multitask_leg(**kwargs):
         calls.update(kwargs)
         return {'nyud-mt': dict(beats_chance=dict(semseg=True, normals=False)),
                 'pascal-mt': dict(beats_chance=dict(sal=True))}
 
-    monkeypatch.setattr(main_job, 'run_multitask_demo', multitask_leg)
+    monkeypatch.setattr(pipeline, 'run_multitask_leg', multitask_leg)
     lines = []
-    results = main_job.run_main_job(work_dir=str(tmp_path / 'demo'), log=lines.append)
-    assert calls['backbone_ckpt'] == tower and calls['iters'] == main_job.MULTITASK_ITERS
+    results = pipeline.run_pipeline(work_dir=str(tmp_path / 'demo'), log=lines.append)
+    assert calls['backbone_ckpt'] == tower and calls['iters'] == pipeline.MULTITASK_ITERS
     assert list(calls['datasets']) == ['nyud-mt', 'pascal-mt'] and list(calls['single_task']) == ['nyud-mt']
     assert calls['work_dir'] == osp.join(str(tmp_path / 'demo'), 'multitask')
     assert results['multitask']['beats_chance'] is False and results['multitask']['failed'] == ['nyud-mt normals']
@@ -88,14 +89,14 @@ def test_main_job_hands_the_clip_tower_to_the_multitask_leg(tmp_path, monkeypatc
     assert any('multi-task leg' in line and 'CLIP-trained tower' in line for line in lines)
     assert any("did NOT beat chance: ['nyud-mt normals']" in line for line in lines)
     calls.clear()
-    results = main_job.run_main_job(work_dir=str(tmp_path / 'demo'), clip=False, multitask=(), log=lines.append)
+    results = pipeline.run_pipeline(work_dir=str(tmp_path / 'demo'), clip=False, multitask=(), log=lines.append)
     assert not calls and 'multitask' not in results
 
 
 def test_nyud_demo_edges_are_surface_boundaries():
     """Edges lie between surfaces only: none inside the smoothly receding floor or left wall."""
     import numpy as np
-    from gspn2_dense.demo.multitask import NYUD_FLOOR, draw_nyud_scene
+    from gspn2_dense.demo.multitask_data import NYUD_FLOOR, draw_nyud_scene
     scene = draw_nyud_scene(np.random.default_rng(3))
     edge, semseg = scene['edge'].astype(bool), scene['semseg']
     floor = semseg == NYUD_FLOOR
@@ -106,7 +107,7 @@ def test_nyud_demo_edges_are_surface_boundaries():
 
 
 def test_train_and_test_tools_on_a_multitask_config(tmp_path):
-    root = make_multitask_demo_data(str(tmp_path / 'data'), datasets=['nyud-mt'], splits={'train': 8, 'val': 4})
+    root = make_multitask_data(str(tmp_path / 'data'), datasets=['nyud-mt'], splits={'train': 8, 'val': 4})
     config = str(CONFIG_DIR / 'demo' / 'multitask-linear_gspn2-test_1xb4-80_nyud-mt-demo-64x64.py')
     options = {f'{key}.dataset.data_root': root['nyud-mt']
                for key in ('train_dataloader', 'val_dataloader', 'test_dataloader')}

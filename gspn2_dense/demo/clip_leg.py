@@ -1,6 +1,6 @@
 """The CLIP leg of ``make demo``: a few CPU minutes of GSPN-2 CLIP training, end to end.
 
-:func:`run_clip_demo` writes the synthetic DataComp-style shards and validation folder
+:func:`run_clip_leg` writes the synthetic DataComp-style shards and validation folder
 (:mod:`.demo_data`), trains ``GSPN2-N-demo`` (``gspn2_nano`` image tower, small text tower)
 through the same launcher as ``tools/train_clip.py``, evaluates it zero-shot on the validation
 folder next to the chance rate, and converts its image tower into a backbone checkpoint for the
@@ -13,13 +13,13 @@ from typing import Optional
 
 import torch
 
-from . import register_model_configs
-from .checkpoint import convert_clip_to_backbone
-from .demo_data import make_demo_data
-from .train import main as train_main
-from .zeroshot import zero_shot
+from ..clip import register_model_configs
+from ..clip.checkpoint import convert_clip_to_backbone
+from ..clip.train import main as train_main
+from ..clip.zeroshot import zero_shot
+from .clip_data import make_clip_shards
 
-__all__ = ['DEMO_MODEL', 'run_clip_demo']
+__all__ = ['DEMO_MODEL', 'run_clip_leg']
 
 DEMO_MODEL = 'GSPN2-N-demo'
 _BATCH_SIZE = 64
@@ -51,7 +51,7 @@ def _step_seconds(batch_size: int) -> float:
     return _LOOP_OVERHEAD * sum(times[1:]) / len(times[1:])
 
 
-def run_clip_demo(work_dir: str, minutes: float = 3.0, steps: Optional[int] = None,
+def run_clip_leg(work_dir: str, minutes: float = 3.0, steps: Optional[int] = None,
                   log=print) -> str:
     """Train, evaluate and convert; returns the path of the converted backbone checkpoint.
 
@@ -62,7 +62,7 @@ def run_clip_demo(work_dir: str, minutes: float = 3.0, steps: Optional[int] = No
     register_model_configs()
     started = time.perf_counter()
     work_dir = os.path.abspath(work_dir)
-    data = make_demo_data(os.path.join(work_dir, 'data'), image_size=32)
+    data = make_clip_shards(os.path.join(work_dir, 'data'), image_size=32)
     log(f'[clip demo] {data.num_samples} captioned images in {len(data.shards)} shards, '
         f'{data.val_dir} for zero-shot')
     if steps is None:
