@@ -78,7 +78,9 @@ def _pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 def _layer_norm_nhwc(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
     """``layer_norm`` over the last dim of ``x``; under autocast in (and out) its dtype."""
     device = x.device.type
-    if not (torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)):
+    # (meta tensors, which the complexity count runs, have no autocast state to ask about;
+    # torch.amp.is_autocast_available would say so but breaks torch.compile's graph)
+    if device == 'meta' or not torch.is_autocast_enabled(device):
         return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
     dtype = torch.get_autocast_dtype(device)
     with torch.autocast(device, enabled=False):
