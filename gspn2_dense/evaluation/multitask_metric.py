@@ -32,13 +32,13 @@ import os.path as osp
 from collections import OrderedDict
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 import torch
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 from mmseg.registry import METRICS
 from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import maximum_bipartite_matching
 from scipy.spatial import cKDTree
 
 from gspn2_dense.datasets.multitask import IGNORE_INDEX, TASK_FIELDS
@@ -85,48 +85,147 @@ def normal_angles(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return np.degrees(np.arccos(np.clip((p * g).sum(0), -1.0, 1.0)))
 
 
+# Neighbours p2..p9 of Zhang & Suen (north, then clockwise) as (row, column) offsets.
+_RING = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
+
+
+def _zhang_suen_tables() -> Tuple[np.ndarray, np.ndarray]:
+    """For every 8-bit neighbourhood code (bit k = neighbour p(k+2)): is the pixel removed in the
+    first / second sub-iteration? B = foreground neighbours, A = 0->1 transitions around the ring."""
+    codes = np.arange(256)
+    p = [(codes >> k) & 1 for k in range(8)]  # p[0] = p2 ... p[7] = p9
+    count = sum(p)
+    transitions = sum((p[k] == 0) & (p[(k + 1) % 8] == 1) for k in range(8))
+    base = (count >= 2) & (count <= 6) & (transitions == 1)
+    p2, p4, p6, p8 = p[0], p[2], p[4], p[6]
+    first = base & (p2 * p4 * p6 == 0) & (p4 * p6 * p8 == 0)
+    second = base & (p2 * p4 * p8 == 0) & (p2 * p6 * p8 == 0)
+    return first, second
+
+
+_THIN_TABLES = _zhang_suen_tables()
+
+
 def thin(mask: np.ndarray) -> np.ndarray:
-    """One-pixel-wide skeleton of a binary mask (Zhang & Suen, CACM 1984)."""
+    """One-pixel-wide skeleton of a binary mask (Zhang & Suen, CACM 1984).
+
+    Each sub-iteration decides, for all boundary pixels at once, from the 8-bit code of their
+    neighbourhood; only pixels next to a removed one need a new look, so a sub-iteration costs
+    the length of the boundary, not the area of the image.
+    """
     img = np.pad(mask.astype(bool), 1).astype(np.uint8)
+    width = img.shape[1]
+    flat = img.ravel()
+    offsets = np.array([dy * width + dx for dy, dx in _RING])
+    weights = (1 << np.arange(8)).astype(np.int32)
+
+    def codes(pixels: np.ndarray) -> np.ndarray:
+        return flat[pixels[:, None] + offsets] @ weights
+
+    def unique(pixels: np.ndarray) -> np.ndarray:  # without sorting: one slot per pixel
+        order = np.arange(len(pixels))
+        slot[pixels] = order
+        return pixels[slot[pixels] == order]
+
+    slot = np.zeros(flat.size, dtype=np.int64)
+    pixels = np.flatnonzero(flat)
+    candidates = pixels[codes(pixels) != 255]  # foreground with a background neighbour
     while True:
         changed = False
-        for step in (0, 1):
-            p2, p3, p4 = img[:-2, 1:-1], img[:-2, 2:], img[1:-1, 2:]
-            p5, p6, p7 = img[2:, 2:], img[2:, 1:-1], img[2:, :-2]
-            p8, p9 = img[1:-1, :-2], img[:-2, :-2]
-            ring = [p2, p3, p4, p5, p6, p7, p8, p9, p2]
-            neighbours = sum(r.astype(np.int32) for r in ring[:-1])
-            transitions = sum(((a == 0) & (b == 1)).astype(np.int32) for a, b in zip(ring[:-1], ring[1:]))
-            if step == 0:
-                side = (p2 * p4 * p6 == 0) & (p4 * p6 * p8 == 0)
-            else:
-                side = (p2 * p4 * p8 == 0) & (p2 * p6 * p8 == 0)
-            remove = (img[1:-1, 1:-1] == 1) & (neighbours >= 2) & (neighbours <= 6) & (transitions == 1) & side
-            if remove.any():
-                img[1:-1, 1:-1][remove] = 0
-                changed = True
+        for table in _THIN_TABLES:
+            if not len(candidates):
+                break
+            removed = candidates[table[codes(candidates)]]
+            if not len(removed):
+                continue
+            flat[removed] = 0
+            changed = True
+            around = (removed[:, None] + offsets).ravel()
+            candidates = unique(np.concatenate([candidates[flat[candidates] == 1], around[flat[around] == 1]]))
         if not changed:
             return img[1:-1, 1:-1].astype(bool)
+
+
+def max_bipartite_matching(indptr: np.ndarray, indices: np.ndarray, num_right: int) -> int:
+    """Size of a maximum matching of a bipartite graph (left vertex i adjacent to the right
+    vertices ``indices[indptr[i]:indptr[i + 1]]``): Hopcroft & Karp (SIAM J. Comput. 1973) after a
+    greedy start. (scipy's ``maximum_bipartite_matching`` takes minutes on some edge maps.)"""
+    indptr, indices = indptr.tolist(), indices.tolist()
+    num_left = len(indptr) - 1
+    adjacency = [indices[indptr[i]:indptr[i + 1]] for i in range(num_left)]
+    match_left, match_right = [-1] * num_left, [-1] * num_right
+    for u, neighbours in enumerate(adjacency):
+        for v in neighbours:
+            if match_right[v] < 0:
+                match_left[u], match_right[v] = v, u
+                break
+    unreached = num_left + 1
+    while True:
+        # Layers of alternating paths from the free left vertices.
+        layer = [unreached] * num_left
+        queue = [u for u in range(num_left) if match_left[u] < 0]
+        for u in queue:
+            layer[u] = 0
+        reaches_free = False
+        for u in queue:  # the queue grows while it is read
+            for v in adjacency[u]:
+                w = match_right[v]
+                if w < 0:
+                    reaches_free = True
+                elif layer[w] == unreached:
+                    layer[w] = layer[u] + 1
+                    queue.append(w)
+        if not reaches_free:
+            return num_left - match_left.count(-1)
+        # Vertex-disjoint shortest augmenting paths along the layers (iterative depth-first search).
+        cursor = [0] * num_left
+        for root in range(num_left):
+            if match_left[root] >= 0:
+                continue
+            stack = [root]
+            while stack:
+                u = stack[-1]
+                neighbours = adjacency[u]
+                step = None
+                while cursor[u] < len(neighbours):
+                    v = neighbours[cursor[u]]
+                    cursor[u] += 1
+                    w = match_right[v]
+                    if w < 0 or layer[w] == layer[u] + 1:
+                        step = (v, w)
+                        break
+                if step is None:  # a dead end for the rest of this phase
+                    layer[u] = unreached
+                    stack.pop()
+                elif step[1] < 0:  # a free right vertex: flip the path
+                    v = step[0]
+                    while stack:
+                        x = stack.pop()
+                        match_left[x], match_right[v], v = v, x, match_left[x]
+                else:
+                    stack.append(step[1])
 
 
 def match_edges(pred: np.ndarray, gt: np.ndarray, radius: float) -> Tuple[int, int]:
     """Numbers of matched predicted and ground-truth edge pixels (equal: the matching is one-to-one).
 
     Predicted pixel p and ground-truth pixel g may be matched when their Euclidean distance is at
-    most ``radius``; the largest one-to-one matching is found (Hopcroft-Karp). The BSDS / SEISM
-    ``correspondPixels`` solves a min-cost assignment in the same radius graph whose outlier
-    cost makes it maximise the number of matches first, so the counts agree; see docs/multitask.md.
+    most ``radius``; the largest one-to-one matching is found (:func:`max_bipartite_matching`).
+    The BSDS / SEISM ``correspondPixels`` solves a min-cost assignment in the same radius graph
+    whose outlier cost makes it maximise the number of matches first; see docs/multitask.md.
     """
-    pred_pts, gt_pts = np.argwhere(pred), np.argwhere(gt)
+    pred, gt = pred.astype(bool), gt.astype(bool)
+    if not pred.any() or not gt.any():
+        return 0, 0
+    # Only pixels within the radius of the other map can be matched.
+    near_gt = cv2.distanceTransform((~gt).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE) <= radius + 1e-3
+    near_pred = cv2.distanceTransform((~pred).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE) <= radius + 1e-3
+    pred_pts, gt_pts = np.argwhere(pred & near_gt), np.argwhere(gt & near_pred)
     if not len(pred_pts) or not len(gt_pts):
         return 0, 0
-    neighbours = cKDTree(gt_pts).query_ball_point(pred_pts, r=radius + 1e-9)
-    rows = np.repeat(np.arange(len(pred_pts)), [len(n) for n in neighbours])
-    cols = np.fromiter((j for n in neighbours for j in n), dtype=np.int64, count=len(rows))
-    if not len(rows):
-        return 0, 0
-    graph = csr_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(len(pred_pts), len(gt_pts)))
-    matched = int((maximum_bipartite_matching(graph, perm_type='column') >= 0).sum())
+    pairs = cKDTree(pred_pts).sparse_distance_matrix(cKDTree(gt_pts), radius + 1e-9, output_type='coo_matrix')
+    graph = csr_matrix((np.ones(pairs.nnz, dtype=np.int8), (pairs.row, pairs.col)), shape=pairs.shape)
+    matched = max_bipartite_matching(graph.indptr, graph.indices, len(gt_pts))
     return matched, matched
 
 

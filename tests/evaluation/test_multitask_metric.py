@@ -172,3 +172,61 @@ def test_bad_metric_arguments():
     metric = _metric(['depth'])
     with pytest.raises(KeyError, match="task 'depth' has no pred_depth_map"):
         metric.process({}, [dict(gt_depth_map=dict(data=torch.ones(1, 2, 2)))])
+
+
+def _thin_reference(mask):
+    """Zhang & Suen with every sub-iteration over the whole image (independent of the fast version)."""
+    img = np.pad(mask.astype(bool), 1).astype(np.uint8)
+    while True:
+        changed = False
+        for step in (0, 1):
+            p2, p3, p4 = img[:-2, 1:-1], img[:-2, 2:], img[1:-1, 2:]
+            p5, p6, p7 = img[2:, 2:], img[2:, 1:-1], img[2:, :-2]
+            p8, p9 = img[1:-1, :-2], img[:-2, :-2]
+            ring = [p2, p3, p4, p5, p6, p7, p8, p9, p2]
+            neighbours = sum(r.astype(np.int32) for r in ring[:-1])
+            transitions = sum(((a == 0) & (b == 1)).astype(np.int32) for a, b in zip(ring[:-1], ring[1:]))
+            if step == 0:
+                side = (p2 * p4 * p6 == 0) & (p4 * p6 * p8 == 0)
+            else:
+                side = (p2 * p4 * p8 == 0) & (p2 * p6 * p8 == 0)
+            remove = (img[1:-1, 1:-1] == 1) & (neighbours >= 2) & (neighbours <= 6) & (transitions == 1) & side
+            if remove.any():
+                img[1:-1, 1:-1][remove] = 0
+                changed = True
+        if not changed:
+            return img[1:-1, 1:-1].astype(bool)
+
+
+@pytest.mark.parametrize('seed', range(6))
+def test_thinning_agrees_with_the_whole_image_reference(seed):
+    import cv2
+    rng = np.random.default_rng(seed)
+    shape = (int(rng.integers(1, 40)), int(rng.integers(1, 50)))
+    if seed % 2:  # noise
+        mask = rng.random(shape) < rng.uniform(0.2, 0.9)
+    else:  # blurred blobs, thresholded: thick shapes that take many sub-iterations
+        mask = cv2.GaussianBlur(rng.random(shape).astype(np.float32), (0, 0), 3) > 0.5
+    mask[0] |= seed == 4  # a full first row touching the border
+    np.testing.assert_array_equal(thin(mask), _thin_reference(mask))
+    full = np.ones((37, 53), bool)
+    np.testing.assert_array_equal(thin(full), _thin_reference(full))
+
+
+@pytest.mark.parametrize('seed', range(8))
+def test_matching_agrees_with_scipy(seed):
+    """Maximum one-to-one matching of two random point sets within a radius vs scipy's matcher."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import maximum_bipartite_matching
+    from scipy.spatial import cKDTree
+    from gspn2_dense.evaluation.multitask_metric import max_bipartite_matching
+    rng = np.random.default_rng(seed)
+    shape = (30, 40)
+    pred, gt = rng.random(shape) < rng.uniform(0.02, 0.3), rng.random(shape) < rng.uniform(0.02, 0.3)
+    radius = float(rng.uniform(0.5, 4.0))
+    p, g = np.argwhere(pred), np.argwhere(gt)
+    pairs = cKDTree(p).sparse_distance_matrix(cKDTree(g), radius + 1e-9, output_type='coo_matrix')
+    graph = csr_matrix((np.ones(pairs.nnz, np.int8), (pairs.row, pairs.col)), shape=pairs.shape)
+    expected = int((maximum_bipartite_matching(graph, perm_type='column') >= 0).sum())
+    assert max_bipartite_matching(graph.indptr, graph.indices, len(g)) == expected
+    assert match_edges(pred, gt, radius) == (expected, expected)
