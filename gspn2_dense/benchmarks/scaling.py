@@ -548,7 +548,7 @@ def run_mmengine(part: str, config: str, n: int, run_dir: str, plan: ScalingPlan
                ips_per_proc=_median_rate(batch, timed),
                peak_gib=max((r['peak_gib'] for r in records['iters']), default=None),
                curve={r['iter']: r['losses']['loss'] for r in records['iters']},
-               work_dir=run_dir)
+               work_dir=osp.relpath(run_dir))  # relative: reports carry no machine paths
     if rc != 0 or not records['iters']:
         row['error'] = _tail(osp.join(run_dir, log_name)) or f'exit code {rc}, no records'
     return row
@@ -606,7 +606,7 @@ def run_clip(n: int, run_dir: str, shards, plan: ScalingPlan, tools_dir: str) ->
                ips_per_proc=statistics.median([s[1] for s in steps[plan.clip_warmup:]])
                if steps[plan.clip_warmup:] else None,
                peak_gib=max(peaks) if peaks else None,
-               curve={step: loss for step, _, loss in steps}, work_dir=run_dir)
+               curve={step: loss for step, _, loss in steps}, work_dir=osp.relpath(run_dir))
     if rc != 0 or not steps:
         row['error'] = (_tail(out_log) or _tail(osp.join(run_dir, 'launch.log'))
                         or f'exit code {rc}, no steps logged')

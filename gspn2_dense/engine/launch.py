@@ -19,6 +19,7 @@ mmengine's own loading go through it too, which ``import gspn2_dense`` leaves al
   starts over (mmseg's behaviour) and how to resume instead.
 """
 import gc
+import itertools
 import logging
 import os.path as osp
 import uuid
@@ -245,7 +246,7 @@ def load_test_checkpoint(runner: Runner, filename: str) -> None:
     runner.load_checkpoint(filename, map_location='cpu', strict=True)
 
 
-_RUNNERS_BUILT = [0]
+_RUNNER_NUMBERS = itertools.count(1)  # of the runners this process builds
 
 
 def _name_experiment(cfg: Config) -> None:
@@ -256,10 +257,10 @@ def _name_experiment(cfg: Config) -> None:
     same second (train then test in one process, a sweep) would log into the first run's
     handlers and files. The first runner keeps mmengine's name; later ones get ``-run<N>``.
     """
-    _RUNNERS_BUILT[0] += 1
-    if cfg.get('experiment_name') is None and _RUNNERS_BUILT[0] > 1:
+    number = next(_RUNNER_NUMBERS)
+    if cfg.get('experiment_name') is None and number > 1:
         stem = osp.splitext(osp.basename(cfg.filename or 'run'))[0]
-        cfg.experiment_name = f'{stem}-run{_RUNNERS_BUILT[0]}'
+        cfg.experiment_name = f'{stem}-run{number}'
 
 
 def build_runner(cfg: Config) -> Runner:

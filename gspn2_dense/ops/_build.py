@@ -47,7 +47,6 @@ def shipped_tree(name: str) -> Path:
 
 CSRC = shipped_tree('csrc')
 SOURCE_ROOT = CSRC.parent  # extension sources are named relative to it
-REPO_ROOT = PACKAGE_DIR.parent  # the source checkout, for tools that read its git history
 DEFAULT_CUDA_ARCH_LIST = '8.0;8.6;9.0+PTX'
 
 BUILD_HINT = (
