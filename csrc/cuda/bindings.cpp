@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cuda/propagate.h"
+#include "cuda/propagate_local.h"
 #include "gspn2_common.h"
 
 namespace gspn2 {
@@ -274,7 +275,7 @@ std::vector<int64_t> all_entries(int64_t D) {
 // grad_out and hidden of a backward call, against the forward inputs.
 void check_backward_inputs(const PropagateShape& shape, const torch::Tensor& grad_out,
                            const torch::Tensor& x, const torch::Tensor& lam,
-                           const torch::Tensor& hidden, bool merge) {
+                           const torch::Tensor& hidden, bool merge, bool recomputed) {
   const int64_t B = shape.B, C = shape.C, H = shape.H, W = shape.W, D = shape.D;
   const std::vector<int64_t> out_shape =
       merge ? std::vector<int64_t>{B, C, H, W} : std::vector<int64_t>{B, D, C, H, W};
@@ -282,6 +283,8 @@ void check_backward_inputs(const PropagateShape& shape, const torch::Tensor& gra
               torch::IntArrayRef(out_shape), " (the shape of the forward output), got ",
               grad_out.sizes());
   check_same(grad_out, "grad_out", x);
+  // (Local scans recompute h: an empty hidden is fine there, a full one is not read.)
+  if (recomputed && hidden.numel() == 0) return;
   TORCH_CHECK(hidden.sizes() == lam.sizes(), "hidden must be (B, D, C, H, W) = ", lam.sizes(),
               " (the forward's hidden state: call forward with save_hidden=True when merge, "
               "or pass its output when not), got ", hidden.sizes());
@@ -330,6 +333,86 @@ void backward_launch(const PropagateShape& shape, const torch::Tensor& grad_out,
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   GSPN2_DISPATCH_KERNEL_TYPES(x.scalar_type(), "gspn2_backward", [&] {
     launch_backward<scalar_t>(p, normalize, merge, stream);
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// ---- Local scans: chunk <= kLocalMaxChunk (propagate_local.h) ----
+
+bool is_local(int64_t chunk) { return chunk >= 1 && chunk <= kLocalMaxChunk; }
+
+// Threads aimed at per launch (about two waves of an H100 / H200 at 2048 threads per SM):
+// the channels of a gate group are split into the fewest slices that reach it.
+constexpr int64_t kLocalTargetThreads = int64_t(1) << 19;
+
+LocalParams local_params(const PropagateShape& shape, const std::vector<int64_t>& directions,
+                         int64_t chunk) {
+  LocalParams p{};
+  p.B = static_cast<int>(shape.B);
+  p.C = static_cast<int>(shape.C);
+  p.H = static_cast<int>(shape.H);
+  p.W = static_cast<int>(shape.W);
+  p.D = static_cast<int>(shape.D);
+  p.G = static_cast<int>(shape.G);
+  p.chunk = static_cast<int>(chunk);
+  for (int64_t d = 0; d < shape.D; ++d) p.dirs[d] = static_cast<int>(directions[d]);
+  const int64_t group = shape.C / shape.G, positions = shape.B * shape.H * shape.W * shape.G;
+  int64_t slices = group;
+  for (int64_t k = 1; k <= group; ++k) {
+    if (group % k == 0 && positions * k >= kLocalTargetThreads) {
+      slices = k;
+      break;
+    }
+  }
+  p.slices = static_cast<int>(slices);
+  TORCH_CHECK(shape.G * slices <= 65535 && shape.B * shape.H * shape.W / kLocalThreads < (int64_t(1) << 31),
+              "the CUDA local kernel handles at most 65535 gate groups x slices and 2^31 CTAs, got G = ",
+              shape.G, " and B * H * W = ", shape.B * shape.H * shape.W);
+  return p;
+}
+
+void local_forward(const PropagateShape& shape, const torch::Tensor& x, const torch::Tensor& gates,
+                   const torch::Tensor& lam, const c10::optional<torch::Tensor>& u,
+                   const std::vector<int64_t>& directions, int64_t chunk, bool normalize,
+                   bool merge, torch::Tensor& out, torch::Tensor& hidden) {
+  LocalParams p = local_params(shape, directions, chunk);
+  p.x = x.data_ptr();
+  p.gates = gates.data_ptr();
+  p.lam = lam.data_ptr();
+  p.u = merge ? u->data_ptr() : nullptr;
+  p.out = out.data_ptr();
+  p.hidden = hidden.numel() > 0 ? hidden.data_ptr() : nullptr;
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  GSPN2_DISPATCH_KERNEL_TYPES(x.scalar_type(), "gspn2_local_forward", [&] {
+    launch_local_forward<scalar_t>(p, normalize, merge, stream);
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+void local_backward(const PropagateShape& shape, const torch::Tensor& grad_out,
+                    const torch::Tensor& x, const torch::Tensor& gates, const torch::Tensor& lam,
+                    const c10::optional<torch::Tensor>& u, const std::vector<int64_t>& directions,
+                    int64_t chunk, bool normalize, bool merge, torch::Tensor& grad_x,
+                    torch::Tensor& grad_gates, torch::Tensor& grad_lam, torch::Tensor& grad_u) {
+  LocalParams p = local_params(shape, directions, chunk);
+  p.grad_out = grad_out.data_ptr();
+  p.x = x.data_ptr();
+  p.gates = gates.data_ptr();
+  p.lam = lam.data_ptr();
+  p.u = merge ? u->data_ptr() : nullptr;
+  p.grad_x = grad_x.data_ptr();
+  p.grad_gates = grad_gates.data_ptr();
+  p.grad_lam = grad_lam.data_ptr();
+  p.grad_u = merge ? grad_u.data_ptr() : nullptr;
+  torch::Tensor partial;
+  if (p.slices > 1) {
+    partial = torch::empty({p.slices, shape.B, shape.D, shape.G, 3, shape.H, shape.W},
+                           x.options().dtype(acc_dtype(x)));
+    p.partial_gates = partial.data_ptr();
+  }
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  GSPN2_DISPATCH_KERNEL_TYPES(x.scalar_type(), "gspn2_local_backward", [&] {
+    launch_local_backward<scalar_t>(p, normalize, merge, stream);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -474,13 +557,17 @@ std::tuple<torch::Tensor, torch::Tensor> forward(
     bool normalize, bool merge, bool save_hidden) {
   const PropagateShape shape = check_propagate_inputs(x, gates, lam, u, directions, chunk, merge);
   check_cuda(x, "x");
-  check_line_lengths(shape, directions);
+  if (!is_local(chunk)) check_line_lengths(shape, directions);  // (local scans: any length)
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t B = shape.B, C = shape.C, H = shape.H, W = shape.W;
   torch::Tensor out = merge ? torch::empty({B, C, H, W}, x.options()) : torch::empty_like(lam);
   torch::Tensor hidden =
       merge && save_hidden ? torch::empty_like(lam) : torch::empty({0}, x.options());
   if (out.numel() == 0) return {out, hidden};
+  if (is_local(chunk)) {
+    local_forward(shape, x, gates, lam, u, directions, chunk, normalize, merge, out, hidden);
+    return {out, hidden};
+  }
   const std::vector<int64_t> tr = transposed_entries(H, directions);
   if (tr.empty()) {
     forward_launch(shape, x, gates, lam, u, directions, all_entries(shape.D), chunk, normalize,
@@ -527,8 +614,8 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> backward(
     const std::vector<int64_t>& directions, int64_t chunk, bool normalize, bool merge) {
   const PropagateShape shape = check_propagate_inputs(x, gates, lam, u, directions, chunk, merge);
   check_cuda(x, "x");
-  check_line_lengths(shape, directions);
-  check_backward_inputs(shape, grad_out, x, lam, hidden, merge);
+  if (!is_local(chunk)) check_line_lengths(shape, directions);  // (local scans: any length)
+  check_backward_inputs(shape, grad_out, x, lam, hidden, merge, is_local(chunk));
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t B = shape.B, C = shape.C, H = shape.H, W = shape.W;
   torch::Tensor grad_x = torch::empty_like(x);
@@ -541,6 +628,11 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> backward(
     grad_gates.zero_();
     grad_lam.zero_();
     if (grad_u.defined()) grad_u.zero_();
+    return {grad_x, grad_gates, grad_lam, grad_u};
+  }
+  if (is_local(chunk)) {
+    local_backward(shape, grad_out, x, gates, lam, u, directions, chunk, normalize, merge, grad_x,
+                   grad_gates, grad_lam, grad_u);
     return {grad_x, grad_gates, grad_lam, grad_u};
   }
   const std::vector<int64_t> tr = transposed_entries(H, directions);

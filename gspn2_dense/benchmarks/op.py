@@ -44,6 +44,7 @@ class OpCase(NamedTuple):
     directions: Tuple[int, ...]
     G: Optional[int]  # gate groups; None = C (GSPN-1's per-channel gates)
     dtype: torch.dtype
+    chunk: int = 0  # restart period, 0 = global scans
 
     @property
     def groups(self) -> int:
@@ -61,6 +62,11 @@ GPU_CASES = [
     OpCase('4dir G1 bf16 1024^2', 4, 32, 1024, 1024, DIRS4, 1, torch.bfloat16),
     OpCase('4dir G1 bf16 2048^2', 1, 32, 2048, 2048, DIRS4, 1, torch.bfloat16),
     OpCase('small batch fp32 1dir', 1, 8, 1024, 1024, (0,), None, torch.float32),
+    # GSPN-2-T's four stages at 224 px, B128 (proxy width = dim / 4; stages 1-2 local, chunk 2)
+    OpCase('GSPN2-T stage 1 56^2 k2', 128, 20, 56, 56, DIRS4, 1, torch.bfloat16, 2),
+    OpCase('GSPN2-T stage 2 28^2 k2', 128, 40, 28, 28, DIRS4, 1, torch.bfloat16, 2),
+    OpCase('GSPN2-T stage 3 14^2', 128, 80, 14, 14, DIRS4, 1, torch.bfloat16),
+    OpCase('GSPN2-T stage 4 7^2', 128, 160, 7, 7, DIRS4, 1, torch.bfloat16),
 ]
 
 
@@ -90,8 +96,10 @@ def case_bytes(case: OpCase) -> Tuple[int, int]:
     out_b = xb if merge else lb
     u_b = lb if merge else 0
     fwd = xb + gb + lb + u_b + out_b  # x, gates, lam, (u) -> y or h
-    # grad_out, x, gates, lam, (u), hidden -> grad_x, grad_gates, grad_lam, (grad_u)
-    bwd = out_b + xb + gb + lb + u_b + lb + xb + gb + lb + u_b
+    # grad_out, x, gates, lam, (u), hidden -> grad_x, grad_gates, grad_lam, (grad_u); local
+    # scans (chunk 1 or 2) read no hidden state
+    hidden_b = 0 if 1 <= case.chunk <= 2 and merge else lb
+    bwd = out_b + xb + gb + lb + u_b + hidden_b + xb + gb + lb + u_b
     return fwd, bwd
 
 
@@ -288,11 +296,16 @@ def run_gpu_case(ext, case: OpCase, bandwidth: float, l2_bytes: int, timer: Time
     for s in sets:
         s['u'] = s['u'] if merge else None
 
+    chunk = case.chunk
+    local = 1 <= chunk <= 2  # (their backward recomputes h: nothing saved, as the op does)
+
     def forward(s, save):
-        return ext.forward(s['x'], s['gates'], s['lam'], s['u'], dirs, 0, True, merge, save)
+        return ext.forward(s['x'], s['gates'], s['lam'], s['u'], dirs, chunk, True, merge,
+                           save and not local)
 
     def backward(s, grad, saved):
-        return ext.backward(grad, s['x'], s['gates'], s['lam'], s['u'], saved, dirs, 0, True, merge)
+        return ext.backward(grad, s['x'], s['gates'], s['lam'], s['u'], saved, dirs, chunk, True,
+                            merge)
 
     fwd = _rotating(lambda i: forward(sets[i], False), n_sets)
     saved = []
@@ -302,7 +315,8 @@ def run_gpu_case(ext, case: OpCase, bandwidth: float, l2_bytes: int, timer: Time
         del out
     bwd = _rotating(lambda i: backward(sets[i], *saved[i]), n_sets)
     row = dict(name=case.name, B=case.B, C=case.C, H=case.H, W=case.W, directions=dirs,
-               G=case.groups, dtype=str(case.dtype).removeprefix('torch.'), n_input_sets=n_sets)
+               G=case.groups, dtype=str(case.dtype).removeprefix('torch.'), chunk=chunk,
+               n_input_sets=n_sets)
     for key, fn in (('fwd', fwd), ('bwd', bwd)):
         row[f'{key}_ms'] = timer.median_ms(fn, reps, warmup)
         with line_modes_in_place(ext):
@@ -314,9 +328,27 @@ def run_gpu_case(ext, case: OpCase, bandwidth: float, l2_bytes: int, timer: Time
         return backward(sets[0], torch.ones_like(out), hidden if merge else out)
 
     row['peak_fwd_bwd_gib'] = timer.peak_gib(train_step)
+    row['dwconv_fwd_ms'], row['dwconv_bwd_ms'] = depthwise_conv_ms(case, timer, reps, warmup)
     row['fwd_floor_ms'], row['bwd_floor_ms'] = fwd_bytes / bandwidth * 1e3, bwd_bytes / bandwidth * 1e3
     row['fwd_eff'], row['bwd_eff'] = row['fwd_floor_ms'] / row['fwd_ms'], row['bwd_floor_ms'] / row['bwd_ms']
     return row
+
+
+def depthwise_conv_ms(case: OpCase, timer: Timer, reps: int, warmup: int) -> Tuple[float, float]:
+    """Forward and backward (input and weight gradients) ms of a 3x3 depth-wise
+    ``nn.Conv2d`` over the case's x (B, C, H, W), channels_last: the cost of the cheapest
+    spatial mixing layer on the same tensor, a floor users know."""
+    conv = torch.nn.Conv2d(case.C, case.C, 3, padding=1, groups=case.C).to(
+        'cuda', case.dtype, memory_format=torch.channels_last)
+    x = torch.randn(case.B, case.C, case.H, case.W, device='cuda', dtype=case.dtype).contiguous(
+        memory_format=torch.channels_last).requires_grad_()
+    with torch.no_grad():
+        fwd = timer.median_ms(lambda: conv(x), reps, warmup)
+    out = conv(x)
+    grad = torch.randn_like(out)
+    bwd = timer.median_ms(lambda: torch.autograd.grad(out, (x, conv.weight), grad, retain_graph=True),
+                          reps, warmup)
+    return fwd, bwd
 
 
 def reference_loop_ms(timer: Timer) -> float:
@@ -397,15 +429,19 @@ def gpu_markdown(result: Dict) -> str:
              'bandwidth, eff = floor / time. "fused line modes": the same calls with '
              '`set_plane_mode(0)` and `set_transpose_mode(0)`.'
              + (f" Produced by `{result['command']}`." if result.get('command') else ''), '']
-    header = ['case', 'B', 'C', 'HxW', 'dirs', 'G', 'dtype', 'fwd ms', 'floor', 'eff',
+    header = ['case', 'B', 'C', 'HxW', 'dirs', 'G', 'dtype', 'chunk', 'fwd ms', 'floor', 'eff',
               'fwd ms, fused line modes', 'bwd ms', 'floor', 'eff', 'bwd ms, fused line modes',
-              'peak fwd+bwd GiB']
+              'peak fwd+bwd GiB', 'dw-conv 3x3 fwd / bwd ms']
     lines.append(report.table(header, (
         [r['name'], r['B'], r['C'], f"{r['H']}x{r['W']}", len(r['directions']), r['G'], r['dtype'],
+         r.get('chunk', 0) or '-',
          f"{r['fwd_ms']:.3f}", f"{r['fwd_floor_ms']:.3f}", _pct(r['fwd_eff']),
          f"{r['fwd_line_modes_ms']:.3f}", f"{r['bwd_ms']:.3f}", f"{r['bwd_floor_ms']:.3f}",
-         _pct(r['bwd_eff']), f"{r['bwd_line_modes_ms']:.3f}", f"{r['peak_fwd_bwd_gib']:.2f}"]
+         _pct(r['bwd_eff']), f"{r['bwd_line_modes_ms']:.3f}", f"{r['peak_fwd_bwd_gib']:.2f}",
+         f"{r['dwconv_fwd_ms']:.3f} / {r['dwconv_bwd_ms']:.3f}" if 'dwconv_fwd_ms' in r else '-']
         for r in result['cases'])))
+    lines += ['', 'Local scans (chunk 1 or 2) run the local kernels (csrc/cuda/propagate_local.h) '
+                  'whatever the policies, so their "fused line modes" columns repeat them.']
     if result.get('reference_loop_ms'):
         lines += ['', 'PyTorch reference loop, paper shape (fp32, 1 direction, B=16, C=8, 1024^2), '
                       f"forward: {result['reference_loop_ms']:.1f} ms."]

@@ -47,6 +47,16 @@ def _contiguous_empty(t: Tensor, shape=None) -> Tensor:
     return t.new_empty(t.shape if shape is None else shape)
 
 
+# Scans that restart every 1 or 2 steps (the backbones' local stages) never save their
+# hidden state: it is one step from the inputs, and the backward recomputes it (inside the
+# CUDA kernel; on CPU by a forward without merge), so training keeps no (B, 4, C, H, W) buffer.
+LOCAL_MAX_CHUNK = 2
+
+
+def _recomputes_hidden(chunk: int) -> bool:
+    return 1 <= chunk <= LOCAL_MAX_CHUNK
+
+
 def _hidden_shape(x: Tensor, num_directions: int) -> Tuple[int, ...]:
     B, C, H, W = x.shape
     return (B, num_directions, C, H, W)
@@ -109,10 +119,14 @@ def _backward(ctx, grad_out, grad_hidden):
         return (None,) * 9
     x, gates, lam, u, hidden = ctx.saved_tensors
     if tuple(hidden.shape) != _hidden_shape(x, len(ctx.directions)):
-        raise RuntimeError(
-            'gspn2::propagate_forward ran with save_hidden=False, so its output cannot be '
-            'differentiated; call it with save_hidden=True (gspn_propagate does so whenever '
-            'an input requires grad)')
+        if not _recomputes_hidden(ctx.chunk):
+            raise RuntimeError(
+                'gspn2::propagate_forward ran with save_hidden=False, so its output cannot be '
+                'differentiated; call it with save_hidden=True (gspn_propagate does so whenever '
+                'an input requires grad; scans with chunk 1 or 2 need no saved state)')
+        if x.device.type != 'cuda':  # (the CUDA kernels recompute it themselves)
+            hidden, _ = propagate_forward(x, gates, lam, None, ctx.directions, ctx.chunk,
+                                          ctx.normalize, False, False)
     grad_x, grad_gates, grad_lam, grad_u = propagate_backward(
         grad_out.contiguous(), x, gates, lam, u, hidden, ctx.directions, ctx.chunk,
         ctx.normalize, ctx.merge)
@@ -171,9 +185,10 @@ def gspn_propagate(x: Tensor, gates: Tensor, lam: Tensor, u: Optional[Tensor],
     """
     check_propagate_inputs(x, gates, lam, u, chunk, merge, normalize)
     u = u if merge else None
-    save_hidden = merge and torch.is_grad_enabled() and any(
+    core_chunk = check_chunk(chunk)
+    save_hidden = merge and not _recomputes_hidden(core_chunk) and torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, gates, lam, u))
     out, _ = propagate_forward(x.contiguous(), gates.contiguous(), lam.contiguous(),
                                _contiguous(u), list(range(len(DIRECTIONS))),
-                               check_chunk(chunk), normalize, merge, save_hidden)
+                               core_chunk, normalize, merge, save_hidden)
     return out

@@ -79,7 +79,8 @@ def test_cases_are_selected_by_name_and_carry_no_targets():
     assert [c.name for c in op.select_cases(['1024^2', 'small'])] == [
         '4dir G1 bf16 1024^2', 'small batch fp32 1dir']
     assert op.select_cases([]) == op.GPU_CASES
-    assert all(len(c) == 8 for c in op.GPU_CASES)
+    assert all(len(c) == 9 for c in op.GPU_CASES)  # no target field
+    assert [c.chunk for c in op.select_cases(['GSPN2-T'])] == [2, 2, 0, 0]
     s = op.make_inputs(op.GPU_CASES[0]._replace(B=1, H=4, W=5), 'cpu', seed=0)
     assert s['gates'].shape == (1, 1, 8, 3, 4, 5) and s['lam'].shape == (1, 1, 8, 4, 5)
     assert 0 <= s['lam'].min() and s['lam'].max() < 1
@@ -138,7 +139,8 @@ def _gpu_record():
                           n_input_sets=1, fwd_ms=2.0 + i, fwd_line_modes_ms=2.5, bwd_ms=4.0,
                           bwd_line_modes_ms=4.5, peak_fwd_bwd_gib=1.5, fwd_floor_ms=fwd_floor,
                           bwd_floor_ms=bwd_floor, fwd_eff=fwd_floor / (2.0 + i),
-                          bwd_eff=bwd_floor / 4.0))
+                          bwd_eff=bwd_floor / 4.0, chunk=0,
+                          **(dict(dwconv_fwd_ms=0.1, dwconv_bwd_ms=0.3) if i else {})))
     sdpa = [dict(side=64, tokens=4096, op_floor_ms=0.01, op_fwd_ms=0.05, sdpa_ms=0.1),
             dict(side=2048, tokens=2048 ** 2, op_floor_ms=1.0, op_fwd_ms=5.0, sdpa_ms=None)]
     return dict(run_stamp('cpu', 'abc1234'), device='Some GPU', command='python tools/benchmark_op.py',
@@ -156,8 +158,9 @@ def test_gpu_report_and_plots(tmp_path):
     assert 'Medians of 20 runs after 3 warm-ups' in lines[2]
     assert lines[2].endswith('Produced by `python tools/benchmark_op.py`.')
     header = lines[4]
-    assert 'target' not in header and header.count('|') == 17
-    assert lines[6].startswith('| paper fp32 1dir | 16 | 8 | 1024x1024 | 1 | 8 | float32 | 2.000 |')
+    assert 'target' not in header and header.count('|') == 19
+    assert lines[6].startswith('| paper fp32 1dir | 16 | 8 | 1024x1024 | 1 | 8 | float32 | - | 2.000 |')
+    assert lines[6].endswith('| - |') and lines[7].endswith('| 0.100 / 0.300 |')
     assert 'forward: 135.0 ms.' in text
     assert '| 64 | 4096 | 0.050 | 0.100 | 2.0x |' in text and '| 2048 | 4194304 | 5.000 | - | - |' in text
     paths = op.plot(record, tmp_path / 'op')

@@ -336,6 +336,43 @@ def _check_against_reference(ext, case, normalize, merge, dtype):
         assert torch.equal(g, g2), f'backward of {name} is not deterministic'
 
 
+# Local scans (chunk 1 or 2; propagate_local.h): one thread per position and channel slice,
+# every direction; the backward recomputes h, so it is also checked without a saved hidden.
+LOCAL_CASES = [
+    # B, C, G, H, W, directions, chunk
+    (2, 4, 1, 9, 13, (0, 1, 2, 3), 2),
+    (1, 6, 2, 17, 5, (1, 3), 2),
+    (1, 3, 3, 1, 7, (0, 2), 2),       # one row: vertical scans are all chunk starts
+    (1, 2, 1, 6, 1, (2, 1), 2),       # one column
+    (2, 5, 5, 8, 8, (3, 2, 1, 0), 1),  # chunk 1: h = lam x
+    (1, 24, 1, 31, 33, (0, 1, 2, 3), 2),  # odd sizes, one group of 24 split in slices
+    (1, 8, 4, 2, 2, (0, 3), 2),
+    (3, 20, 1, 56, 56, (0, 1, 2, 3), 2),  # a backbone stage (GSPN-2-T stage 1 at B3)
+    (1, 2, 1, 4097, 3, (2, 3), 2),    # lines beyond the other modes' 2048
+]
+
+
+@pytest.mark.parametrize('case', LOCAL_CASES, ids=lambda c: f'{c[0]}x{c[1]}g{c[2]}_{c[3]}x{c[4]}_d{"".join(map(str, c[5]))}_k{c[6]}')
+@pytest.mark.parametrize('normalize,merge', [(True, True), (True, False), (False, True)])
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+def test_local_matches_reference(ext, case, normalize, merge, dtype):
+    _check_against_reference(ext, case, normalize, merge, dtype)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_local_backward_needs_no_hidden(ext, dtype):
+    x, gates, lam, u = (t.to(dtype) for t in _inputs(2, 12, 1, 20, 18, 4, True, 'cuda', seed=3))
+    out, hidden = ext.forward(x, gates, lam, u, [0, 1, 2, 3], 2, True, True, False)
+    assert hidden.numel() == 0
+    out2, saved = ext.forward(x, gates, lam, u, [0, 1, 2, 3], 2, True, True, True)
+    assert torch.equal(out, out2)
+    grad = torch.randn_like(out)
+    with_saved = ext.backward(grad, x, gates, lam, u, saved, [0, 1, 2, 3], 2, True, True)
+    without = ext.backward(grad, x, gates, lam, u, hidden, [0, 1, 2, 3], 2, True, True)
+    for a, b in zip(with_saved, without):
+        assert torch.equal(a, b)
+
+
 PAIRED_SHAPES = [
     # B, C, G, H, W: CTA mode (vector and scalar rows), long mode, more CTAs than SMs (pairs
     # that do not run side by side), fewer rows than a merge period

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# One short device call for the model's eager training step, from the repo root:
-#   the op built for sm_90, the CUDA op-layout tests, the norm A/B (tools/device/norm_ab.py:
-#   autocast-dtype norms against float32 ones, GSPN-2-T eager, with Swin-T for scale) and the
-#   kernel profile of a GSPN-2-T training step (tools/profile_op.py --backbone). No OpenMMLab
-#   stack is needed. Outputs under $OUT; pass COMMIT (the device's copy has no usable git).
+# One short device call for the op and the model's eager training step, from the repo root:
+#   the op built for sm_90; the CUDA tests of the op (the local kernels' grid, the public op's
+#   CUDA cases and the layout tests); tools/benchmark_op.py on GSPN-2-T's four stage shapes and
+#   the 4-direction cases; eager GSPN-2-T and Swin-T throughput (tools/benchmark_backbone.py);
+#   the kernel profile of a GSPN-2-T training step (tools/profile_op.py --backbone). No
+#   OpenMMLab stack is needed. Outputs under $OUT; pass COMMIT (the device's copy has no git).
 set -uo pipefail
 OUT=${OUT:-./device_out}; mkdir -p "$OUT"
 COMMIT=${COMMIT:-unknown}
@@ -13,12 +14,21 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 log build
 MAX_JOBS=16 python3 -c "from gspn2_dense.ops._build import load_extension; load_extension('cuda')" > "$OUT/build.log" 2>&1 \
   || { tail -30 "$OUT/build.log"; exit 1; }
-log layout tests
-timeout ${T_TESTS:-60} python3 -m pytest -q -p no:cacheprovider tests/ops/test_propagate_layouts.py -k cuda 2>&1 | tail -1
-log norm A/B
-timeout ${T_AB:-90} python3 tools/device/norm_ab.py --commit "$COMMIT" --iters ${ITERS:-10} --out "$OUT/norm_ab" 2>&1 \
-  | grep -E '^\{|Error' | cut -c1-300
+log op tests
+timeout ${T_TESTS:-150} python3 -m pytest -q -x -p no:cacheprovider tests/ops/test_cuda_propagate.py \
+  -k "${TEST_K:-local or chunk}" > "$OUT/tests.log" 2>&1; tail -3 "$OUT/tests.log"
+timeout 90 python3 -m pytest -q -p no:cacheprovider tests/ops/test_propagate.py tests/ops/test_propagate_layouts.py \
+  -k cuda >> "$OUT/tests.log" 2>&1; tail -1 "$OUT/tests.log"
+log op benchmark
+timeout ${T_OP:-120} python3 tools/benchmark_op.py --commit "$COMMIT" --cases "${CASES:-GSPN2-T,56^2,28^2}" \
+  --no-reference --sdpa-sizes '' --out "$OUT/op_stages" > "$OUT/op.log" 2>&1
+grep '^{' "$OUT/op.log" | cut -c1-420
+log backbone throughput
+timeout ${T_AB:-120} python3 tools/benchmark_backbone.py --commit "$COMMIT" \
+  --models "${MODELS:-gspn2_tiny,swin_tiny_patch4_window7_224}" --compiled-models '' --latency-models '' \
+  --dense-models '' --iters ${ITERS:-10} --out "$OUT/throughput" > "$OUT/throughput.log" 2>&1
+grep -E '^\{|Error' "$OUT/throughput.log" | cut -c1-300
 log profile
 timeout ${T_PROFILE:-60} python3 tools/profile_op.py --backbone gspn2_tiny --batch 128 --reps 3 \
-  --commit "$COMMIT" --out "$OUT/profile_gspn2_tiny" > "$OUT/profile.log" 2>&1; tail -3 "$OUT/profile.log"
+  --commit "$COMMIT" --out "$OUT/profile_gspn2_tiny" > "$OUT/profile.log" 2>&1; sed -n '/by category/,/^$/p' "$OUT/profile_gspn2_tiny.md" | head -16
 log done

@@ -1,0 +1,398 @@
+// Kernels of the local propagation (chunk <= 2; propagate_local.h says how work is split).
+//
+// Notation as in propagate_kernels.cuh: direction d scans n_steps steps s of lines of n_line
+// positions p; tap k = 0, 1, 2 of a position reaches the previous step's position p + k - 1.
+// With chunk 2 a position is a chunk start (s even: h = z = lam * x) or linked (s odd:
+// h = z + sum_k w_k z[prev_k]), and a chunk start with a next step feeds the three positions
+// of that step whose taps reach it.
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "propagate_local.h"
+
+namespace gspn2 {
+namespace cuda {
+namespace {
+
+template <typename T>
+using LocalAcc = std::conditional_t<std::is_same<T, double>::value, double, float>;
+
+template <typename A, typename T>
+__device__ __forceinline__ A ld(const T* p, int64_t i) {
+  return static_cast<A>(p[i]);
+}
+
+template <typename T, typename A>
+__device__ __forceinline__ void st(T* p, int64_t i, A v) {
+  p[i] = static_cast<T>(v);
+}
+
+template <typename A>
+__device__ __forceinline__ A sigmoid(A a) {
+  return A(1) / (A(1) + exp(-a));
+}
+
+// One direction seen from one position: where the position sits in its scan and the plane
+// offsets (elements) of a step back and of one position along the line.
+struct LocalDir {
+  int p, n_line;       // position along the line, line length
+  bool linked;         // takes one step from the previous line (chunk 2, s odd)
+  bool feeds;          // a chunk start whose next step is in the same chunk
+  int64_t back, along;  // offset of the previous step's same position; of position p + 1
+};
+
+__device__ __forceinline__ LocalDir local_dir(int dir, int r, int c, int H, int W, int chunk) {
+  LocalDir g;
+  int s, n_steps;
+  if (dir == 0 || dir == 1) {  // top-down, bottom-up: steps are rows, lines are rows
+    s = dir == 0 ? r : H - 1 - r;
+    n_steps = H;
+    g.p = c;
+    g.n_line = W;
+    g.back = dir == 0 ? -static_cast<int64_t>(W) : W;
+    g.along = 1;
+  } else {  // left-right, right-left: steps are columns, lines are columns
+    s = dir == 2 ? c : W - 1 - c;
+    n_steps = W;
+    g.p = r;
+    g.n_line = H;
+    g.back = dir == 2 ? -1 : 1;
+    g.along = W;
+  }
+  g.linked = chunk == 2 && (s & 1);
+  g.feeds = chunk == 2 && !(s & 1) && s + 1 < n_steps;
+  return g;
+}
+
+__device__ __forceinline__ bool tap_valid(int p, int k, int n_line) {
+  const int q = p + k - 1;
+  return q >= 0 && q < n_line;
+}
+
+// Tap weights of the position at plane offset `pos` whose line position is p: normalised
+// sigmoids of the logits (or the weights as given), 0 where the tap leaves the line. Also
+// returns the sigmoids and 1 / their sum for the normalisation's Jacobian.
+template <bool NORMALIZE, typename T, typename A>
+__device__ __forceinline__ void tap_weights(const T* gates3, int64_t HW, int64_t pos, int p,
+                                            int n_line, A w[3], A sig[3], A& inv_sum) {
+  A sum = 0;
+#pragma unroll
+  for (int k = 0; k < 3; ++k) {
+    const bool ok = tap_valid(p, k, n_line);
+    const A a = ok ? ld<A>(gates3, k * HW + pos) : A(0);
+    sig[k] = ok ? (NORMALIZE ? sigmoid(a) : a) : A(0);
+    sum += sig[k];
+  }
+  inv_sum = NORMALIZE ? A(1) / sum : A(1);
+#pragma unroll
+  for (int k = 0; k < 3; ++k) w[k] = sig[k] * inv_sum;
+}
+
+struct Slice {
+  int64_t b, pos;
+  int r, c, g, c0, c1;  // batch item, plane offset, row, column, group, channels [c0, c1)
+};
+
+__device__ __forceinline__ bool local_slice(const LocalParams& p, Slice& t) {
+  const int64_t HW = static_cast<int64_t>(p.H) * p.W;
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= p.B * HW) return false;
+  t.b = idx / HW;
+  t.pos = idx - t.b * HW;
+  t.r = static_cast<int>(t.pos / p.W);
+  t.c = static_cast<int>(t.pos - static_cast<int64_t>(t.r) * p.W);
+  t.g = blockIdx.y / p.slices;
+  const int cg = p.C / p.G, per = cg / p.slices, slice = blockIdx.y % p.slices;
+  t.c0 = t.g * cg + slice * per;
+  t.c1 = t.c0 + per;
+  return true;
+}
+
+template <typename T, bool NORMALIZE, bool MERGE>
+__global__ void __launch_bounds__(kLocalThreads) local_forward_kernel(const LocalParams p) {
+  using A = LocalAcc<T>;
+  Slice t;
+  if (!local_slice(p, t)) return;
+  const int64_t HW = static_cast<int64_t>(p.H) * p.W;
+  const int D = p.D, C = p.C;
+  const T* x = static_cast<const T*>(p.x) + t.b * C * HW;
+  const T* lam = static_cast<const T*>(p.lam);
+  const T* u = static_cast<const T*>(p.u);
+  T* out = static_cast<T*>(p.out);
+  T* hidden = static_cast<T*>(p.hidden);
+
+  LocalDir dir[4];
+  A w[4][3];
+#pragma unroll
+  for (int d = 0; d < 4; ++d) {
+    if (d >= D) break;
+    dir[d] = local_dir(p.dirs[d], t.r, t.c, p.H, p.W, p.chunk);
+    if (dir[d].linked) {
+      A sig[3], inv_sum;
+      const T* g3 = static_cast<const T*>(p.gates) + ((t.b * D + d) * p.G + t.g) * 3 * HW;
+      tap_weights<NORMALIZE>(g3, HW, t.pos, dir[d].p, dir[d].n_line, w[d], sig, inv_sum);
+    }
+  }
+  for (int ch = t.c0; ch < t.c1; ++ch) {
+    const T* xc = x + ch * HW;
+    const A xv = ld<A>(xc, t.pos);
+    A y = 0;
+#pragma unroll
+    for (int d = 0; d < 4; ++d) {
+      if (d >= D) break;
+      const int64_t plane = ((t.b * D + d) * C + ch) * HW;
+      A h = ld<A>(lam, plane + t.pos) * xv;
+      if (dir[d].linked) {
+#pragma unroll
+        for (int k = 0; k < 3; ++k) {
+          if (!tap_valid(dir[d].p, k, dir[d].n_line)) continue;
+          const int64_t q = t.pos + dir[d].back + (k - 1) * dir[d].along;
+          h += w[d][k] * ld<A>(lam, plane + q) * ld<A>(xc, q);
+        }
+      }
+      if (hidden != nullptr) st(hidden, plane + t.pos, h);
+      if (MERGE) {
+        y += ld<A>(u, plane + t.pos) * h;
+      } else {
+        st(out, plane + t.pos, h);
+      }
+    }
+    if (MERGE) st(out, (t.b * C + ch) * HW + t.pos, y);
+  }
+}
+
+// dh of direction entry d, channel ch, at plane offset q: grad_out * u (merge) or grad_out.
+template <bool MERGE, typename A, typename T>
+__device__ __forceinline__ A local_dh(const T* grad_out, const T* u, int64_t merged_plane,
+                                      int64_t plane, int64_t q) {
+  return MERGE ? ld<A>(grad_out, merged_plane + q) * ld<A>(u, plane + q)
+               : ld<A>(grad_out, plane + q);
+}
+
+// Gate-logit gradients from g_k = sum over channels of dh * z[prev_k]: the normalisation's
+// Jacobian sig_k (1 - sig_k) / S (g_k - sum_m w_m g_m), or g_k for weights given as such.
+template <bool NORMALIZE, typename A>
+__device__ __forceinline__ void gate_logit_grads(const A gsum[3], const A w[3], const A sig[3],
+                                                 A inv_sum, int p, int n_line, A out[3]) {
+  A dot = 0;
+#pragma unroll
+  for (int k = 0; k < 3; ++k) dot += w[k] * gsum[k];
+#pragma unroll
+  for (int k = 0; k < 3; ++k) {
+    const bool ok = tap_valid(p, k, n_line);
+    out[k] = !ok ? A(0) : NORMALIZE ? sig[k] * (A(1) - sig[k]) * inv_sum * (gsum[k] - dot) : gsum[k];
+  }
+}
+
+// Channels a backward thread carries through all directions at once (their dL/dx sums).
+constexpr int kLocalChannelBlock = 4;
+
+template <typename T, bool NORMALIZE, bool MERGE>
+__global__ void __launch_bounds__(kLocalThreads) local_backward_kernel(const LocalParams p) {
+  using A = LocalAcc<T>;
+  Slice t;
+  if (!local_slice(p, t)) return;
+  const int64_t HW = static_cast<int64_t>(p.H) * p.W;
+  const int D = p.D, C = p.C;
+  const T* x = static_cast<const T*>(p.x) + t.b * C * HW;
+  const T* lam = static_cast<const T*>(p.lam);
+  const T* u = static_cast<const T*>(p.u);
+  const T* grad_out = static_cast<const T*>(p.grad_out);
+  T* grad_x = static_cast<T*>(p.grad_x);
+  T* grad_lam = static_cast<T*>(p.grad_lam);
+  T* grad_u = static_cast<T*>(p.grad_u);
+  auto gates_of = [&](int d) {
+    return static_cast<const T*>(p.gates) + ((t.b * D + d) * p.G + t.g) * 3 * HW;
+  };
+
+  A gsum[4][3];  // per direction: sum over the slice's channels of dh * z[prev_k] (linked)
+#pragma unroll
+  for (int d = 0; d < 4; ++d) {
+#pragma unroll
+    for (int k = 0; k < 3; ++k) gsum[d][k] = 0;
+  }
+  // Channel blocks, outside the directions: the direction's weights are recomputed per block
+  // (cached gate loads) so that only the block's dL/dx sums live across directions.
+  for (int cb = t.c0; cb < t.c1; cb += kLocalChannelBlock) {
+    A gx[kLocalChannelBlock];
+#pragma unroll
+    for (int j = 0; j < kLocalChannelBlock; ++j) gx[j] = 0;
+#pragma unroll
+    for (int d = 0; d < 4; ++d) {
+      if (d >= D) break;
+      const LocalDir dir = local_dir(p.dirs[d], t.r, t.c, p.H, p.W, p.chunk);
+      const T* g3 = gates_of(d);
+      A w[3] = {0, 0, 0}, w_next[3] = {0, 0, 0};  // w_next[k]: tap k of the next step's p + 1 - k
+      if (dir.linked) {
+        A sig[3], inv_sum;
+        tap_weights<NORMALIZE>(g3, HW, t.pos, dir.p, dir.n_line, w, sig, inv_sum);
+      }
+      if (dir.feeds) {
+#pragma unroll
+        for (int k = 0; k < 3; ++k) {
+          const int pn = dir.p + 1 - k;
+          if (pn < 0 || pn >= dir.n_line) continue;
+          A wn[3], sn[3], in;
+          tap_weights<NORMALIZE>(g3, HW, t.pos - dir.back + (1 - k) * dir.along, pn, dir.n_line,
+                                 wn, sn, in);
+          w_next[k] = wn[k];
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < kLocalChannelBlock; ++j) {
+        const int ch = cb + j;
+        if (ch >= t.c1) break;
+        const T* xc = x + ch * HW;
+        const int64_t merged_plane = (t.b * C + ch) * HW;
+        const int64_t plane = ((t.b * D + d) * C + ch) * HW;
+        const A xv = ld<A>(xc, t.pos);
+        const A gy = MERGE ? ld<A>(grad_out, merged_plane + t.pos) : A(0);
+        const A lv = ld<A>(lam, plane + t.pos);
+        const A dh = MERGE ? gy * ld<A>(u, plane + t.pos) : ld<A>(grad_out, plane + t.pos);
+        A h = lv * xv;
+        if (dir.linked) {
+#pragma unroll
+          for (int k = 0; k < 3; ++k) {
+            if (!tap_valid(dir.p, k, dir.n_line)) continue;
+            const int64_t q = t.pos + dir.back + (k - 1) * dir.along;
+            const A zq = ld<A>(lam, plane + q) * ld<A>(xc, q);
+            h += w[k] * zq;
+            gsum[d][k] += dh * zq;
+          }
+        }
+        if (MERGE) st(grad_u, plane + t.pos, gy * h);
+        A gz = dh;
+        if (dir.feeds) {
+#pragma unroll
+          for (int k = 0; k < 3; ++k) {
+            const int pn = dir.p + 1 - k;
+            if (pn < 0 || pn >= dir.n_line) continue;
+            const int64_t n = t.pos - dir.back + (1 - k) * dir.along;
+            gz += w_next[k] * local_dh<MERGE, A>(grad_out, u, merged_plane, plane, n);
+          }
+        }
+        st(grad_lam, plane + t.pos, xv * gz);
+        gx[j] += lv * gz;
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kLocalChannelBlock; ++j) {
+      if (cb + j >= t.c1) break;
+      st(grad_x, (t.b * C + cb + j) * HW + t.pos, gx[j]);
+    }
+  }
+  // Gate-logit gradients: directly with one slice per group, else this slice's sums.
+  const int slice = blockIdx.y % p.slices;
+#pragma unroll
+  for (int d = 0; d < 4; ++d) {
+    if (d >= D) break;
+    const LocalDir dir = local_dir(p.dirs[d], t.r, t.c, p.H, p.W, p.chunk);
+    const int64_t gbase = ((t.b * D + d) * p.G + t.g) * 3 * HW + t.pos;
+    if (p.slices == 1) {
+      A gl[3] = {0, 0, 0};
+      if (dir.linked) {
+        A w[3], sig[3], inv_sum;
+        tap_weights<NORMALIZE>(gates_of(d), HW, t.pos, dir.p, dir.n_line, w, sig, inv_sum);
+        gate_logit_grads<NORMALIZE>(gsum[d], w, sig, inv_sum, dir.p, dir.n_line, gl);
+      }
+#pragma unroll
+      for (int k = 0; k < 3; ++k) st(static_cast<T*>(p.grad_gates), gbase + k * HW, gl[k]);
+    } else if (dir.linked) {
+      A* partial = static_cast<A*>(p.partial_gates) +
+                   static_cast<int64_t>(slice) * p.B * D * p.G * 3 * HW;
+#pragma unroll
+      for (int k = 0; k < 3; ++k) partial[gbase + k * HW] = gsum[d][k];
+    }
+  }
+}
+
+// Slices > 1: the gate-logit gradients from the slices' sums, added in slice order.
+template <typename T, bool NORMALIZE>
+__global__ void __launch_bounds__(kLocalThreads) local_gate_grad_kernel(const LocalParams p) {
+  using A = LocalAcc<T>;
+  const int64_t HW = static_cast<int64_t>(p.H) * p.W;
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= p.B * HW) return;
+  const int64_t b = idx / HW, pos = idx - b * HW;
+  const int r = static_cast<int>(pos / p.W), c = static_cast<int>(pos - int64_t(r) * p.W);
+  const int D = p.D, g = blockIdx.y;
+  const int64_t slice_stride = static_cast<int64_t>(p.B) * D * p.G * 3 * HW;
+  for (int d = 0; d < D; ++d) {
+    const LocalDir dir = local_dir(p.dirs[d], r, c, p.H, p.W, p.chunk);
+    const int64_t gbase = ((b * D + d) * p.G + g) * 3 * HW + pos;
+    A gl[3] = {0, 0, 0};
+    if (dir.linked) {
+      A w[3], sig[3], inv_sum;
+      tap_weights<NORMALIZE>(static_cast<const T*>(p.gates) + gbase - pos, HW, pos, dir.p,
+                             dir.n_line, w, sig, inv_sum);
+      A gsum[3] = {0, 0, 0};
+      const A* partial = static_cast<const A*>(p.partial_gates);
+      for (int s = 0; s < p.slices; ++s) {
+#pragma unroll
+        for (int k = 0; k < 3; ++k) gsum[k] += partial[s * slice_stride + gbase + k * HW];
+      }
+      gate_logit_grads<NORMALIZE>(gsum, w, sig, inv_sum, dir.p, dir.n_line, gl);
+    }
+#pragma unroll
+    for (int k = 0; k < 3; ++k) st(static_cast<T*>(p.grad_gates), gbase + k * HW, gl[k]);
+  }
+}
+
+dim3 local_grid(const LocalParams& p, int per_position) {
+  const int64_t positions = static_cast<int64_t>(p.B) * p.H * p.W;
+  return dim3(static_cast<unsigned>((positions + kLocalThreads - 1) / kLocalThreads),
+              static_cast<unsigned>(per_position));
+}
+
+}  // namespace
+
+template <typename T>
+void launch_local_forward(const LocalParams& p, bool normalize, bool merge, cudaStream_t stream) {
+  const dim3 grid = local_grid(p, p.G * p.slices);
+  if (normalize && merge) {
+    local_forward_kernel<T, true, true><<<grid, kLocalThreads, 0, stream>>>(p);
+  } else if (normalize) {
+    local_forward_kernel<T, true, false><<<grid, kLocalThreads, 0, stream>>>(p);
+  } else if (merge) {
+    local_forward_kernel<T, false, true><<<grid, kLocalThreads, 0, stream>>>(p);
+  } else {
+    local_forward_kernel<T, false, false><<<grid, kLocalThreads, 0, stream>>>(p);
+  }
+}
+
+template <typename T>
+void launch_local_backward(const LocalParams& p, bool normalize, bool merge, cudaStream_t stream) {
+  const dim3 grid = local_grid(p, p.G * p.slices);
+  if (normalize && merge) {
+    local_backward_kernel<T, true, true><<<grid, kLocalThreads, 0, stream>>>(p);
+  } else if (normalize) {
+    local_backward_kernel<T, true, false><<<grid, kLocalThreads, 0, stream>>>(p);
+  } else if (merge) {
+    local_backward_kernel<T, false, true><<<grid, kLocalThreads, 0, stream>>>(p);
+  } else {
+    local_backward_kernel<T, false, false><<<grid, kLocalThreads, 0, stream>>>(p);
+  }
+  if (p.slices > 1) {
+    const dim3 groups = local_grid(p, p.G);
+    if (normalize) {
+      local_gate_grad_kernel<T, true><<<groups, kLocalThreads, 0, stream>>>(p);
+    } else {
+      local_gate_grad_kernel<T, false><<<groups, kLocalThreads, 0, stream>>>(p);
+    }
+  }
+}
+
+template void launch_local_forward<double>(const LocalParams&, bool, bool, cudaStream_t);
+template void launch_local_forward<float>(const LocalParams&, bool, bool, cudaStream_t);
+template void launch_local_forward<c10::Half>(const LocalParams&, bool, bool, cudaStream_t);
+template void launch_local_forward<c10::BFloat16>(const LocalParams&, bool, bool, cudaStream_t);
+template void launch_local_backward<double>(const LocalParams&, bool, bool, cudaStream_t);
+template void launch_local_backward<float>(const LocalParams&, bool, bool, cudaStream_t);
+template void launch_local_backward<c10::Half>(const LocalParams&, bool, bool, cudaStream_t);
+template void launch_local_backward<c10::BFloat16>(const LocalParams&, bool, bool, cudaStream_t);
+
+}  // namespace cuda
+}  // namespace gspn2
