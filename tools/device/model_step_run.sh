@@ -2,7 +2,8 @@
 # One short device call for the op and the model's eager training step, from the repo root:
 #   the op built for sm_90; the CUDA tests of the op (the local kernels' grid, the public op's
 #   CUDA cases and the layout tests); tools/benchmark_op.py on GSPN-2-T's four stage shapes and
-#   the 4-direction cases; eager GSPN-2-T and Swin-T throughput (tools/benchmark_backbone.py);
+#   the 4-direction cases; GSPN-2-T and Swin-T throughput, eager (and compiled: COMPILED=<models>)
+#   (tools/benchmark_backbone.py);
 #   the kernel profile of a GSPN-2-T training step (tools/profile_op.py --backbone). No
 #   OpenMMLab stack is needed. Outputs under $OUT; pass COMMIT (the device's copy has no git).
 set -uo pipefail
@@ -25,7 +26,7 @@ timeout ${T_OP:-120} python3 tools/benchmark_op.py --commit "$COMMIT" --cases "$
 grep '^{' "$OUT/op.log" | cut -c1-420
 log backbone throughput
 timeout ${T_AB:-120} python3 tools/benchmark_backbone.py --commit "$COMMIT" \
-  --models "${MODELS:-gspn2_tiny,swin_tiny_patch4_window7_224}" --compiled-models '' --latency-models '' \
+  --models "${MODELS:-gspn2_tiny,swin_tiny_patch4_window7_224}" --compiled-models "${COMPILED:-}" --latency-models '' \
   --dense-models '' --iters ${ITERS:-10} --out "$OUT/throughput" > "$OUT/throughput.log" 2>&1
 grep -E '^\{|Error' "$OUT/throughput.log" | cut -c1-300
 log profile
