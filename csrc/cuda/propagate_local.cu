@@ -7,7 +7,6 @@
 // of that step whose taps reach it.
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
-#include <cuda_fp16.h>
 
 #include <cstdint>
 #include <type_traits>
@@ -21,26 +20,9 @@ namespace {
 template <typename T>
 using LocalAcc = std::conditional_t<std::is_same<T, double>::value, double, float>;
 
-// Loads through the read-only path (ld.global.nc): the inputs are never written by the
-// kernels, and such loads need not wait for the thread's earlier stores (plain loads did: a
-// direction's loads waited for the previous direction's stores, one memory latency each).
-template <typename A>
-__device__ __forceinline__ A ld(const double* p, int64_t i) {
-  return static_cast<A>(__ldg(p + i));
-}
-template <typename A>
-__device__ __forceinline__ A ld(const float* p, int64_t i) {
-  return static_cast<A>(__ldg(p + i));
-}
-template <typename A>
-__device__ __forceinline__ A ld(const c10::BFloat16* p, int64_t i) {
-  const unsigned short bits = __ldg(reinterpret_cast<const unsigned short*>(p) + i);
-  return static_cast<A>(__uint_as_float(static_cast<unsigned int>(bits) << 16));
-}
-template <typename A>
-__device__ __forceinline__ A ld(const c10::Half* p, int64_t i) {
-  const unsigned short bits = __ldg(reinterpret_cast<const unsigned short*>(p) + i);
-  return static_cast<A>(__half2float(__ushort_as_half(bits)));
+template <typename A, typename T>
+__device__ __forceinline__ A ld(const T* p, int64_t i) {
+  return static_cast<A>(p[i]);
 }
 
 template <typename T, typename A>

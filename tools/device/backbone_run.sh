@@ -4,12 +4,15 @@
 #   background, CPU ops only), the op built for sm_90, the CUDA op-layout and compile tests,
 #   then tools/benchmark_backbone.py in three parts (throughput, latency, dense), each written
 #   to its own file under $OUT so that a part cut short by the call's limit loses only itself.
+#   PARTS picks the parts (default: all of tests throughput latency dense compile).
 set -uo pipefail
 OUT=${OUT:-./device_out}; mkdir -p "$OUT"
 WHEELS=${WHEELS:-.devwheels}; COMMIT=${COMMIT:-unknown}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0 GSPN2_EXT_DIR=/tmp/gspn2_ext
 export NCCL_NVLS_ENABLE=0
+PARTS=${PARTS:-tests throughput latency dense compile}
 log() { echo "== $(date +%T) $*"; }
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 
 if [ -d "$WHEELS" ]; then
@@ -23,23 +26,23 @@ fi
 log build
 MAX_JOBS=16 python3 -c "from gspn2_dense.ops._build import load_extension; load_extension('cuda')" > "$OUT/build.log" 2>&1 \
   || { tail -30 "$OUT/build.log"; exit 1; }
-log tests
-python3 -m pytest -q -p no:cacheprovider tests/ops/test_propagate_layouts.py -k cuda 2>&1 | tail -1
-python3 -m pytest -q -p no:cacheprovider tests/models/test_compile.py -k backbone 2>&1 | tail -1
+part tests && log tests
+part tests && python3 -m pytest -q -p no:cacheprovider tests/ops/test_propagate_layouts.py -k cuda 2>&1 | tail -1
+part tests && python3 -m pytest -q -p no:cacheprovider tests/models/test_compile.py -k backbone 2>&1 | tail -1
 B="python3 tools/benchmark_backbone.py --commit $COMMIT"
-log throughput
-timeout ${T_THROUGHPUT:-330} $B --models "${MODELS:-gspn2_tiny,gspn2_small,gspn2_base,swin_tiny_patch4_window7_224,convnext_tiny,vit_small_patch16_224}" \
+part throughput && log throughput
+part throughput && timeout ${T_THROUGHPUT:-330} $B --models "${MODELS:-gspn2_tiny,gspn2_small,gspn2_base,swin_tiny_patch4_window7_224,convnext_tiny,vit_small_patch16_224}" \
   --compiled-models "${COMPILED:-gspn2_tiny,swin_tiny_patch4_window7_224,convnext_tiny}" --iters 10 \
   --latency-models '' --dense-models '' --out "$OUT/throughput" > "$OUT/throughput.log" 2>&1
-grep '^{' "$OUT/throughput.log" | cut -c1-300
-log latency
-timeout ${T_LATENCY:-90} $B --models '' --compiled-models '' --dense-models '' --out "$OUT/latency" > "$OUT/latency.log" 2>&1
-grep '^{' "$OUT/latency.log" | cut -c1-400
+part throughput && grep '^{' "$OUT/throughput.log" | cut -c1-300
+part latency && log latency
+part latency && timeout ${T_LATENCY:-90} $B --models '' --compiled-models '' --dense-models '' --out "$OUT/latency" > "$OUT/latency.log" 2>&1
+part latency && grep '^{' "$OUT/latency.log" | cut -c1-400
 for _ in $(seq 60); do [ -f /tmp/mmcv.ok ] && break; sleep 2; done
 [ -f /tmp/mmcv.ok ] && export PYTHONPATH=$PWD:/tmp/site || { log "mmcv not built"; tail -5 "$OUT/mmcv_build.log"; }
-log dense
-timeout ${T_DENSE:-90} $B --models '' --compiled-models '' --latency-models '' --out "$OUT/dense" > "$OUT/dense.log" 2>&1
-grep -E '^\{|Error' "$OUT/dense.log" | cut -c1-400
-log compile tests with mmseg / open_clip
-timeout 120 python3 -m pytest -q -p no:cacheprovider tests/models/test_compile.py -k "encoder or open_clip" 2>&1 | tail -2
+part dense && log dense
+part dense && timeout ${T_DENSE:-90} $B --models '' --compiled-models '' --latency-models '' --out "$OUT/dense" > "$OUT/dense.log" 2>&1
+part dense && grep -E '^\{|Error' "$OUT/dense.log" | cut -c1-400
+part compile && log compile tests with mmseg / open_clip
+part compile && timeout ${T_COMPILE:-120} python3 -m pytest -q -p no:cacheprovider tests/models/test_compile.py -k "encoder or open_clip" 2>&1 | tail -2
 log done
