@@ -13,7 +13,7 @@
   edges with the usual fixed positive weight 0.95), :class:`MaskedL1Loss` (depth) and
   :class:`NormalsLoss` (L1 on unit normals, or cosine).
 * :class:`MultiTaskDataPreProcessor` -- mmseg's pre-processor, also padding every task's label
-  when a training batch is padded.
+  when a training batch is padded, and padding test batches to the same size divisor.
 
 Labels and predictions live in the data sample as ``gt_<field>`` / ``pred_<field>``
 (:data:`~gspn2_dense.datasets.multitask.TASK_FIELDS`).
@@ -322,7 +322,21 @@ class NormalsTaskHead(TaskHead):
 @MODELS.register_module()
 class MultiTaskDataPreProcessor(SegDataPreProcessor):
     """mmseg's ``SegDataPreProcessor``; in training every task's label is padded to the batch's
-    input size (bottom and right, with the task's ignore value), as mmseg pads ``gt_sem_seg``."""
+    input size (bottom and right, with the task's ignore value), as mmseg pads ``gt_sem_seg``.
+
+    Test batches are padded (bottom and right) to ``size_divisor`` as training batches are,
+    unless ``test_cfg`` says otherwise (``dict()``: no padding); the segmentor crops its
+    predictions back to each ``img_shape``. mmseg's docstring promises this default but its code
+    pads test batches only under an explicit ``test_cfg``: without it a test image whose sides are
+    not multiples of the backbone's stride gives stage maps whose last row and column come from
+    partly empty windows and that no longer line up when resized to stride 4, which training never
+    showed (a depth probe on 72x96 images tested worse than a constant, issue 16).
+    """
+
+    def __init__(self, *args, test_cfg: Optional[dict] = None, **kwargs) -> None:
+        super().__init__(*args, test_cfg=test_cfg, **kwargs)
+        if test_cfg is None and self.size_divisor is not None:
+            self.test_cfg = dict(size_divisor=self.size_divisor)
 
     def forward(self, data: dict, training: bool = False) -> dict:
         sizes = None

@@ -100,6 +100,27 @@ def test_preprocessor_pads_every_label_with_its_ignore_value():
     assert torch.equal(s.gt_depth_map.data[:, :30, :31], samples[0].gt_depth_map.data[:, :30, :31])
 
 
+def test_test_batches_are_padded_like_training_batches():
+    """Issue 16: a test image whose sides are not multiples of 32 is padded as a training batch is,
+    so that it is predicted as the model saw it in training, and the predictions are cropped back."""
+    model = _model().eval()
+    image = torch.randint(0, 256, (3, 30, 45), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        data = model.data_preprocessor(dict(inputs=[image], data_samples=_samples(1, (30, 45))), training=False)
+        assert data['inputs'].shape[2:] == (32, 64)
+        assert data['data_samples'][0].img_shape == (30, 45)
+        out = model.test_step(dict(inputs=[image], data_samples=_samples(1, (30, 45))))[0]
+        padded = model.data_preprocessor(dict(inputs=[image], data_samples=_samples(1, (30, 45))), training=True)
+        reference = model.predict(padded['inputs'], _samples(1, (30, 45)))[0]
+    assert out.pred_depth_map.data.shape == (1, 30, 45)
+    for field in ('pred_depth_map', 'pred_normals', 'pred_edge_map', 'pred_sem_seg'):
+        assert torch.allclose(out.get(field).data, reference.get(field).data, atol=1e-5), field
+    # An explicit test_cfg wins: dict() tests on the image as it is.
+    plain = _model(data_preprocessor=dict(type='MultiTaskDataPreProcessor', size_divisor=32, test_cfg=dict()))
+    data = plain.data_preprocessor(dict(inputs=[image], data_samples=_samples(1, (30, 45))), training=False)
+    assert data['inputs'].shape[2:] == (30, 45)
+
+
 def test_balanced_bce_by_hand():
     logits = torch.zeros(1, 1, 1, 4)  # p = 0.5 everywhere: each term is w * log 2
     target = torch.tensor([[[[1, 0, 0, 255]]]])
