@@ -1,5 +1,5 @@
 # Test-suite variant: gspn2_test (tiny widths), 80 iterations, batches of 4.
-_base_ = './multitask-linear_gspn2-nano_1xb8-300_nyud-mt-demo-64x64.py'
+_base_ = './multitask-linear_gspn2-nano_1xb8-120_nyud-mt-demo-64x64.py'
 iters = 80
 model = dict(backbone=dict(arch='test'), head_defaults=dict(in_channels=[8, 16, 32, 64]))
 train_dataloader = dict(batch_size=4)

@@ -17,8 +17,8 @@ from .probe_data import _COLOURS
 
 
 MULTITASK_DEMO_CONFIGS = {
-    'nyud-mt': 'multitask-linear_gspn2-nano_1xb8-300_nyud-mt-demo-64x64.py',
-    'pascal-mt': 'multitask-linear_gspn2-nano_1xb8-300_pascal-mt-demo-64x64.py',
+    'nyud-mt': 'multitask-linear_gspn2-nano_1xb8-120_nyud-mt-demo-64x64.py',
+    'pascal-mt': 'multitask-linear_gspn2-nano_1xb8-120_pascal-mt-demo-64x64.py',
 }
 MULTITASK_TEST_CONFIGS = {
     'nyud-mt': 'multitask-linear_gspn2-test_1xb4-80_nyud-mt-demo-64x64.py',

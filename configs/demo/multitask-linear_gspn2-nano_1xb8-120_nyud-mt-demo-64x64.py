@@ -2,7 +2,7 @@
 _base_ = '../multitask/multitask-linear_gspn2-t_8xb2-40k_nyud-mt-448x576.py'
 data_root = 'data/demo/NYUD_MT'
 crop_size = (64, 64)
-iters = 300
+iters = 120  # the demo leg's budget (gspn2_dense.demo.pipeline.MULTITASK_ITERS)
 norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
     backbone=dict(arch='nano', init_cfg=None),
@@ -31,8 +31,8 @@ val_evaluator = dict(baselines=None, edge_thresholds=19)
 test_evaluator = val_evaluator
 optim_wrapper = dict(optimizer=dict(lr=1e-2))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=20),
-    dict(type='PolyLR', eta_min=0.0, power=1.0, by_epoch=False, begin=20, end=iters),
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=12),
+    dict(type='PolyLR', eta_min=0.0, power=1.0, by_epoch=False, begin=12, end=iters),
 ]
 train_cfg = dict(max_iters=iters, val_interval=iters)
 default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=iters))
