@@ -1,4 +1,5 @@
 """Every multi-task config (configs/multitask, configs/demo/multitask-*) builds its datasets and model."""
+import re
 from pathlib import Path
 
 import pytest
@@ -57,7 +58,17 @@ def test_config_builds(path, demo_roots):
     assert cfg.custom_imports['imports'] == ['gspn2_dense']
     dataset_type = cfg.train_dataloader.dataset.type
     tasks = tuple(cfg.train_dataloader.dataset.tasks)
-    assert tuple(cfg.model.heads) == tasks == tuple(cfg.test_evaluator.tasks)
+    assert tuple(cfg.model.heads) == tasks == tuple(cfg.test_evaluator.tasks) == tuple(cfg.val_evaluator.tasks)
+    # The name's schedule is the config's: <gpus>xb<batch>-<iterations>.
+    gpus, batch, iters = re.search(r'_(\d+)xb(\d+)-(\d+k?)_', path.name).groups()
+    assert cfg.train_dataloader.batch_size == int(batch)
+    assert cfg.train_cfg.max_iters == (int(iters[:-1]) * 1000 if iters.endswith('k') else int(iters))
+    if 'demo' not in path.parts:
+        # The test uses SEISM's 99 edge thresholds; validation during training fewer, without
+        # Delta_m and without writing the result file that Delta_m of other runs reads.
+        assert cfg.test_evaluator.get('edge_thresholds', 99) == 99
+        assert cfg.val_evaluator.edge_thresholds < 99
+        assert not cfg.val_evaluator.get('baselines') and not cfg.val_evaluator.get('results_file')
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         set_data_root(cfg[key].dataset, demo_roots[DEMO_OF_TYPE[dataset_type]])
         # serialize_data=False skips mmengine's gc.collect() per dataset (a quarter second each).

@@ -3,5 +3,4 @@ _base_ = './multitask-linear_gspn2-t_8xb2-40k_pascal-mt-512x512.py'
 model = dict(backbone=dict(_delete_=True, type='TimmFeatures', model_name='convnext_tiny',
                            checkpoint='checkpoints/convnext_tiny.pth'),
              head_defaults=dict(in_channels=[96, 192, 384, 768]))
-val_evaluator = dict(baselines=None)
-test_evaluator = val_evaluator
+test_evaluator = dict(baselines=None)

@@ -2,5 +2,4 @@
 _base_ = './multitask-linear_gspn2-t_8xb2-40k_pascal-mt-512x512.py'
 model = dict(backbone=dict(arch='base', init_cfg=dict(checkpoint='checkpoints/gspn2_base.pth')),
              head_defaults=dict(in_channels=[128, 256, 512, 1024]))
-val_evaluator = dict(baselines=None)
-test_evaluator = val_evaluator
+test_evaluator = dict(baselines=None)

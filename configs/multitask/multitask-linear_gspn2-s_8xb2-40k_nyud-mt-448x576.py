@@ -2,5 +2,4 @@
 _base_ = './multitask-linear_gspn2-t_8xb2-40k_nyud-mt-448x576.py'
 model = dict(backbone=dict(arch='small', init_cfg=dict(checkpoint='checkpoints/gspn2_small.pth')),
              head_defaults=dict(in_channels=[96, 192, 384, 768]))
-val_evaluator = dict(baselines=None)
-test_evaluator = val_evaluator
+test_evaluator = dict(baselines=None)

@@ -9,10 +9,9 @@ model = dict(
         normals=dict(type='NormalsTaskHead'),
         edge=dict(type='BinaryTaskHead', loss_decode=dict(type='BalancedBCELoss', pos_weight=0.95))),
     loss_weights=dict(semseg=1.0, depth=1.0, normals=10.0, edge=50.0))  # the multi-task codebases' weights
-val_evaluator = dict(
+test_evaluator = dict(
     baselines=dict(
         semseg='work_dirs/results/singletask-linear_gspn2-t_8xb2-40k_nyud-mt-semseg-448x576.json',
         depth='work_dirs/results/singletask-linear_gspn2-t_8xb2-40k_nyud-mt-depth-448x576.json',
         normals='work_dirs/results/singletask-linear_gspn2-t_8xb2-40k_nyud-mt-normals-448x576.json',
         edge='work_dirs/results/singletask-linear_gspn2-t_8xb2-40k_nyud-mt-edge-448x576.json'))
-test_evaluator = val_evaluator

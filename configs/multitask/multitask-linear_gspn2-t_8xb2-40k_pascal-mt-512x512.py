@@ -10,11 +10,10 @@ model = dict(
         normals=dict(type='NormalsTaskHead'),
         edge=dict(type='BinaryTaskHead', loss_decode=dict(type='BalancedBCELoss', pos_weight=0.95))),
     loss_weights=dict(semseg=1.0, human_parts=2.0, sal=5.0, normals=10.0, edge=50.0))  # the multi-task codebases' weights
-val_evaluator = dict(
+test_evaluator = dict(
     baselines=dict(
         semseg='work_dirs/results/singletask-linear_gspn2-t_8xb2-40k_pascal-mt-semseg-512x512.json',
         human_parts='work_dirs/results/singletask-linear_gspn2-t_8xb2-40k_pascal-mt-human-parts-512x512.json',
         sal='work_dirs/results/singletask-linear_gspn2-t_8xb2-40k_pascal-mt-sal-512x512.json',
         normals='work_dirs/results/singletask-linear_gspn2-t_8xb2-40k_pascal-mt-normals-512x512.json',
         edge='work_dirs/results/singletask-linear_gspn2-t_8xb2-40k_pascal-mt-edge-512x512.json'))
-test_evaluator = val_evaluator

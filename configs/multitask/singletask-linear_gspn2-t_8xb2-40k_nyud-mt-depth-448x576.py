@@ -5,5 +5,5 @@ model = dict(heads=dict(_delete_=True, depth=dict(type='DepthTaskHead', max_dept
 train_dataloader = dict(dataset=dict(tasks=('depth', )))
 val_dataloader = dict(dataset=dict(tasks=('depth', )))
 test_dataloader = val_dataloader
-val_evaluator = dict(tasks=('depth', ), baselines=None, results_file='work_dirs/results/singletask-linear_gspn2-t_8xb2-40k_nyud-mt-depth-448x576.json')
-test_evaluator = val_evaluator
+test_evaluator = dict(tasks=('depth', ), baselines=None, results_file='work_dirs/results/singletask-linear_gspn2-t_8xb2-40k_nyud-mt-depth-448x576.json')
+val_evaluator = dict(tasks=('depth', ))

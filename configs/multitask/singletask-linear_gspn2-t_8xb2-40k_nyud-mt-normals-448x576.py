@@ -5,5 +5,5 @@ model = dict(heads=dict(_delete_=True, normals=dict(type='NormalsTaskHead')), lo
 train_dataloader = dict(dataset=dict(tasks=('normals', )))
 val_dataloader = dict(dataset=dict(tasks=('normals', )))
 test_dataloader = val_dataloader
-val_evaluator = dict(tasks=('normals', ), baselines=None, results_file='work_dirs/results/singletask-linear_gspn2-t_8xb2-40k_nyud-mt-normals-448x576.json')
-test_evaluator = val_evaluator
+test_evaluator = dict(tasks=('normals', ), baselines=None, results_file='work_dirs/results/singletask-linear_gspn2-t_8xb2-40k_nyud-mt-normals-448x576.json')
+val_evaluator = dict(tasks=('normals', ))

@@ -5,5 +5,5 @@ model = dict(heads=dict(_delete_=True, edge=dict(type='BinaryTaskHead', loss_dec
 train_dataloader = dict(dataset=dict(tasks=('edge', )))
 val_dataloader = dict(dataset=dict(tasks=('edge', )))
 test_dataloader = val_dataloader
-val_evaluator = dict(tasks=('edge', ), baselines=None, results_file='work_dirs/results/singletask-linear_gspn2-t_8xb2-40k_pascal-mt-edge-512x512.json')
-test_evaluator = val_evaluator
+test_evaluator = dict(tasks=('edge', ), baselines=None, results_file='work_dirs/results/singletask-linear_gspn2-t_8xb2-40k_pascal-mt-edge-512x512.json')
+val_evaluator = dict(tasks=('edge', ))

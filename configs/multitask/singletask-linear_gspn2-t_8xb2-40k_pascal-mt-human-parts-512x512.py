@@ -5,5 +5,5 @@ model = dict(heads=dict(_delete_=True, human_parts=dict(type='SegTaskHead', num_
 train_dataloader = dict(dataset=dict(tasks=('human_parts', )))
 val_dataloader = dict(dataset=dict(tasks=('human_parts', )))
 test_dataloader = val_dataloader
-val_evaluator = dict(tasks=('human_parts', ), baselines=None, results_file='work_dirs/results/singletask-linear_gspn2-t_8xb2-40k_pascal-mt-human-parts-512x512.json')
-test_evaluator = val_evaluator
+test_evaluator = dict(tasks=('human_parts', ), baselines=None, results_file='work_dirs/results/singletask-linear_gspn2-t_8xb2-40k_pascal-mt-human-parts-512x512.json')
+val_evaluator = dict(tasks=('human_parts', ))

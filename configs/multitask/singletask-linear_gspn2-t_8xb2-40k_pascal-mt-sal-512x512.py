@@ -5,5 +5,5 @@ model = dict(heads=dict(_delete_=True, sal=dict(type='BinaryTaskHead', loss_deco
 train_dataloader = dict(dataset=dict(tasks=('sal', )))
 val_dataloader = dict(dataset=dict(tasks=('sal', )))
 test_dataloader = val_dataloader
-val_evaluator = dict(tasks=('sal', ), baselines=None, results_file='work_dirs/results/singletask-linear_gspn2-t_8xb2-40k_pascal-mt-sal-512x512.json')
-test_evaluator = val_evaluator
+test_evaluator = dict(tasks=('sal', ), baselines=None, results_file='work_dirs/results/singletask-linear_gspn2-t_8xb2-40k_pascal-mt-sal-512x512.json')
+val_evaluator = dict(tasks=('sal', ))

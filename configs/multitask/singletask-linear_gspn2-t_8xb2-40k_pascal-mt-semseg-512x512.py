@@ -5,5 +5,5 @@ model = dict(heads=dict(_delete_=True, semseg=dict(type='SegTaskHead', num_class
 train_dataloader = dict(dataset=dict(tasks=('semseg', )))
 val_dataloader = dict(dataset=dict(tasks=('semseg', )))
 test_dataloader = val_dataloader
-val_evaluator = dict(tasks=('semseg', ), baselines=None, results_file='work_dirs/results/singletask-linear_gspn2-t_8xb2-40k_pascal-mt-semseg-512x512.json')
-test_evaluator = val_evaluator
+test_evaluator = dict(tasks=('semseg', ), baselines=None, results_file='work_dirs/results/singletask-linear_gspn2-t_8xb2-40k_pascal-mt-semseg-512x512.json')
+val_evaluator = dict(tasks=('semseg', ))

@@ -34,6 +34,9 @@ val_dataloader = dict(
                  pipeline=test_pipeline))
 test_dataloader = val_dataloader
 # Edge tolerance 0.0075 of the image diagonal (the multi-task codebases' SEISM setting for PASCAL).
-val_evaluator = dict(type='MultiTaskMetric', tasks=tasks, num_classes=dict(semseg=21, human_parts=7),
-                     edge_max_dist=0.0075)
-test_evaluator = val_evaluator
+test_evaluator = dict(type='MultiTaskMetric', tasks=tasks, num_classes=dict(semseg=21, human_parts=7),
+                      edge_max_dist=0.0075)
+# Validation during training: 9 edge thresholds instead of 99 (a validation takes a tenth of the time,
+# minutes instead of an hour on NYUD-MT; its odsF can be a little lower), no result file, no Delta_m.
+# The test keeps the standard 99.
+val_evaluator = dict(test_evaluator, edge_thresholds=9)
