@@ -47,9 +47,11 @@ def _contiguous_empty(t: Tensor, shape=None) -> Tensor:
     return t.new_empty(t.shape if shape is None else shape)
 
 
-# Scans that restart every 1 or 2 steps (the backbones' local stages) never save their
-# hidden state: it is one step from the inputs, and the backward recomputes it (inside the
-# CUDA kernel; on CPU by a forward without merge), so training keeps no (B, 4, C, H, W) buffer.
+# Scans that restart every 1 or 2 steps (the backbones' local stages) need no saved hidden
+# state: it is one step from the inputs, and the backward may recompute it (the CUDA local
+# kernels do so themselves; on CPU a forward without merge runs first). gspn_propagate saves
+# none on CUDA, so training keeps no (B, 4, C, H, W) buffer there; on CPU it still saves it
+# (the recompute would cost a forward of the op in every backward).
 LOCAL_MAX_CHUNK = 2
 
 
@@ -186,7 +188,8 @@ def gspn_propagate(x: Tensor, gates: Tensor, lam: Tensor, u: Optional[Tensor],
     check_propagate_inputs(x, gates, lam, u, chunk, merge, normalize)
     u = u if merge else None
     core_chunk = check_chunk(chunk)
-    save_hidden = merge and not _recomputes_hidden(core_chunk) and torch.is_grad_enabled() and any(
+    recomputed = _recomputes_hidden(core_chunk) and x.device.type == 'cuda'
+    save_hidden = merge and not recomputed and torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, gates, lam, u))
     out, _ = propagate_forward(x.contiguous(), gates.contiguous(), lam.contiguous(),
                                _contiguous(u), list(range(len(DIRECTIONS))),

@@ -294,7 +294,7 @@ def test_local_scans_save_no_hidden_state(device, chunk, shape):
     torch.testing.assert_close(out.cpu(), ref)
     for name, g, w in zip(('x', 'gates', 'lam', 'u'), got, want):
         torch.testing.assert_close(g.cpu(), w, msg=lambda m: f'{name}: {m}')
-    # gspn_propagate itself asks for no saved state there
+    # gspn_propagate asks for no saved state there on CUDA (on CPU it saves it)
     loss = gspn_propagate(*inputs, chunk=chunk).mul(grad).sum()
     for g, w in zip(torch.autograd.grad(loss, inputs), want):
         torch.testing.assert_close(g.cpu(), w)
