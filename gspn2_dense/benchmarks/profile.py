@@ -78,27 +78,34 @@ def kernel_table(times: KernelTimes, title: str, top: int = None) -> Tuple[str, 
 
 def profile_op_case(ext, case: OpCase, reps: int) -> Tuple[str, Dict]:
     """The markdown section and the record of one op case."""
-    dirs, merge = list(case.directions), len(case.directions) > 1
+    dirs, merge, chunk = list(case.directions), len(case.directions) > 1, case.chunk
     s = make_inputs(case, 'cuda', seed=0)
     u = s['u'] if merge else None
-    out, hidden = ext.forward(s['x'], s['gates'], s['lam'], u, dirs, 0, True, merge, True)
+    # (local scans, chunk 1 or 2, save no hidden state: their backward recomputes it)
+    out, hidden = ext.forward(s['x'], s['gates'], s['lam'], u, dirs, chunk, True, merge,
+                              not 1 <= chunk <= 2)
     grad, saved = torch.randn_like(out), hidden if merge else out
-    fwd = kernel_times(lambda: ext.forward(s['x'], s['gates'], s['lam'], u, dirs, 0, True, merge,
-                                           False), reps)
-    bwd = kernel_times(lambda: ext.backward(grad, s['x'], s['gates'], s['lam'], u, saved, dirs, 0,
-                                            True, merge), reps)
+    fwd = kernel_times(lambda: ext.forward(s['x'], s['gates'], s['lam'], u, dirs, chunk, True,
+                                           merge, False), reps)
+    bwd = kernel_times(lambda: ext.backward(grad, s['x'], s['gates'], s['lam'], u, saved, dirs,
+                                            chunk, True, merge), reps)
     head = (f'### {case.name} (B={case.B}, C={case.C}, {case.H}x{case.W}, {len(dirs)} dirs, '
-            f"G={case.groups}, {str(case.dtype).removeprefix('torch.')})\n")
+            f"G={case.groups}, {str(case.dtype).removeprefix('torch.')}"
+            + (f', chunk {chunk}' if chunk else '') + ')\n')
     section = '\n'.join([head, kernel_table(fwd, 'forward')[0], kernel_table(bwd, 'backward')[0]])
     return section, dict(name=case.name, forward_us=fwd, backward_us=bwd)
 
 
-def profile_backbone(model_name: str, batch: int, img_size: int, reps: int) -> Tuple[str, Dict]:
-    """The markdown section and the record of a timm model's training step."""
+def profile_backbone(model_name: str, batch: int, img_size: int, reps: int,
+                     compile: bool = False) -> Tuple[str, Dict]:
+    """The markdown section and the record of a timm model's training step (with
+    ``compile``, of the ``torch.compile``-d model, profiled after the compiling step)."""
     import timm
     import gspn2_dense  # noqa: F401  (registers the models)
     model = timm.create_model(model_name).to('cuda').train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    if compile:
+        model = torch.compile(model)
     images = torch.randn(batch, 3, img_size, img_size, device='cuda')
     labels = torch.randint(0, model.num_classes, (batch,), device='cuda')
 
@@ -111,11 +118,12 @@ def profile_backbone(model_name: str, batch: int, img_size: int, reps: int) -> T
 
     step()
     times = kernel_times(step, reps)
-    head = (f'### {model_name} training step (batch {batch}, {img_size} px, bfloat16 autocast, '
-            'AdamW)\n')
+    head = (f'### {model_name} {"compiled " if compile else ""}training step (batch {batch}, '
+            f'{img_size} px, bfloat16 autocast, AdamW)\n')
     section = '\n'.join([head, kernel_table(grouped(times), 'by category')[0],
                          kernel_table(times, 'top kernels', top=25)[0]])
-    return section, dict(name=model_name, batch=batch, img_size=img_size, kernels_us=times)
+    return section, dict(name=model_name, batch=batch, img_size=img_size, compiled=compile,
+                         kernels_us=times)
 
 
 def markdown(result: Dict, sections: Sequence[str]) -> str:
@@ -127,14 +135,14 @@ def markdown(result: Dict, sections: Sequence[str]) -> str:
 
 
 def run(cases: Sequence[OpCase] = (), backbone: str = None, batch: int = 128, img_size: int = 224,
-        reps: int = 5, commit: str = None, command: str = '',
+        reps: int = 5, commit: str = None, command: str = '', compile: bool = False,
         on_section: Callable[[str], None] = lambda text: None) -> Tuple[Dict, str]:
     """Profile ``backbone`` when given, else the op ``cases``; returns the record and its
     markdown; ``on_section`` sees each section as it is done."""
     ext = load_extension('cuda')
     sections: List[str] = []
     result = dict(run_stamp('cuda', commit), command=command, reps=reps, results=[])
-    jobs = ([lambda: profile_backbone(backbone, batch, img_size, reps)] if backbone else
+    jobs = ([lambda: profile_backbone(backbone, batch, img_size, reps, compile)] if backbone else
             [lambda case=case: profile_op_case(ext, case, reps) for case in cases])
     for job in jobs:
         section, record = job()
