@@ -21,22 +21,11 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "kernel_common.cuh"
 #include "propagate.h"
 
 namespace gspn2 {
 namespace cuda {
-
-// Runs `...` (a lambda body using NAME as a constexpr bool) with NAME = cond.
-#define GSPN2_BOOL_SWITCH(cond, NAME, ...) \
-  [&] {                                   \
-    if (cond) {                           \
-      constexpr bool NAME = true;         \
-      return __VA_ARGS__();               \
-    } else {                              \
-      constexpr bool NAME = false;        \
-      return __VA_ARGS__();               \
-    }                                     \
-  }()
 
 // Runs `...` with NAME = mode as a constexpr int (kWarpMode, kCtaMode, kLongMode).
 #define GSPN2_MODE_SWITCH(mode, NAME, ...)  \
@@ -69,10 +58,6 @@ namespace cuda {
       return __VA_ARGS__();                                                                \
     }                                                                                      \
   }()
-
-// Accumulation type of a storage type.
-template <typename T>
-using Acc = std::conditional_t<std::is_same<T, double>::value, double, float>;
 
 // Steps per run (steps_per_run in bindings.cpp must agree): run_bytes(mode, backward) bytes
 // of each input per position. CTA mode: up to 256 threads under the 255-register budget,

@@ -11,14 +11,12 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "kernel_common.cuh"
 #include "propagate_local.h"
 
 namespace gspn2 {
 namespace cuda {
 namespace {
-
-template <typename T>
-using LocalAcc = std::conditional_t<std::is_same<T, double>::value, double, float>;
 
 template <typename A, typename T>
 __device__ __forceinline__ A ld(const T* p, int64_t i) {
@@ -113,7 +111,7 @@ __device__ __forceinline__ bool local_slice(const LocalParams& p, Slice& t) {
 
 template <typename T, bool NORMALIZE, bool MERGE>
 __global__ void __launch_bounds__(kLocalThreads) local_forward_kernel(const LocalParams p) {
-  using A = LocalAcc<T>;
+  using A = Acc<T>;
   Slice t;
   if (!local_slice(p, t)) return;
   const int64_t HW = static_cast<int64_t>(p.H) * p.W;
@@ -192,7 +190,7 @@ constexpr int kLocalChannelBlock = 4;
 
 template <typename T, bool NORMALIZE, bool MERGE>
 __global__ void __launch_bounds__(kLocalThreads) local_backward_kernel(const LocalParams p) {
-  using A = LocalAcc<T>;
+  using A = Acc<T>;
   Slice t;
   if (!local_slice(p, t)) return;
   const int64_t HW = static_cast<int64_t>(p.H) * p.W;
@@ -312,7 +310,7 @@ __global__ void __launch_bounds__(kLocalThreads) local_backward_kernel(const Loc
 // Slices > 1: the gate-logit gradients from the slices' sums, added in slice order.
 template <typename T, bool NORMALIZE>
 __global__ void __launch_bounds__(kLocalThreads) local_gate_grad_kernel(const LocalParams p) {
-  using A = LocalAcc<T>;
+  using A = Acc<T>;
   const int64_t HW = static_cast<int64_t>(p.H) * p.W;
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= p.B * HW) return;
@@ -352,37 +350,24 @@ dim3 local_grid(const LocalParams& p, int per_position) {
 template <typename T>
 void launch_local_forward(const LocalParams& p, bool normalize, bool merge, cudaStream_t stream) {
   const dim3 grid = local_grid(p, p.G * p.slices);
-  if (normalize && merge) {
-    local_forward_kernel<T, true, true><<<grid, kLocalThreads, 0, stream>>>(p);
-  } else if (normalize) {
-    local_forward_kernel<T, true, false><<<grid, kLocalThreads, 0, stream>>>(p);
-  } else if (merge) {
-    local_forward_kernel<T, false, true><<<grid, kLocalThreads, 0, stream>>>(p);
-  } else {
-    local_forward_kernel<T, false, false><<<grid, kLocalThreads, 0, stream>>>(p);
-  }
+  GSPN2_BOOL_SWITCH(normalize, kNormalize, [&] {
+    GSPN2_BOOL_SWITCH(merge, kMerge, [&] {
+      local_forward_kernel<T, kNormalize, kMerge><<<grid, kLocalThreads, 0, stream>>>(p);
+    });
+  });
 }
 
 template <typename T>
 void launch_local_backward(const LocalParams& p, bool normalize, bool merge, cudaStream_t stream) {
   const dim3 grid = local_grid(p, p.G * p.slices);
-  if (normalize && merge) {
-    local_backward_kernel<T, true, true><<<grid, kLocalThreads, 0, stream>>>(p);
-  } else if (normalize) {
-    local_backward_kernel<T, true, false><<<grid, kLocalThreads, 0, stream>>>(p);
-  } else if (merge) {
-    local_backward_kernel<T, false, true><<<grid, kLocalThreads, 0, stream>>>(p);
-  } else {
-    local_backward_kernel<T, false, false><<<grid, kLocalThreads, 0, stream>>>(p);
-  }
-  if (p.slices > 1) {
-    const dim3 groups = local_grid(p, p.G);
-    if (normalize) {
-      local_gate_grad_kernel<T, true><<<groups, kLocalThreads, 0, stream>>>(p);
-    } else {
-      local_gate_grad_kernel<T, false><<<groups, kLocalThreads, 0, stream>>>(p);
+  GSPN2_BOOL_SWITCH(normalize, kNormalize, [&] {
+    GSPN2_BOOL_SWITCH(merge, kMerge, [&] {
+      local_backward_kernel<T, kNormalize, kMerge><<<grid, kLocalThreads, 0, stream>>>(p);
+    });
+    if (p.slices > 1) {
+      local_gate_grad_kernel<T, kNormalize><<<local_grid(p, p.G), kLocalThreads, 0, stream>>>(p);
     }
-  }
+  });
 }
 
 template void launch_local_forward<double>(const LocalParams&, bool, bool, cudaStream_t);

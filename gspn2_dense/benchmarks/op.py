@@ -29,6 +29,7 @@ import torch
 
 from ..ops import gspn_propagate, gspn_propagate_ref, gspn_scan, gspn_scan_ref
 from ..ops._build import build_cpu_variant, load_extension
+from ..ops.propagate import recomputes_hidden
 from . import report
 from .timing import Timer, git, load_average, run_stamp
 
@@ -98,7 +99,7 @@ def case_bytes(case: OpCase) -> Tuple[int, int]:
     fwd = xb + gb + lb + u_b + out_b  # x, gates, lam, (u) -> y or h
     # grad_out, x, gates, lam, (u), hidden -> grad_x, grad_gates, grad_lam, (grad_u); local
     # scans (chunk 1 or 2) read no hidden state
-    hidden_b = 0 if 1 <= case.chunk <= 2 and merge else lb
+    hidden_b = 0 if recomputes_hidden(case.chunk) and merge else lb
     bwd = out_b + xb + gb + lb + u_b + hidden_b + xb + gb + lb + u_b
     return fwd, bwd
 
@@ -297,7 +298,7 @@ def run_gpu_case(ext, case: OpCase, bandwidth: float, l2_bytes: int, timer: Time
         s['u'] = s['u'] if merge else None
 
     chunk = case.chunk
-    local = 1 <= chunk <= 2  # (their backward recomputes h: nothing saved, as the op does)
+    local = recomputes_hidden(chunk)  # (nothing saved for the backward, as the op does on CUDA)
 
     def forward(s, save):
         return ext.forward(s['x'], s['gates'], s['lam'], s['u'], dirs, chunk, True, merge,

@@ -13,6 +13,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import torch
 
 from ..ops._build import load_extension
+from ..ops.propagate import recomputes_hidden
 from . import report
 from .op import OpCase, make_inputs
 from .timing import run_stamp
@@ -83,7 +84,7 @@ def profile_op_case(ext, case: OpCase, reps: int) -> Tuple[str, Dict]:
     u = s['u'] if merge else None
     # (local scans, chunk 1 or 2, save no hidden state: their backward recomputes it)
     out, hidden = ext.forward(s['x'], s['gates'], s['lam'], u, dirs, chunk, True, merge,
-                              not 1 <= chunk <= 2)
+                              not recomputes_hidden(chunk))
     grad, saved = torch.randn_like(out), hidden if merge else out
     fwd = kernel_times(lambda: ext.forward(s['x'], s['gates'], s['lam'], u, dirs, chunk, True,
                                            merge, False), reps)

@@ -55,7 +55,9 @@ def _contiguous_empty(t: Tensor, shape=None) -> Tensor:
 LOCAL_MAX_CHUNK = 2
 
 
-def _recomputes_hidden(chunk: int) -> bool:
+def recomputes_hidden(chunk: int) -> bool:
+    """Whether a core ``chunk`` (0 = global) is a local scan whose backward needs no saved
+    hidden state."""
     return 1 <= chunk <= LOCAL_MAX_CHUNK
 
 
@@ -121,7 +123,7 @@ def _backward(ctx, grad_out, grad_hidden):
         return (None,) * 9
     x, gates, lam, u, hidden = ctx.saved_tensors
     if tuple(hidden.shape) != _hidden_shape(x, len(ctx.directions)):
-        if not _recomputes_hidden(ctx.chunk):
+        if not recomputes_hidden(ctx.chunk):
             raise RuntimeError(
                 'gspn2::propagate_forward ran with save_hidden=False, so its output cannot be '
                 'differentiated; call it with save_hidden=True (gspn_propagate does so whenever '
@@ -188,7 +190,7 @@ def gspn_propagate(x: Tensor, gates: Tensor, lam: Tensor, u: Optional[Tensor],
     check_propagate_inputs(x, gates, lam, u, chunk, merge, normalize)
     u = u if merge else None
     core_chunk = check_chunk(chunk)
-    recomputed = _recomputes_hidden(core_chunk) and x.device.type == 'cuda'
+    recomputed = recomputes_hidden(core_chunk) and x.device.type == 'cuda'
     save_hidden = merge and not recomputed and torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, gates, lam, u))
     out, _ = propagate_forward(x.contiguous(), gates.contiguous(), lam.contiguous(),
