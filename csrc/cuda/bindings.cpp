@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "cuda/dispatch.h"
-#include "cuda/local_launch.h"
+#include "cuda/scan_launch.h"
 #include "cuda/propagate.h"
 #include "gspn2_common.h"
 
@@ -272,7 +272,7 @@ void check_backward_inputs(const PropagateShape& shape, const torch::Tensor& gra
               torch::IntArrayRef(out_shape), " (the shape of the forward output), got ",
               grad_out.sizes());
   check_same(grad_out, "grad_out", x);
-  // (Local scans recompute h: an empty hidden is fine there, a full one is not read.)
+  // (The one-pass kernels recompute h: an empty hidden is fine there, a full one is not read.)
   if (recomputed && hidden.numel() == 0) return;
   TORCH_CHECK(hidden.sizes() == lam.sizes(), "hidden must be (B, D, C, H, W) = ", lam.sizes(),
               " (the forward's hidden state: call forward with save_hidden=True when merge, "
@@ -466,15 +466,16 @@ std::tuple<torch::Tensor, torch::Tensor> forward(
     bool normalize, bool merge, bool save_hidden) {
   const PropagateShape shape = check_propagate_inputs(x, gates, lam, u, directions, chunk, merge);
   check_cuda(x, "x");
-  if (!is_local(chunk)) check_line_lengths(shape, directions);  // (local scans: any length)
+  const bool one_pass = is_one_pass(shape, chunk);
+  if (!one_pass) check_line_lengths(shape, directions);  // (one-pass kernels: any length)
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t B = shape.B, C = shape.C, H = shape.H, W = shape.W;
   torch::Tensor out = merge ? torch::empty({B, C, H, W}, x.options()) : torch::empty_like(lam);
   torch::Tensor hidden =
       merge && save_hidden ? torch::empty_like(lam) : torch::empty({0}, x.options());
   if (out.numel() == 0) return {out, hidden};
-  if (is_local(chunk)) {
-    local_forward(shape, x, gates, lam, u, directions, chunk, normalize, merge, out, hidden);
+  if (one_pass) {
+    one_pass_forward(shape, x, gates, lam, u, directions, chunk, normalize, merge, out, hidden);
     return {out, hidden};
   }
   const std::vector<int64_t> tr = transposed_entries(H, directions);
@@ -523,8 +524,9 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> backward(
     const std::vector<int64_t>& directions, int64_t chunk, bool normalize, bool merge) {
   const PropagateShape shape = check_propagate_inputs(x, gates, lam, u, directions, chunk, merge);
   check_cuda(x, "x");
-  if (!is_local(chunk)) check_line_lengths(shape, directions);  // (local scans: any length)
-  check_backward_inputs(shape, grad_out, x, lam, hidden, merge, is_local(chunk));
+  const bool one_pass = is_one_pass(shape, chunk);
+  if (!one_pass) check_line_lengths(shape, directions);  // (one-pass kernels: any length)
+  check_backward_inputs(shape, grad_out, x, lam, hidden, merge, one_pass);
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t B = shape.B, C = shape.C, H = shape.H, W = shape.W;
   torch::Tensor grad_x = torch::empty_like(x);
@@ -539,9 +541,9 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> backward(
     if (grad_u.defined()) grad_u.zero_();
     return {grad_x, grad_gates, grad_lam, grad_u};
   }
-  if (is_local(chunk)) {
-    local_backward(shape, grad_out, x, gates, lam, u, directions, chunk, normalize, merge, grad_x,
-                   grad_gates, grad_lam, grad_u);
+  if (one_pass) {
+    one_pass_backward(shape, grad_out, x, gates, lam, u, directions, chunk, normalize, merge,
+                      grad_x, grad_gates, grad_lam, grad_u);
     return {grad_x, grad_gates, grad_lam, grad_u};
   }
   const std::vector<int64_t> tr = transposed_entries(H, directions);

@@ -1,4 +1,4 @@
-// Dtype dispatch shared by the CUDA bindings (bindings.cpp, local_launch.cpp).
+// Dtype dispatch shared by the CUDA bindings (bindings.cpp, scan_launch.cpp).
 #pragma once
 
 #include <torch/extension.h>

@@ -12,26 +12,14 @@
 #include <type_traits>
 
 #include "kernel_common.cuh"
+#include "position_taps.cuh"
 #include "propagate_local.h"
 
 namespace gspn2 {
 namespace cuda {
 namespace {
 
-template <typename A, typename T>
-__device__ __forceinline__ A ld(const T* p, int64_t i) {
-  return static_cast<A>(p[i]);
-}
-
-template <typename T, typename A>
-__device__ __forceinline__ void st(T* p, int64_t i, A v) {
-  p[i] = static_cast<T>(v);
-}
-
-template <typename A>
-__device__ __forceinline__ A sigmoid(A a) {
-  return A(1) / (A(1) + exp(-a));
-}
+using namespace position_taps;
 
 // One direction seen from one position: where the position sits in its scan and the plane
 // offsets (elements) of a step back and of one position along the line.
@@ -60,33 +48,9 @@ __device__ __forceinline__ LocalDir local_dir(int dir, int r, int c, int H, int 
     g.back = dir == 2 ? -1 : 1;
     g.along = W;
   }
-  g.linked = chunk == 2 && (s & 1);
+  g.linked = has_prev(s, chunk);
   g.feeds = chunk == 2 && !(s & 1) && s + 1 < n_steps;
   return g;
-}
-
-__device__ __forceinline__ bool tap_valid(int p, int k, int n_line) {
-  const int q = p + k - 1;
-  return q >= 0 && q < n_line;
-}
-
-// Tap weights of the position at plane offset `pos` whose line position is p: normalised
-// sigmoids of the logits (or the weights as given), 0 where the tap leaves the line. Also
-// returns the sigmoids and 1 / their sum for the normalisation's Jacobian.
-template <bool NORMALIZE, typename T, typename A>
-__device__ __forceinline__ void tap_weights(const T* gates3, int64_t HW, int64_t pos, int p,
-                                            int n_line, A w[3], A sig[3], A& inv_sum) {
-  A sum = 0;
-#pragma unroll
-  for (int k = 0; k < 3; ++k) {
-    const bool ok = tap_valid(p, k, n_line);
-    const A a = ok ? ld<A>(gates3, k * HW + pos) : A(0);
-    sig[k] = ok ? (NORMALIZE ? sigmoid(a) : a) : A(0);
-    sum += sig[k];
-  }
-  inv_sum = NORMALIZE ? A(1) / sum : A(1);
-#pragma unroll
-  for (int k = 0; k < 3; ++k) w[k] = sig[k] * inv_sum;
 }
 
 struct Slice {
@@ -94,7 +58,7 @@ struct Slice {
   int r, c, g, c0, c1;  // batch item, plane offset, row, column, group, channels [c0, c1)
 };
 
-__device__ __forceinline__ bool local_slice(const LocalParams& p, Slice& t) {
+__device__ __forceinline__ bool local_slice(const ScanParams& p, Slice& t) {
   const int64_t HW = static_cast<int64_t>(p.H) * p.W;
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= p.B * HW) return false;
@@ -110,7 +74,7 @@ __device__ __forceinline__ bool local_slice(const LocalParams& p, Slice& t) {
 }
 
 template <typename T, bool NORMALIZE, bool MERGE>
-__global__ void __launch_bounds__(kLocalThreads) local_forward_kernel(const LocalParams p) {
+__global__ void __launch_bounds__(kLocalThreads) local_forward_kernel(const ScanParams p) {
   using A = Acc<T>;
   Slice t;
   if (!local_slice(p, t)) return;
@@ -170,26 +134,11 @@ __device__ __forceinline__ A local_dh(const T* grad_out, const T* u, int64_t mer
                : ld<A>(grad_out, plane + q);
 }
 
-// Gate-logit gradients from g_k = sum over channels of dh * z[prev_k]: the normalisation's
-// Jacobian sig_k (1 - sig_k) / S (g_k - sum_m w_m g_m), or g_k for weights given as such.
-template <bool NORMALIZE, typename A>
-__device__ __forceinline__ void gate_logit_grads(const A gsum[3], const A w[3], const A sig[3],
-                                                 A inv_sum, int p, int n_line, A out[3]) {
-  A dot = 0;
-#pragma unroll
-  for (int k = 0; k < 3; ++k) dot += w[k] * gsum[k];
-#pragma unroll
-  for (int k = 0; k < 3; ++k) {
-    const bool ok = tap_valid(p, k, n_line);
-    out[k] = !ok ? A(0) : NORMALIZE ? sig[k] * (A(1) - sig[k]) * inv_sum * (gsum[k] - dot) : gsum[k];
-  }
-}
-
 // Channels a backward thread carries through all directions at once (their dL/dx sums).
 constexpr int kLocalChannelBlock = 4;
 
 template <typename T, bool NORMALIZE, bool MERGE>
-__global__ void __launch_bounds__(kLocalThreads) local_backward_kernel(const LocalParams p) {
+__global__ void __launch_bounds__(kLocalThreads) local_backward_kernel(const ScanParams p) {
   using A = Acc<T>;
   Slice t;
   if (!local_slice(p, t)) return;
@@ -307,9 +256,10 @@ __global__ void __launch_bounds__(kLocalThreads) local_backward_kernel(const Loc
   }
 }
 
-// Slices > 1: the gate-logit gradients from the slices' sums, added in slice order.
+// Slices > 1: the gate-logit gradients from the slices' sums, added in slice order (also the
+// small-plane backward's finisher: `linked` is has_prev for any chunk).
 template <typename T, bool NORMALIZE>
-__global__ void __launch_bounds__(kLocalThreads) local_gate_grad_kernel(const LocalParams p) {
+__global__ void __launch_bounds__(kLocalThreads) local_gate_grad_kernel(const ScanParams p) {
   using A = Acc<T>;
   const int64_t HW = static_cast<int64_t>(p.H) * p.W;
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -339,7 +289,7 @@ __global__ void __launch_bounds__(kLocalThreads) local_gate_grad_kernel(const Lo
   }
 }
 
-dim3 local_grid(const LocalParams& p, int per_position) {
+dim3 local_grid(const ScanParams& p, int per_position) {
   const int64_t positions = static_cast<int64_t>(p.B) * p.H * p.W;
   return dim3(static_cast<unsigned>((positions + kLocalThreads - 1) / kLocalThreads),
               static_cast<unsigned>(per_position));
@@ -348,7 +298,7 @@ dim3 local_grid(const LocalParams& p, int per_position) {
 }  // namespace
 
 template <typename T>
-void launch_local_forward(const LocalParams& p, bool normalize, bool merge, cudaStream_t stream) {
+void launch_local_forward(const ScanParams& p, bool normalize, bool merge, cudaStream_t stream) {
   const dim3 grid = local_grid(p, p.G * p.slices);
   GSPN2_BOOL_SWITCH(normalize, kNormalize, [&] {
     GSPN2_BOOL_SWITCH(merge, kMerge, [&] {
@@ -358,26 +308,35 @@ void launch_local_forward(const LocalParams& p, bool normalize, bool merge, cuda
 }
 
 template <typename T>
-void launch_local_backward(const LocalParams& p, bool normalize, bool merge, cudaStream_t stream) {
+void launch_local_backward(const ScanParams& p, bool normalize, bool merge, cudaStream_t stream) {
   const dim3 grid = local_grid(p, p.G * p.slices);
   GSPN2_BOOL_SWITCH(normalize, kNormalize, [&] {
     GSPN2_BOOL_SWITCH(merge, kMerge, [&] {
       local_backward_kernel<T, kNormalize, kMerge><<<grid, kLocalThreads, 0, stream>>>(p);
     });
-    if (p.slices > 1) {
-      local_gate_grad_kernel<T, kNormalize><<<local_grid(p, p.G), kLocalThreads, 0, stream>>>(p);
-    }
+  });
+  if (p.slices > 1) launch_gate_grad_finish<T>(p, normalize, stream);
+}
+
+template <typename T>
+void launch_gate_grad_finish(const ScanParams& p, bool normalize, cudaStream_t stream) {
+  GSPN2_BOOL_SWITCH(normalize, kNormalize, [&] {
+    local_gate_grad_kernel<T, kNormalize><<<local_grid(p, p.G), kLocalThreads, 0, stream>>>(p);
   });
 }
 
-template void launch_local_forward<double>(const LocalParams&, bool, bool, cudaStream_t);
-template void launch_local_forward<float>(const LocalParams&, bool, bool, cudaStream_t);
-template void launch_local_forward<c10::Half>(const LocalParams&, bool, bool, cudaStream_t);
-template void launch_local_forward<c10::BFloat16>(const LocalParams&, bool, bool, cudaStream_t);
-template void launch_local_backward<double>(const LocalParams&, bool, bool, cudaStream_t);
-template void launch_local_backward<float>(const LocalParams&, bool, bool, cudaStream_t);
-template void launch_local_backward<c10::Half>(const LocalParams&, bool, bool, cudaStream_t);
-template void launch_local_backward<c10::BFloat16>(const LocalParams&, bool, bool, cudaStream_t);
+template void launch_local_forward<double>(const ScanParams&, bool, bool, cudaStream_t);
+template void launch_local_forward<float>(const ScanParams&, bool, bool, cudaStream_t);
+template void launch_local_forward<c10::Half>(const ScanParams&, bool, bool, cudaStream_t);
+template void launch_local_forward<c10::BFloat16>(const ScanParams&, bool, bool, cudaStream_t);
+template void launch_local_backward<double>(const ScanParams&, bool, bool, cudaStream_t);
+template void launch_local_backward<float>(const ScanParams&, bool, bool, cudaStream_t);
+template void launch_local_backward<c10::Half>(const ScanParams&, bool, bool, cudaStream_t);
+template void launch_local_backward<c10::BFloat16>(const ScanParams&, bool, bool, cudaStream_t);
+template void launch_gate_grad_finish<double>(const ScanParams&, bool, cudaStream_t);
+template void launch_gate_grad_finish<float>(const ScanParams&, bool, cudaStream_t);
+template void launch_gate_grad_finish<c10::Half>(const ScanParams&, bool, cudaStream_t);
+template void launch_gate_grad_finish<c10::BFloat16>(const ScanParams&, bool, cudaStream_t);
 
 }  // namespace cuda
 }  // namespace gspn2

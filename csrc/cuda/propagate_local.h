@@ -19,49 +19,41 @@
 #include <c10/util/Half.h>
 #include <cuda_runtime.h>
 
+#include "scan_params.h"
+
 namespace gspn2 {
 namespace cuda {
 
 constexpr int kLocalMaxChunk = 2;
 constexpr int kLocalThreads = 256;  // threads per CTA, along the positions of a plane
 
-struct LocalParams {
-  int B, C, H, W, D, G;
-  int chunk;             // 1 or 2
-  int dirs[4];           // direction id of entry d
-  int slices;            // channel slices per gate group (blockIdx.y = group * slices + slice)
-  const void* x;         // (B, C, H, W)
-  const void* gates;     // (B, D, G, 3, H, W)
-  const void* lam;       // (B, D, C, H, W)
-  const void* u;         // (B, D, C, H, W); merge only
-  void* out;             // forward: merge (B, C, H, W), else (B, D, C, H, W)
-  void* hidden;          // forward: (B, D, C, H, W) or nullptr
-  const void* grad_out;  // backward: the shape of out
-  void* grad_x;          // backward: (B, C, H, W)
-  void* grad_gates;      // backward: (B, D, G, 3, H, W)
-  void* grad_lam;        // backward: (B, D, C, H, W)
-  void* grad_u;          // backward, merge: (B, D, C, H, W)
-  void* partial_gates;   // backward, slices > 1: (slices, B, D, G, 3, H, W) per-slice sums in
-                         // the accumulation type (float32; float64 for float64 storage)
-};
+template <typename T>
+void launch_local_forward(const ScanParams& p, bool normalize, bool merge, cudaStream_t stream);
 
 template <typename T>
-void launch_local_forward(const LocalParams& p, bool normalize, bool merge, cudaStream_t stream);
+void launch_local_backward(const ScanParams& p, bool normalize, bool merge, cudaStream_t stream);
 
+// Slices > 1: the gate-logit gradients from partial_gates (per-slice sums), added in slice
+// order; the local and the small-plane backward end with it.
 template <typename T>
-void launch_local_backward(const LocalParams& p, bool normalize, bool merge, cudaStream_t stream);
+void launch_gate_grad_finish(const ScanParams& p, bool normalize, cudaStream_t stream);
 
-extern template void launch_local_forward<double>(const LocalParams&, bool, bool, cudaStream_t);
-extern template void launch_local_forward<float>(const LocalParams&, bool, bool, cudaStream_t);
-extern template void launch_local_forward<c10::Half>(const LocalParams&, bool, bool, cudaStream_t);
-extern template void launch_local_forward<c10::BFloat16>(const LocalParams&, bool, bool,
+extern template void launch_local_forward<double>(const ScanParams&, bool, bool, cudaStream_t);
+extern template void launch_local_forward<float>(const ScanParams&, bool, bool, cudaStream_t);
+extern template void launch_local_forward<c10::Half>(const ScanParams&, bool, bool, cudaStream_t);
+extern template void launch_local_forward<c10::BFloat16>(const ScanParams&, bool, bool,
                                                          cudaStream_t);
-extern template void launch_local_backward<double>(const LocalParams&, bool, bool, cudaStream_t);
-extern template void launch_local_backward<float>(const LocalParams&, bool, bool, cudaStream_t);
-extern template void launch_local_backward<c10::Half>(const LocalParams&, bool, bool,
+extern template void launch_local_backward<double>(const ScanParams&, bool, bool, cudaStream_t);
+extern template void launch_local_backward<float>(const ScanParams&, bool, bool, cudaStream_t);
+extern template void launch_local_backward<c10::Half>(const ScanParams&, bool, bool,
                                                       cudaStream_t);
-extern template void launch_local_backward<c10::BFloat16>(const LocalParams&, bool, bool,
+extern template void launch_local_backward<c10::BFloat16>(const ScanParams&, bool, bool,
                                                           cudaStream_t);
+
+extern template void launch_gate_grad_finish<double>(const ScanParams&, bool, cudaStream_t);
+extern template void launch_gate_grad_finish<float>(const ScanParams&, bool, cudaStream_t);
+extern template void launch_gate_grad_finish<c10::Half>(const ScanParams&, bool, cudaStream_t);
+extern template void launch_gate_grad_finish<c10::BFloat16>(const ScanParams&, bool, cudaStream_t);
 
 }  // namespace cuda
 }  // namespace gspn2

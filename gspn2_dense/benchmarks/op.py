@@ -68,6 +68,9 @@ GPU_CASES = [
     OpCase('GSPN2-T stage 2 28^2 k2', 128, 40, 28, 28, DIRS4, 1, torch.bfloat16, 2),
     OpCase('GSPN2-T stage 3 14^2', 128, 80, 14, 14, DIRS4, 1, torch.bfloat16),
     OpCase('GSPN2-T stage 4 7^2', 128, 160, 7, 7, DIRS4, 1, torch.bfloat16),
+    # the global stages at 512 px (stage 4 a small plane, stage 3 past its limit)
+    OpCase('GSPN2-T stage 3 32^2', 16, 80, 32, 32, DIRS4, 1, torch.bfloat16),
+    OpCase('GSPN2-T stage 4 16^2', 16, 160, 16, 16, DIRS4, 1, torch.bfloat16),
 ]
 
 
@@ -97,9 +100,9 @@ def case_bytes(case: OpCase) -> Tuple[int, int]:
     out_b = xb if merge else lb
     u_b = lb if merge else 0
     fwd = xb + gb + lb + u_b + out_b  # x, gates, lam, (u) -> y or h
-    # grad_out, x, gates, lam, (u), hidden -> grad_x, grad_gates, grad_lam, (grad_u); local
-    # scans (chunk 1 or 2) read no hidden state
-    hidden_b = 0 if recomputes_hidden(case.chunk) and merge else lb
+    # grad_out, x, gates, lam, (u), hidden -> grad_x, grad_gates, grad_lam, (grad_u); the
+    # one-pass kernels (local scans, small planes) read no hidden state
+    hidden_b = 0 if recomputes_hidden(case.chunk, case.H, case.W) and merge else lb
     bwd = out_b + xb + gb + lb + u_b + hidden_b + xb + gb + lb + u_b
     return fwd, bwd
 
@@ -298,11 +301,12 @@ def run_gpu_case(ext, case: OpCase, bandwidth: float, l2_bytes: int, timer: Time
         s['u'] = s['u'] if merge else None
 
     chunk = case.chunk
-    local = recomputes_hidden(chunk)  # (nothing saved for the backward, as the op does on CUDA)
+    # (nothing saved for the backward where the kernels recompute it, as the op does on CUDA)
+    recomputed = recomputes_hidden(chunk, case.H, case.W)
 
     def forward(s, save):
         return ext.forward(s['x'], s['gates'], s['lam'], s['u'], dirs, chunk, True, merge,
-                           save and not local)
+                           save and not recomputed)
 
     def backward(s, grad, saved):
         return ext.backward(grad, s['x'], s['gates'], s['lam'], s['u'], saved, dirs, chunk, True,
@@ -441,8 +445,10 @@ def gpu_markdown(result: Dict) -> str:
          _pct(r['bwd_eff']), f"{r['bwd_line_modes_ms']:.3f}", f"{r['peak_fwd_bwd_gib']:.2f}",
          f"{r['dwconv_fwd_ms']:.3f} / {r['dwconv_bwd_ms']:.3f}" if 'dwconv_fwd_ms' in r else '-']
         for r in result['cases'])))
-    lines += ['', 'Local scans (chunk 1 or 2) run the local kernels (csrc/cuda/propagate_local.h) '
-                  'whatever the policies, so their "fused line modes" columns repeat them.']
+    lines += ['', 'Local scans (chunk 1 or 2) and planes whose lines fit a warp (H, W <= 32, '
+                  'H * W <= 256) run the one-pass kernels (csrc/cuda/propagate_local.h, '
+                  'propagate_small.h) whatever the policies, so their "fused line modes" columns '
+                  'repeat them.']
     if result.get('reference_loop_ms'):
         lines += ['', 'PyTorch reference loop, paper shape (fp32, 1 direction, B=16, C=8, 1024^2), '
                       f"forward: {result['reference_loop_ms']:.1f} ms."]

@@ -52,6 +52,33 @@ def kernel_times(fn: Callable[[], object], reps: int) -> KernelTimes:
     return {k: (v[0] / reps, v[1] / reps) for k, v in times.items()}
 
 
+def op_times(fn: Callable[[], object], reps: int, top: int = 30,
+             device: str = 'cuda') -> List[Tuple[str, str, float, float]]:
+    """The PyTorch operators of ``fn`` whose own kernels take the most time on ``device``
+    ('cuda': device time; 'cpu': CPU time), grouped by input shapes: (operator, shapes, us per
+    call, calls per call), slowest first. Says which call of the model a kernel of
+    :func:`kernel_times` comes from."""
+    from torch.profiler import ProfilerActivity, profile
+    cuda = device == 'cuda'
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    fn()
+    sync()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities, record_shapes=True) as prof:
+        for _ in range(reps):
+            fn()
+        sync()
+    rows = []
+    for avg in prof.key_averages(group_by_input_shape=True):
+        us = (getattr(avg, 'self_device_time_total', None) if cuda else avg.self_cpu_time_total)
+        if us is None:
+            us = avg.self_cuda_time_total
+        if us > 0:
+            shapes = ', '.join(str(tuple(s)) for s in avg.input_shapes if s)
+            rows.append((avg.key, shapes, us / reps, avg.count / reps))
+    return sorted(rows, key=lambda r: -r[2])[:top]
+
+
 def grouped(times: KernelTimes) -> KernelTimes:
     """Kernel times summed by :data:`CATEGORIES` ('other' for the rest)."""
     groups = defaultdict(lambda: [0.0, 0])
@@ -82,9 +109,9 @@ def profile_op_case(ext, case: OpCase, reps: int) -> Tuple[str, Dict]:
     dirs, merge, chunk = list(case.directions), len(case.directions) > 1, case.chunk
     s = make_inputs(case, 'cuda', seed=0)
     u = s['u'] if merge else None
-    # (local scans, chunk 1 or 2, save no hidden state: their backward recomputes it)
+    # (local scans and small planes save no hidden state: their backward recomputes it)
     out, hidden = ext.forward(s['x'], s['gates'], s['lam'], u, dirs, chunk, True, merge,
-                              not recomputes_hidden(chunk))
+                              not recomputes_hidden(chunk, case.H, case.W))
     grad, saved = torch.randn_like(out), hidden if merge else out
     fwd = kernel_times(lambda: ext.forward(s['x'], s['gates'], s['lam'], u, dirs, chunk, True,
                                            merge, False), reps)
@@ -121,10 +148,20 @@ def profile_backbone(model_name: str, batch: int, img_size: int, reps: int,
     times = kernel_times(step, reps)
     head = (f'### {model_name} {"compiled " if compile else ""}training step (batch {batch}, '
             f'{img_size} px, bfloat16 autocast, AdamW)\n')
-    section = '\n'.join([head, kernel_table(grouped(times), 'by category')[0],
-                         kernel_table(times, 'top kernels', top=25)[0]])
-    return section, dict(name=model_name, batch=batch, img_size=img_size, compiled=compile,
-                         kernels_us=times)
+    parts = [head, kernel_table(grouped(times), 'by category')[0],
+             kernel_table(times, 'top kernels', top=25)[0]]
+    record = dict(name=model_name, batch=batch, img_size=img_size, compiled=compile,
+                  kernels_us=times)
+    if not compile:  # (a compiled step's operators are its graphs)
+        ops = op_times(step, reps)
+        parts.append('**operators by own device time** (input shapes; the model call each '
+                     'kernel comes from)\n\n' + report.table(
+                         ['operator', 'input shapes', 'ms', 'calls'],
+                         ([f'`{name}`', _short(shapes, 110), f'{t / 1e3:.3f}', f'{n:g}']
+                          for name, shapes, t, n in ops)) + '\n')
+        record['operators_us'] = [dict(op=name, shapes=shapes, us=t, calls=n)
+                                  for name, shapes, t, n in ops]
+    return '\n'.join(parts), record
 
 
 def markdown(result: Dict, sections: Sequence[str]) -> str:

@@ -182,16 +182,20 @@ class GSPN2Mixer(nn.Module):
         batch, channels, height, width = x.shape
         # The propagation reads (B, C, H, W) planes: one batched GEMM maps the positions
         # (rows of the channels_last map, a view) straight to planes, bias included.
+        # (The weight is cast before it is expanded: under autocast the cast of the expanded
+        # weight would write, and its backward read, one float32 copy per batch item.)
         tokens = x.permute(0, 2, 3, 1).reshape(batch, height * width, channels)
-        weight = self.proxy_proj.weight.flatten(1)
-        planes = torch.baddbmm(self.proxy_proj.bias.view(1, -1, 1),
+        weight = self.proxy_proj.weight.flatten(1).to(tokens.dtype)
+        planes = torch.baddbmm(self.proxy_proj.bias.to(tokens.dtype).view(1, -1, 1),
                                weight.expand(batch, -1, -1), tokens.transpose(1, 2))
         proxy, gates, lam, u = planes.view(batch, -1, height, width).split(self.split_sizes, dim=1)
         gates = gates.reshape(batch, NUM_DIRECTIONS, self.gate_groups, NUM_TAPS, height, width)
         lam = torch.sigmoid(lam).reshape(batch, NUM_DIRECTIONS, self.proxy_dim, height, width)
         u = u.reshape(batch, NUM_DIRECTIONS, self.proxy_dim, height, width)
         y = gspn_propagate(proxy, gates, lam, u, chunk=self.chunk)
-        y = torch.addcmul(y, proxy, self.skip_scale.view(1, -1, 1, 1))
+        # (in y's dtype: a float32 skip_scale would promote the sum, and the lift's input, to
+        # float32 under autocast)
+        y = torch.addcmul(y, proxy, self.skip_scale.to(y.dtype).view(1, -1, 1, 1))
         return _pointwise(self.out_proj, self.out_norm(_pointwise(self.lift, _channels_last(y))))
 
 

@@ -47,18 +47,25 @@ def _contiguous_empty(t: Tensor, shape=None) -> Tensor:
     return t.new_empty(t.shape if shape is None else shape)
 
 
-# Scans that restart every 1 or 2 steps (the backbones' local stages) need no saved hidden
-# state: it is one step from the inputs, and the backward may recompute it (the CUDA local
-# kernels do so themselves; on CPU a forward without merge runs first). gspn_propagate saves
-# none on CUDA, so training keeps no (B, 4, C, H, W) buffer there; on CPU it still saves it
-# (the recompute would cost a forward of the op in every backward).
+# Two kinds of launch need no saved hidden state on CUDA, because their kernels recompute h in
+# the backward (csrc/cuda/scan_launch.h, is_one_pass): scans that restart every 1 or 2 steps
+# (the backbones' local stages; h is one step from the inputs) and planes whose lines fit one
+# warp (the global stages at classification sizes, e.g. 14 x 14 and 7 x 7 at 224 px).
+# gspn_propagate saves none there on CUDA, so training keeps no (B, 4, C, H, W) buffer for
+# them; on CPU it still saves it (the recompute would cost a forward of the op in every
+# backward), and the backward of a CPU local scan without it runs that forward first.
 LOCAL_MAX_CHUNK = 2
+SMALL_MAX_LINE = 32  # kSmallMaxLine, kSmallMaxPlane in csrc/cuda/propagate_small.h
+SMALL_MAX_PLANE = 256
 
 
-def recomputes_hidden(chunk: int) -> bool:
-    """Whether a core ``chunk`` (0 = global) is a local scan whose backward needs no saved
-    hidden state."""
-    return 1 <= chunk <= LOCAL_MAX_CHUNK
+def recomputes_hidden(chunk: int, height: int, width: int) -> bool:
+    """Whether the CUDA kernels recompute the hidden state of a launch with core ``chunk``
+    (0 = global) over ``height x width`` planes, so that its forward need not save it."""
+    local = 1 <= chunk <= LOCAL_MAX_CHUNK
+    small = (height <= SMALL_MAX_LINE and width <= SMALL_MAX_LINE
+             and height * width <= SMALL_MAX_PLANE)
+    return local or small
 
 
 def _hidden_shape(x: Tensor, num_directions: int) -> Tuple[int, ...]:
@@ -123,12 +130,16 @@ def _backward(ctx, grad_out, grad_hidden):
         return (None,) * 9
     x, gates, lam, u, hidden = ctx.saved_tensors
     if tuple(hidden.shape) != _hidden_shape(x, len(ctx.directions)):
-        if not recomputes_hidden(ctx.chunk):
+        on_cuda = x.device.type == 'cuda'
+        local = 1 <= ctx.chunk <= LOCAL_MAX_CHUNK
+        if not (local or (on_cuda and recomputes_hidden(ctx.chunk, *x.shape[-2:]))):
             raise RuntimeError(
                 'gspn2::propagate_forward ran with save_hidden=False, so its output cannot be '
                 'differentiated; call it with save_hidden=True (gspn_propagate does so whenever '
-                'an input requires grad; scans with chunk 1 or 2 need no saved state)')
-        if x.device.type != 'cuda':  # (the CUDA kernels recompute it themselves)
+                'an input requires grad; scans with chunk 1 or 2, and on CUDA planes whose '
+                f'lines fit a warp, need no saved state; got chunk {ctx.chunk} and planes '
+                f'{tuple(x.shape[-2:])} on {x.device.type})')
+        if not on_cuda:  # (the CUDA kernels recompute it themselves)
             hidden, _ = propagate_forward(x, gates, lam, None, ctx.directions, ctx.chunk,
                                           ctx.normalize, False, False)
     grad_x, grad_gates, grad_lam, grad_u = propagate_backward(
@@ -190,7 +201,7 @@ def gspn_propagate(x: Tensor, gates: Tensor, lam: Tensor, u: Optional[Tensor],
     check_propagate_inputs(x, gates, lam, u, chunk, merge, normalize)
     u = u if merge else None
     core_chunk = check_chunk(chunk)
-    recomputed = recomputes_hidden(core_chunk) and x.device.type == 'cuda'
+    recomputed = x.device.type == 'cuda' and recomputes_hidden(core_chunk, *x.shape[-2:])
     save_hidden = merge and not recomputed and torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, gates, lam, u))
     out, _ = propagate_forward(x.contiguous(), gates.contiguous(), lam.contiguous(),

@@ -1,4 +1,6 @@
 """The kernel profile's bookkeeping (the profiling itself needs a GPU)."""
+import torch
+
 from gspn2_dense.benchmarks import profile
 from gspn2_dense.benchmarks.timing import run_stamp
 
@@ -41,3 +43,18 @@ def test_report_states_the_stamp_and_command():
     assert text.startswith('# Kernel time breakdown on Some GPU\n\ntorch ')
     assert 'commit abc1234; `python tools/profile_op.py`' in text and '(torch.profiler, 5 calls' in text
     assert text.endswith('### a\n\n### b\n')
+
+
+def test_operators_grouped_by_input_shapes():
+    a, b = torch.randn(256, 256), torch.randn(8, 8)
+
+    def fn():
+        for _ in range(3):
+            a @ a
+        b @ b
+
+    rows = profile.op_times(fn, reps=2, device='cpu')
+    mm = {shapes: (t, n) for op, shapes, t, n in rows if op == 'aten::mm'}
+    assert set(mm) == {'(256, 256), (256, 256)', '(8, 8), (8, 8)'}
+    assert mm['(256, 256), (256, 256)'][1] == 3 and mm['(8, 8), (8, 8)'][1] == 1  # per call
+    assert [t for _, _, t, _ in rows] == sorted((t for _, _, t, _ in rows), reverse=True)

@@ -97,11 +97,13 @@ FLOOR = {torch.float64: 1e-11, torch.float32: 2e-5, torch.float16: 2e-3, torch.b
 
 CASES = [
     # B, C, G, H, W, directions, chunk
-    (2, 4, 4, 9, 13, (0,), 0),
-    (1, 6, 2, 17, 5, (1, 3), 0),
-    (2, 4, 1, 12, 12, (0, 1, 2, 3), 0),
+    # (planes of more than 256 positions or lines of more than 32: smaller ones take the
+    # small-plane kernels, SMALL_CASES)
+    (2, 4, 4, 9, 31, (0,), 0),
+    (1, 6, 2, 17, 17, (1, 3), 0),
+    (2, 4, 1, 12, 24, (0, 1, 2, 3), 0),
     (1, 8, 2, 33, 31, (3, 2, 1, 0), 4),
-    (1, 3, 3, 1, 7, (0, 2), 0),
+    (1, 3, 3, 1, 300, (0, 2), 0),
     (1, 2, 1, 6, 1, (2, 1), 2),
     (1, 2, 2, 40, 1030, (0, 3), 0),   # a line spread over many threads, scalar path
     (1, 4, 1, 260, 64, (2, 1), 7),    # vertical vector path, horizontal lines of 260
@@ -111,7 +113,7 @@ CASES = [
     # warp mode (lines of at most 128): 4 directions merged, G = 1, backbone line lengths
     (2, 24, 1, 56, 56, (0, 1, 2, 3), 0),  # 16 lanes per line, 8 channels per CTA
     (1, 48, 1, 28, 28, (0, 1, 2, 3), 2),  # 8 lanes per line, chunk 2
-    (1, 4, 2, 7, 7, (3, 2, 1, 0), 3),     # 2 lanes per line, odd chunk
+    (1, 4, 2, 7, 41, (3, 2, 1, 0), 3),    # 2 lanes per line, odd chunk
     (1, 2, 1, 20, 128, (0, 1, 2, 3), 0),  # the longest warp-mode line (32 lanes)
     # CTA mode (129 .. 1024)
     (1, 2, 1, 129, 10, (2, 3), 0),        # the shortest CTA-mode line
@@ -238,14 +240,14 @@ def test_channels_per_thread_agree(ext, dtype, shape):
 # channels of a gate group (the most that divide C / G and fit).
 PLANE_CASES = [
     # B, C, G, H, W, directions, chunk
-    (2, 96, 1, 7, 7, (0, 1, 2, 3), 0),
+    (2, 96, 1, 7, 40, (0, 1, 2, 3), 0),
     (3, 48, 1, 14, 14, (0, 1, 2, 3), 2),
     (2, 64, 8, 28, 28, (0, 1, 2, 3), 0),   # 4 channels of a group per CTA
     (2, 70, 1, 56, 56, (0, 1, 2, 3), 2),
-    (1, 6, 6, 13, 17, (3, 1, 2, 0), 3),     # odd plane, G = C, odd chunk
-    (1, 4, 2, 17, 13, (2, 0), 0),           # 2 channels per CTA, 2 groups
+    (1, 6, 6, 13, 23, (3, 1, 2, 0), 3),     # odd plane, G = C, odd chunk
+    (1, 4, 2, 17, 19, (2, 0), 0),           # 2 channels per CTA, 2 groups
     (2, 3, 1, 64, 33, (1, 3, 0), 5),        # the longest plane-mode line, NP = 2
-    (1, 5, 5, 11, 9, (2,), 0),              # one direction (gspn_scan's launch)
+    (1, 5, 5, 11, 33, (2,), 0),             # one direction (gspn_scan's launch)
     (1, 2, 1, 1, 40, (0, 2), 0),            # a single row
 ]
 
@@ -295,7 +297,7 @@ def test_plane_backward_equals_line_modes(plane_mode, dtype, G):
 
 def test_plane_mode_through_gspn_scan(plane_mode):
     from gspn2_dense.ops import gspn_scan
-    x, gates, lam, _ = _inputs(3, 50, 1, 14, 14, 1, True, 'cuda', seed=9)
+    x, gates, lam, _ = _inputs(3, 50, 1, 14, 20, 1, True, 'cuda', seed=9)
     for direction in DIRECTIONS:
         got = gspn_scan(x.float(), gates[:, 0].float(), lam[:, 0].float(), direction, chunk=2)
         want = gspn_scan_ref(x, gates[:, 0], lam[:, 0], direction, 2)
@@ -371,6 +373,68 @@ def test_local_backward_needs_no_hidden(ext, dtype):
     without = ext.backward(grad, x, gates, lam, u, hidden, [0, 1, 2, 3], 2, True, True)
     for a, b in zip(with_saved, without):
         assert torch.equal(a, b)
+
+
+# Small planes (lines of at most 32, at most 256 positions; propagate_small.h): one warp per
+# direction, lanes along the line; any chunk, the backward recomputes h. Chunks 1 and 2 take
+# the local kernels, so these use 0 or >= 3.
+SMALL_CASES = [
+    # B, C, G, H, W, directions, chunk
+    (2, 4, 1, 14, 14, (0, 1, 2, 3), 0),   # a global backbone stage at 224 px
+    (4, 160, 1, 7, 7, (0, 1, 2, 3), 0),   # GSPN-2-T stage 4: one channel per CTA, partial sums
+    (1, 24, 1, 16, 16, (0, 1, 2, 3), 0),  # the largest square plane, slices of one group
+    (2, 4, 4, 9, 13, (0,), 0),            # one direction, G = C
+    (1, 6, 2, 17, 5, (1, 3), 0),
+    (2, 5, 5, 8, 8, (3, 2, 1, 0), 3),     # odd chunk
+    (3, 20, 1, 32, 8, (0, 1, 2, 3), 0),   # horizontal lines of 32 lanes
+    (1, 8, 4, 8, 32, (0, 3), 5),          # vertical lines of 32 lanes, chunk 5
+    (1, 3, 3, 1, 7, (0, 2), 0),           # one row: vertical scans are single steps
+    (1, 2, 1, 31, 1, (2, 1), 0),          # one column
+    (1, 2, 1, 1, 1, (0, 1, 2, 3), 0),     # one position
+    (1, 6, 2, 11, 13, (2, 0, 3), 4),
+]
+
+
+@pytest.mark.parametrize('case', SMALL_CASES, ids=lambda c: f'{c[0]}x{c[1]}g{c[2]}_{c[3]}x{c[4]}_d{"".join(map(str, c[5]))}_k{c[6]}')
+@pytest.mark.parametrize('normalize,merge', [(True, True), (True, False), (False, True)])
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+def test_small_matches_reference(ext, case, normalize, merge, dtype):
+    _check_against_reference(ext, case, normalize, merge, dtype)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize('chunk', [0, 3])
+def test_small_backward_needs_no_hidden(ext, dtype, chunk):
+    x, gates, lam, u = (t.to(dtype) for t in _inputs(3, 16, 1, 14, 14, 4, True, 'cuda', seed=4))
+    out, hidden = ext.forward(x, gates, lam, u, [0, 1, 2, 3], chunk, True, True, False)
+    assert hidden.numel() == 0
+    out2, saved = ext.forward(x, gates, lam, u, [0, 1, 2, 3], chunk, True, True, True)
+    assert torch.equal(out, out2) and saved.shape == lam.shape
+    grad = torch.randn_like(out)
+    with_saved = ext.backward(grad, x, gates, lam, u, saved, [0, 1, 2, 3], chunk, True, True)
+    without = ext.backward(grad, x, gates, lam, u, hidden, [0, 1, 2, 3], chunk, True, True)
+    for a, b in zip(with_saved, without):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize('hw', [(16, 16), (17, 16), (32, 8), (33, 4), (8, 32), (4, 33), (14, 14)])
+def test_recomputes_hidden_states_the_kernels_rule(ext, hw):
+    """ops.propagate.recomputes_hidden (which decides what gspn_propagate saves) and the
+    binding's plan agree: where it says so, a backward without hidden state works; elsewhere
+    the binding asks for it."""
+    from gspn2_dense.ops.propagate import recomputes_hidden
+    H, W = hw
+    x, gates, lam, u = (t.float() for t in _inputs(1, 4, 1, H, W, 4, True, 'cuda', seed=H))
+    out, empty = ext.forward(x, gates, lam, u, [0, 1, 2, 3], 0, True, True, False)
+    args = (torch.randn_like(out), x, gates, lam, u)
+    if recomputes_hidden(0, H, W):
+        _, saved = ext.forward(x, gates, lam, u, [0, 1, 2, 3], 0, True, True, True)
+        for a, b in zip(ext.backward(*args, empty, [0, 1, 2, 3], 0, True, True),
+                        ext.backward(*args, saved, [0, 1, 2, 3], 0, True, True)):
+            assert torch.equal(a, b)
+    else:
+        with pytest.raises(RuntimeError, match='hidden must be'):
+            ext.backward(*args, empty, [0, 1, 2, 3], 0, True, True)
 
 
 PAIRED_SHAPES = [

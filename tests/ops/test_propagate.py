@@ -4,7 +4,7 @@ import torch
 
 from gspn2_dense.ops import (DIRECTIONS, gspn_propagate, gspn_propagate_ref, gspn_scan,
                              gspn_scan_ref)
-from gspn2_dense.ops.propagate import propagate_backward, propagate_forward
+from gspn2_dense.ops.propagate import propagate_backward, propagate_forward, recomputes_hidden
 
 DEVICES = ['cpu'] + [
     pytest.param('cuda', marks=pytest.mark.skipif(not torch.cuda.is_available(),
@@ -298,6 +298,37 @@ def test_local_scans_save_no_hidden_state(device, chunk, shape):
     loss = gspn_propagate(*inputs, chunk=chunk).mul(grad).sum()
     for g, w in zip(torch.autograd.grad(loss, inputs), want):
         torch.testing.assert_close(g.cpu(), w)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+@pytest.mark.parametrize('chunk', [None, 3])
+def test_small_planes_save_no_hidden_state_on_cuda(chunk):
+    """On CUDA, planes whose lines fit a warp keep no hidden state for the backward either
+    (the small-plane kernels recompute it), through the op's autograd formula."""
+    inputs = make_inputs(2, 8, 1, 14, 14, device='cuda', seed=5)
+    core = chunk or 0
+    assert recomputes_hidden(core, 14, 14) and not recomputes_hidden(core, 17, 16)
+    out, hidden = propagate_forward(*inputs, [0, 1, 2, 3], core, True, True, False)
+    assert hidden.numel() == 0
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, inputs, grad)
+    ref_inputs = [t.detach().cpu().requires_grad_() for t in inputs]
+    ref = gspn_propagate_ref(*ref_inputs, chunk=chunk)
+    want = torch.autograd.grad(ref, ref_inputs, grad.cpu())
+    torch.testing.assert_close(out.cpu(), ref)
+    for name, g, w in zip(('x', 'gates', 'lam', 'u'), got, want):
+        torch.testing.assert_close(g.cpu(), w, msg=lambda m: f'{name}: {m}')
+
+
+def test_recomputed_hidden_rule():
+    """Where the CUDA kernels recompute the hidden state: local scans at any size, other
+    scans on planes whose lines fit a warp (at most 32) and that hold at most 256 positions;
+    tests/ops/test_cuda_propagate.py checks that the binding follows the same rule."""
+    assert recomputes_hidden(1, 4096, 4096) and recomputes_hidden(2, 3, 5000)
+    assert recomputes_hidden(0, 14, 14) and recomputes_hidden(7, 7, 7)
+    assert recomputes_hidden(0, 32, 8) and recomputes_hidden(0, 16, 16)
+    assert not recomputes_hidden(0, 17, 16) and not recomputes_hidden(0, 33, 1)
+    assert not recomputes_hidden(3, 1, 33) and not recomputes_hidden(0, 56, 56)
 
 
 def test_backward_needs_saved_hidden():

@@ -26,6 +26,8 @@ LINE_CASES = [
     ((1, 0), 1, 0, True, 300, 200),       # CTA mode, paired merge
     ((0, 1), 2, 0, True, 40, 1100),       # long mode, paired merge
     ((2, 0), 2, 3, False, 1100, 5),       # long mode
+    ((0, 1, 2, 3), 1, 0, True, 14, 14),   # small plane (propagate_small.h)
+    ((0, 1, 2, 3), 2, 3, False, 32, 8),   # small plane, lines of 32 lanes, chunked
 ]
 PLANE_CASES = [
     ((0, 1, 2, 3), 1, 2, True, 56, 56),   # plane mode (16-bit), NP = 2, chunked

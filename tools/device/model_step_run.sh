@@ -5,7 +5,8 @@
 #   the 4-direction cases; GSPN-2-T and Swin-T throughput, eager (and compiled: COMPILED=<models>)
 #   (tools/benchmark_backbone.py);
 #   the kernel profile of a GSPN-2-T training step (tools/profile_op.py --backbone; also of the
-#   compiled step with PROFILE_COMPILED=1). No OpenMMLab stack is needed. Results under $OUT
+#   compiled step with PROFILE_COMPILED=1); with SANITIZE=1, compute-sanitizer memcheck and
+#   racecheck on tests/ops/test_sanitizer_workload.py. No OpenMMLab stack is needed. Results under $OUT
 #   (at most 8 files come back: logs stay in $LOGS); pass COMMIT (the device's copy has no git).
 set -uo pipefail
 OUT=${OUT:-./device_out}; mkdir -p "$OUT"
@@ -22,6 +23,14 @@ timeout ${T_TESTS:-150} python3 -m pytest -q -x -p no:cacheprovider tests/ops/te
   -k "${TEST_K:-local or chunk}" > "$LOGS/tests.log" 2>&1; tail -3 "$LOGS/tests.log"
 timeout 90 python3 -m pytest -q -p no:cacheprovider tests/ops/test_propagate.py tests/ops/test_propagate_layouts.py \
   -k cuda >> "$LOGS/tests.log" 2>&1; tail -1 "$LOGS/tests.log"
+if [ -n "${SANITIZE:-}" ]; then
+  log compute-sanitizer
+  for tool in memcheck racecheck; do
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout ${T_SANITIZE:-120} compute-sanitizer --tool $tool --error-exitcode 1 python3 tests/ops/test_sanitizer_workload.py \
+      > "$LOGS/sanitize_$tool.log" 2>&1; echo "$tool rc=$? $(grep -cE 'ERROR SUMMARY: [1-9]|Error|hazard' "$LOGS/sanitize_$tool.log") flagged lines"
+    grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|workload done' "$LOGS/sanitize_$tool.log" | head -3
+  done
+fi
 log op benchmark
 timeout ${T_OP:-120} python3 tools/benchmark_op.py --commit "$COMMIT" --cases "${CASES:-GSPN2-T,56^2,28^2}" \
   --no-reference --sdpa-sizes '' --out "$OUT/op_stages" > "$LOGS/op.log" 2>&1
