@@ -1,4 +1,5 @@
-// Compile-time helpers shared by the kernel files (propagate_kernels.cuh, propagate_local.cu).
+// Compile-time helpers shared by the kernel files (propagate_kernels.cuh, propagate_local.cu,
+// propagate_small.cu).
 #pragma once
 
 #include <type_traits>
@@ -21,6 +22,11 @@ namespace cuda {
 // Accumulation type of a storage type.
 template <typename T>
 using Acc = std::conditional_t<std::is_same<T, double>::value, double, float>;
+
+// Saturated tap logits: below -kTapShift, sigmoid(a) = exp(a) to a relative 1e-26, so the
+// normalisation of the tap weights may shift every logit of a position by the same amount (see
+// normalized_taps in propagate_kernels.cuh and position_taps::tap_weights).
+constexpr float kTapShift = 60.f;
 
 }  // namespace cuda
 }  // namespace gspn2

@@ -312,12 +312,11 @@ __device__ __forceinline__ Acc<T> exp_acc(Acc<T> v) {
 // -200 on every tap gave 0 / 0), are shifted without a branch: the logits are taken minus
 // shift = min(0, m + kTapShift), m the largest valid logit. With shift < 0 every valid logit
 // minus shift is <= -kTapShift, where sigmoid(a) = exp(a) to a relative 1e-26, so the shift
-// cancels in w as in a softmax; and 1 - sigmoid(a_k) rounds to 1 for those logits. (A form
+// cancels in w as in a softmax; and 1 - sigmoid(a_k) rounds to 1 for those logits (kTapShift
+// is in kernel_common.cuh). (A form
 // that took the shifted path by a branch per pixel ran the paper bf16 forward in 0.845 ms
 // against 0.716 ms for 2 exponentials and 2 reciprocals per tap, H100, 4b64ee0 and 7c58892:
 // the step's latency chain, not the SFU, bounds these kernels.)
-constexpr float kTapShift = 60.f;
-
 template <typename T>
 __device__ __forceinline__ void normalized_taps(const Acc<T> (&a)[3], const bool (&valid)[3],
                                                 Acc<T> (&w)[3], Acc<T> (&comp)[3]) {

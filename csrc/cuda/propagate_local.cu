@@ -93,9 +93,9 @@ __global__ void __launch_bounds__(kLocalThreads) local_forward_kernel(const Scan
     if (d >= D) break;
     dir[d] = local_dir(p.dirs[d], t.r, t.c, p.H, p.W, p.chunk);
     if (dir[d].linked) {
-      A sig[3], inv_sum;
+      A comp[3];
       const T* g3 = static_cast<const T*>(p.gates) + ((t.b * D + d) * p.G + t.g) * 3 * HW;
-      tap_weights<NORMALIZE>(g3, HW, t.pos, dir[d].p, dir[d].n_line, w[d], sig, inv_sum);
+      tap_weights<NORMALIZE>(g3, HW, t.pos, dir[d].p, dir[d].n_line, w[d], comp);
     }
   }
   for (int ch = t.c0; ch < t.c1; ++ch) {
@@ -174,17 +174,17 @@ __global__ void __launch_bounds__(kLocalThreads) local_backward_kernel(const Sca
       const T* g3 = gates_of(d);
       A w[3] = {0, 0, 0}, w_next[3] = {0, 0, 0};  // w_next[k]: tap k of the next step's p + 1 - k
       if (dir.linked) {
-        A sig[3], inv_sum;
-        tap_weights<NORMALIZE>(g3, HW, t.pos, dir.p, dir.n_line, w, sig, inv_sum);
+        A comp[3];
+        tap_weights<NORMALIZE>(g3, HW, t.pos, dir.p, dir.n_line, w, comp);
       }
       if (dir.feeds) {
 #pragma unroll
         for (int k = 0; k < 3; ++k) {
           const int pn = dir.p + 1 - k;
           if (pn < 0 || pn >= dir.n_line) continue;
-          A wn[3], sn[3], in;
+          A wn[3], cn[3];
           tap_weights<NORMALIZE>(g3, HW, t.pos - dir.back + (1 - k) * dir.along, pn, dir.n_line,
-                                 wn, sn, in);
+                                 wn, cn);
           w_next[k] = wn[k];
         }
       }
@@ -241,9 +241,9 @@ __global__ void __launch_bounds__(kLocalThreads) local_backward_kernel(const Sca
     if (p.slices == 1) {
       A gl[3] = {0, 0, 0};
       if (dir.linked) {
-        A w[3], sig[3], inv_sum;
-        tap_weights<NORMALIZE>(gates_of(d), HW, t.pos, dir.p, dir.n_line, w, sig, inv_sum);
-        gate_logit_grads<NORMALIZE>(gsum[d], w, sig, inv_sum, dir.p, dir.n_line, gl);
+        A w[3], comp[3];
+        tap_weights<NORMALIZE>(gates_of(d), HW, t.pos, dir.p, dir.n_line, w, comp);
+        gate_logit_grads<NORMALIZE>(gsum[d], w, comp, dir.p, dir.n_line, gl);
       }
 #pragma unroll
       for (int k = 0; k < 3; ++k) st(static_cast<T*>(p.grad_gates), gbase + k * HW, gl[k]);
@@ -273,16 +273,16 @@ __global__ void __launch_bounds__(kLocalThreads) local_gate_grad_kernel(const Sc
     const int64_t gbase = ((b * D + d) * p.G + g) * 3 * HW + pos;
     A gl[3] = {0, 0, 0};
     if (dir.linked) {
-      A w[3], sig[3], inv_sum;
+      A w[3], comp[3];
       tap_weights<NORMALIZE>(static_cast<const T*>(p.gates) + gbase - pos, HW, pos, dir.p,
-                             dir.n_line, w, sig, inv_sum);
+                             dir.n_line, w, comp);
       A gsum[3] = {0, 0, 0};
       const A* partial = static_cast<const A*>(p.partial_gates);
       for (int s = 0; s < p.slices; ++s) {
 #pragma unroll
         for (int k = 0; k < 3; ++k) gsum[k] += partial[s * slice_stride + gbase + k * HW];
       }
-      gate_logit_grads<NORMALIZE>(gsum, w, sig, inv_sum, dir.p, dir.n_line, gl);
+      gate_logit_grads<NORMALIZE>(gsum, w, comp, dir.p, dir.n_line, gl);
     }
 #pragma unroll
     for (int k = 0; k < 3; ++k) st(static_cast<T*>(p.grad_gates), gbase + k * HW, gl[k]);

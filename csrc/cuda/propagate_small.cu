@@ -72,8 +72,8 @@ __device__ __forceinline__ void load_tap_weights(const ScanParams& p, const Smal
   for (int s = 0; s < t.n_steps; ++s) {
     int r, c;
     step_rc(t.dir, s, t.lane, p.H, p.W, r, c);
-    A w[3], sig[3], inv_sum;
-    tap_weights<NORMALIZE>(g3, t.HW, r * p.W + c, t.lane, t.n_line, w, sig, inv_sum);
+    A w[3], comp[3];
+    tap_weights<NORMALIZE>(g3, t.HW, r * p.W + c, t.lane, t.n_line, w, comp);
 #pragma unroll
     for (int k = 0; k < 3; ++k) wts[k * t.HW + s * t.n_line + t.lane] = w[k];
   }
@@ -248,9 +248,9 @@ __global__ void small_backward_kernel(const ScanParams p) {
     }
     A gl[3] = {0, 0, 0};
     if (linked) {
-      A w[3], sig[3], inv_sum;
-      tap_weights<NORMALIZE>(g3, HW, pos, lane, n_line, w, sig, inv_sum);
-      gate_logit_grads<NORMALIZE>(gsum, w, sig, inv_sum, lane, n_line, gl);
+      A w[3], comp[3];
+      tap_weights<NORMALIZE>(g3, HW, pos, lane, n_line, w, comp);
+      gate_logit_grads<NORMALIZE>(gsum, w, comp, lane, n_line, gl);
     }
 #pragma unroll
     for (int k = 0; k < 3; ++k) st(static_cast<T*>(p.grad_gates), gbase + k * HW + pos, gl[k]);

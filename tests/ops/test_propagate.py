@@ -133,14 +133,17 @@ def test_propagate_unnormalised_weights(device):
 
 @pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('scale', [30.0, 200.0])
-def test_saturated_gate_logits(scale, device):
-    """Logits far in the sigmoid's tails (the kernels' exp clamps there) still match."""
-    x, gates, lam, u = make_inputs(1, 4, 1, 5, 6, dtype=torch.float32, device=device, seed=6,
-                                   requires_grad=False)
+@pytest.mark.parametrize('height,width,chunk', [(5, 6, None), (5, 6, 2), (40, 36, None)],
+                         ids=['small-plane', 'local', 'whole-line'])
+def test_saturated_gate_logits(scale, height, width, chunk, device):
+    """Logits far in the sigmoid's tails (all valid sigmoids of a position underflow at 200)
+    still match, on each family of CUDA kernels: small planes, local chunks, long lines."""
+    x, gates, lam, u = make_inputs(1, 4, 1, height, width, dtype=torch.float32, device=device,
+                                   seed=6, requires_grad=False)
     gates = (gates * scale).requires_grad_()
     inputs = [x.requires_grad_(), gates, lam.requires_grad_(), u.requires_grad_()]
-    got = value_and_grads(gspn_propagate, inputs)
-    want = value_and_grads(gspn_propagate_ref, fp64(inputs))
+    got = value_and_grads(gspn_propagate, inputs, chunk=chunk)
+    want = value_and_grads(gspn_propagate_ref, fp64(inputs), chunk=chunk)
     assert_close_to_reference(got, want, want, torch.float32,
                               ['y', 'grad_x', 'grad_gates', 'grad_lam', 'grad_u'])
 
