@@ -257,7 +257,9 @@ __global__ void __launch_bounds__(kLocalThreads) local_backward_kernel(const Sca
 }
 
 // Slices > 1: the gate-logit gradients from the slices' sums, added in slice order (also the
-// small-plane backward's finisher: `linked` is has_prev for any chunk).
+// small-plane backward's finisher: `linked` is has_prev for any chunk). One thread per
+// (position, gate group, direction): the small planes' batches can be small and their slices
+// many, so the reduction is spread over the directions too, and its loads are unrolled.
 template <typename T, bool NORMALIZE>
 __global__ void __launch_bounds__(kLocalThreads) local_gate_grad_kernel(const ScanParams p) {
   using A = Acc<T>;
@@ -266,27 +268,26 @@ __global__ void __launch_bounds__(kLocalThreads) local_gate_grad_kernel(const Sc
   if (idx >= p.B * HW) return;
   const int64_t b = idx / HW, pos = idx - b * HW;
   const int r = static_cast<int>(pos / p.W), c = static_cast<int>(pos - int64_t(r) * p.W);
-  const int D = p.D, g = blockIdx.y;
+  const int D = p.D, g = blockIdx.y / D, d = blockIdx.y - g * D;
   const int64_t slice_stride = static_cast<int64_t>(p.B) * D * p.G * 3 * HW;
-  for (int d = 0; d < D; ++d) {
-    const LocalDir dir = local_dir(p.dirs[d], r, c, p.H, p.W, p.chunk);
-    const int64_t gbase = ((b * D + d) * p.G + g) * 3 * HW + pos;
-    A gl[3] = {0, 0, 0};
-    if (dir.linked) {
-      A w[3], comp[3];
-      tap_weights<NORMALIZE>(static_cast<const T*>(p.gates) + gbase - pos, HW, pos, dir.p,
-                             dir.n_line, w, comp);
-      A gsum[3] = {0, 0, 0};
-      const A* partial = static_cast<const A*>(p.partial_gates);
-      for (int s = 0; s < p.slices; ++s) {
+  const LocalDir dir = local_dir(p.dirs[d], r, c, p.H, p.W, p.chunk);
+  const int64_t gbase = ((b * D + d) * p.G + g) * 3 * HW + pos;
+  A gl[3] = {0, 0, 0};
+  if (dir.linked) {
+    A w[3], comp[3];
+    tap_weights<NORMALIZE>(static_cast<const T*>(p.gates) + gbase - pos, HW, pos, dir.p,
+                           dir.n_line, w, comp);
+    A gsum[3] = {0, 0, 0};
+    const A* partial = static_cast<const A*>(p.partial_gates) + gbase;
+#pragma unroll 8
+    for (int s = 0; s < p.slices; ++s) {
 #pragma unroll
-        for (int k = 0; k < 3; ++k) gsum[k] += partial[s * slice_stride + gbase + k * HW];
-      }
-      gate_logit_grads<NORMALIZE>(gsum, w, comp, dir.p, dir.n_line, gl);
+      for (int k = 0; k < 3; ++k) gsum[k] += __ldcs(partial + s * slice_stride + k * HW);
     }
-#pragma unroll
-    for (int k = 0; k < 3; ++k) st(static_cast<T*>(p.grad_gates), gbase + k * HW, gl[k]);
+    gate_logit_grads<NORMALIZE>(gsum, w, comp, dir.p, dir.n_line, gl);
   }
+#pragma unroll
+  for (int k = 0; k < 3; ++k) st(static_cast<T*>(p.grad_gates), gbase + k * HW, gl[k]);
 }
 
 dim3 local_grid(const ScanParams& p, int per_position) {
@@ -321,7 +322,7 @@ void launch_local_backward(const ScanParams& p, bool normalize, bool merge, cuda
 template <typename T>
 void launch_gate_grad_finish(const ScanParams& p, bool normalize, cudaStream_t stream) {
   GSPN2_BOOL_SWITCH(normalize, kNormalize, [&] {
-    local_gate_grad_kernel<T, kNormalize><<<local_grid(p, p.G), kLocalThreads, 0, stream>>>(p);
+    local_gate_grad_kernel<T, kNormalize><<<local_grid(p, p.G * p.D), kLocalThreads, 0, stream>>>(p);
   });
 }
 

@@ -37,6 +37,9 @@ ScanParams scan_params(const PropagateShape& shape, const std::vector<int64_t>& 
   p.chunk = static_cast<int>(chunk);
   for (int64_t d = 0; d < shape.D; ++d) p.dirs[d] = static_cast<int>(directions[d]);
   const int64_t group = shape.C / shape.G;
+  TORCH_CHECK(shape.G * shape.D <= 65535,
+              "the CUDA one-pass kernels handle at most 65535 gate groups x directions, got G = ",
+              shape.G, " and ", shape.D, " directions");
   if (is_local(chunk)) {
     p.slices = static_cast<int>(
         fewest_slices(group, shape.B * shape.H * shape.W * shape.G, kLocalTargetThreads));
