@@ -6,7 +6,8 @@ import torch.nn as nn
 
 import gspn2_dense  # noqa: F401  (registers the timm models)
 from gspn2_dense.models import gspn2
-from gspn2_dense.models.complexity import complexity_table, count_complexity, propagate_macs
+from gspn2_dense.models.complexity import (complexity_table, count_complexity, count_traffic,
+                                           propagate_macs, traffic_table)
 from gspn2_dense.models.variants import PAPER_VARIANTS
 from gspn2_dense.ops import gspn_propagate, gspn_propagate_ref
 
@@ -96,3 +97,44 @@ def test_uncounted_propagation_raises(monkeypatch):
 def test_bad_input_size():
     with pytest.raises(ValueError, match=r'input_size must be \(C, H, W\) positive ints, got \(224, 224\)'):
         count_complexity(timm.create_model('gspn2_test'), (224, 224))
+
+
+# --- kernels and bytes (count_traffic) ---
+
+def test_traffic_of_a_linear_layer_is_its_arguments_and_result():
+    # addmm reads the input (8 floats), the bias (4) and the weight (32; its transpose is a
+    # view of the parameter), writes 4 floats; the flatten is a view, the input's creation
+    # is not counted
+    traffic = count_traffic(nn.Sequential(nn.Flatten(), nn.Linear(8, 4)), (1, 1, 8))
+    assert (traffic.kernels, traffic.bytes_read, traffic.bytes_written) == (1, 4 * 8, 4 * 4)
+    assert traffic.weight_bytes_read == 4 * 36
+    assert traffic.by_kind == {'matmul': (1, 32, 16)}
+
+
+class Attention(nn.Module):
+    def forward(self, x):
+        q = x.reshape(1, 2, 4, 8)
+        return nn.functional.scaled_dot_product_attention(q, q, q)
+
+
+def test_fused_attention_counts_as_one_kernel():
+    traffic = count_traffic(Attention(), (1, 8, 8))
+    # q, k, v (the same tensor, passed three times) read, the output written: one kernel,
+    # none of the math decomposition the CPU runs
+    assert traffic.by_kind == {'attention': (1, 3 * 64 * 4, 64 * 4)}
+
+
+def test_traffic_kinds_of_a_gspn2_model_on_meta():
+    with torch.device('meta'):
+        model = timm.create_model('gspn2_test')
+    traffic = count_traffic(model, (3, 64, 64))
+    assert traffic.by_kind['gspn2 op'][0] == 4  # one call per block, one block per stage
+    assert traffic.by_kind['depth-wise conv'][0] == 3 * 4  # two LPUs and the mixer's per block
+    assert traffic.kernels == sum(n for n, _, _ in traffic.by_kind.values())
+    table = traffic_table(['gspn2_test'], img_size=64)
+    assert table.splitlines()[2].startswith(f'| gspn2_test | {traffic.kernels} | ')
+
+
+def test_traffic_bad_input_size():
+    with pytest.raises(ValueError, match=r'input_size must be \(C, H, W\) positive ints, got \(3, 0\)'):
+        count_traffic(nn.Identity(), (3, 0))
