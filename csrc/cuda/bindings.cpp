@@ -1,7 +1,8 @@
 // Python bindings of the fused GSPN-2 CUDA kernels: the contract of gspn2_common.h.
 //
-// This file validates, allocates and packs; the kernels live in propagate_kernels.cuh (the local
-// scans: local_launch.cpp and propagate_local.cu).
+// This file validates, allocates and packs; the line and plane kernels are launched from
+// propagate_kernels.cuh (their pieces are listed there), the one-pass local and small-plane scans
+// from scan_launch.cpp (propagate_local.cu, propagate_small.cu).
 #include <c10/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -13,8 +14,9 @@
 #include <vector>
 
 #include "cuda/dispatch.h"
-#include "cuda/scan_launch.h"
 #include "cuda/propagate.h"
+#include "cuda/scan_launch.h"
+#include "cuda/transposed_split.h"
 #include "gspn2_common.h"
 
 namespace gspn2 {
@@ -192,8 +194,6 @@ void check_cuda(const torch::Tensor& t, const char* name) {
               t.scalar_type());
 }
 
-bool is_vertical(int64_t dir) { return dir == kTopDown || dir == kBottomUp; }
-
 // Lines (rows of W positions for the vertical directions, columns of H for the horizontal
 // ones) within what a CTA holds; checked on the caller's sizes before any launch (a split
 // call's transposed launch would otherwise report its own, swapped ones).
@@ -324,140 +324,6 @@ void backward_launch(const PropagateShape& shape, const torch::Tensor& grad_out,
     launch_backward<scalar_t>(p, normalize, merge, stream);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-}
-
-// ---- Horizontal directions through transposed planes (propagate.h) ----
-
-int transpose_policy = kTransposeAuto;
-
-int64_t set_transpose_mode(int64_t policy) {
-  TORCH_CHECK(policy == kTransposeOff || policy == kTransposeAuto || policy == kTransposeForce,
-              "transpose policy must be 0 (off), 1 (auto) or 2 (force), got ", policy);
-  const int previous = transpose_policy;
-  transpose_policy = static_cast<int>(policy);
-  return previous;
-}
-
-// The entries of `directions` that the current policy scans through transposed planes: the
-// horizontal ones, when their lines (H positions) are longer than kTransposeMinLine.
-std::vector<int64_t> transposed_entries(int64_t H, const std::vector<int64_t>& directions) {
-  std::vector<int64_t> entries;
-  if (transpose_policy == kTransposeOff ||
-      (transpose_policy == kTransposeAuto && H <= kTransposeMinLine)) {
-    return entries;
-  }
-  for (size_t i = 0; i < directions.size(); ++i) {
-    if (!is_vertical(directions[i])) entries.push_back(static_cast<int64_t>(i));
-  }
-  return entries;
-}
-
-// dst planes (a, b) = transpose of the src planes (a, b) (rows x cols), optionally added.
-void transpose_planes(const torch::Tensor& src, PlaneMap src_map, torch::Tensor& dst,
-                      PlaneMap dst_map, int64_t n0, int64_t n1, int64_t rows, int64_t cols,
-                      bool accumulate) {
-  const TransposeParams p{src.data_ptr(), dst.data_ptr(), src_map, dst_map, n0, n1,
-                          static_cast<int>(rows), static_cast<int>(cols), accumulate};
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  GSPN2_DISPATCH_KERNEL_TYPES(src.scalar_type(), "gspn2_transpose", [&] {
-    launch_transpose<scalar_t>(p, stream);
-  });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-}
-
-// (B, K, H, W) -> (B, K, W, H); with `into`, written (or added) there instead.
-torch::Tensor transposed_image(const torch::Tensor& t, torch::Tensor into = {},
-                               bool accumulate = false) {
-  const int64_t B = t.size(0), K = t.size(1), rows = t.size(2), cols = t.size(3);
-  if (!into.defined()) into = torch::empty({B, K, cols, rows}, t.options());
-  const int64_t hw = rows * cols;
-  transpose_planes(t, {0, K * hw, hw}, into, {0, K * hw, hw}, B, K, rows, cols, accumulate);
-  return into;
-}
-
-// (B, D, ..., H, W) -> (B, E, ..., W, H): the planes of direction entries `entries`.
-torch::Tensor take_transposed(const torch::Tensor& t, const std::vector<int64_t>& entries) {
-  std::vector<int64_t> sizes(t.sizes().begin(), t.sizes().end());
-  const int64_t B = sizes[0], D = sizes[1], rows = sizes[sizes.size() - 2],
-                cols = sizes.back(), E = static_cast<int64_t>(entries.size());
-  const int64_t hw = rows * cols, K = t.numel() / std::max<int64_t>(1, B * D * hw);
-  sizes[1] = E;
-  std::swap(sizes[sizes.size() - 2], sizes.back());
-  torch::Tensor out = torch::empty(sizes, t.options());
-  for (int64_t e = 0; e < E; ++e) {
-    transpose_planes(t, {entries[e] * K * hw, D * K * hw, hw}, out, {e * K * hw, E * K * hw, hw},
-                     B, K, rows, cols, false);
-  }
-  return out;
-}
-
-// dst[:, entries[e]] = transpose of src[:, e], src (B, E, ..., W, H), dst (B, D, ..., H, W).
-void put_transposed(const torch::Tensor& src, torch::Tensor& dst,
-                    const std::vector<int64_t>& entries) {
-  const int64_t B = dst.size(0), D = dst.size(1), rows = src.size(-2), cols = src.size(-1);
-  const int64_t hw = rows * cols, E = static_cast<int64_t>(entries.size());
-  const int64_t K = dst.numel() / std::max<int64_t>(1, B * D * hw);
-  for (int64_t e = 0; e < E; ++e) {
-    transpose_planes(src, {e * K * hw, E * K * hw, hw}, dst, {entries[e] * K * hw, D * K * hw, hw},
-                     B, K, rows, cols, false);
-  }
-}
-
-// The scan of the entries that stay in place, and the directions the transposed entries
-// become: left-to-right scans the columns of the transposed planes from the top, right-to-
-// left from the bottom (taps stay in increasing order along the line).
-struct DirectionSplit {
-  std::vector<int64_t> vertical, vertical_dirs, transposed_dirs;
-};
-// Work run on a stream from the pool after the current stream's work so far. join() makes the
-// current stream wait for it; so does the destructor, also when an error unwinds the caller,
-// so that no tensor the work writes goes back to the allocator while it runs. Tensors
-// allocated inside the work belong to the side stream.
-class SideStream {
- public:
-  template <typename Work>
-  void run(const torch::Tensor& like, Work&& work) {
-    const c10::cuda::CUDAStream current = c10::cuda::getCurrentCUDAStream();
-    const c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool(false, like.device().index());
-    c10::cuda::CUDAEvent ready;
-    ready.record(current);
-    ready.block(side);
-    {
-      const c10::cuda::CUDAStreamGuard guard(side);
-      work();
-    }
-    done_.record(side);
-    pending_ = true;
-  }
-  void join() {
-    if (pending_) done_.block(c10::cuda::getCurrentCUDAStream());
-    pending_ = false;
-  }
-  ~SideStream() {
-    try {
-      join();
-    } catch (...) {  // already unwinding from an error, or the device is lost
-    }
-  }
-
- private:
-  c10::cuda::CUDAEvent done_;
-  bool pending_ = false;
-};
-
-DirectionSplit split_directions(const std::vector<int64_t>& directions,
-                                const std::vector<int64_t>& transposed) {
-  DirectionSplit s;
-  for (size_t i = 0; i < directions.size(); ++i) {
-    if (std::find(transposed.begin(), transposed.end(), static_cast<int64_t>(i)) ==
-        transposed.end()) {
-      s.vertical.push_back(static_cast<int64_t>(i));
-      s.vertical_dirs.push_back(directions[i]);
-    } else {
-      s.transposed_dirs.push_back(directions[i] == kLeftRight ? kTopDown : kBottomUp);
-    }
-  }
-  return s;
 }
 
 std::tuple<torch::Tensor, torch::Tensor> forward(

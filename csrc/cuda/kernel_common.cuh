@@ -1,4 +1,4 @@
-// Compile-time helpers shared by the kernel files (propagate_kernels.cuh, propagate_local.cu,
+// Compile-time helpers shared by the kernel files (line_scan_common.cuh, propagate_local.cu,
 // propagate_small.cu).
 #pragma once
 
@@ -25,7 +25,7 @@ using Acc = std::conditional_t<std::is_same<T, double>::value, double, float>;
 
 // Saturated tap logits: below -kTapShift, sigmoid(a) = exp(a) to a relative 1e-26, so the
 // normalisation of the tap weights may shift every logit of a position by the same amount (see
-// normalized_taps in propagate_kernels.cuh and position_taps::tap_weights).
+// normalized_taps in line_scan_common.cuh and position_taps::tap_weights).
 constexpr float kTapShift = 60.f;
 
 }  // namespace cuda

@@ -1,6 +1,6 @@
 // Device helpers of the one-pass kernels (propagate_local.cu, propagate_small.cu): loads and
 // stores in the accumulation type, and the tap weights of one position with the Jacobian of
-// their normalisation. Notation as in propagate_kernels.cuh: tap k = 0, 1, 2 of a position at
+// their normalisation. Notation as in line_scan_common.cuh: tap k = 0, 1, 2 of a position at
 // line position p reaches the previous step's position p + k - 1.
 #pragma once
 
@@ -37,7 +37,7 @@ __device__ __forceinline__ bool has_prev(int s, int chunk) {
 // sigmoids of the logits w_k = sigmoid(a_k) / sum of the valid sigmoids (or the weights as
 // given), 0 where the tap leaves the line. comp[k] = 1 - sigmoid(a_k), which the Jacobian of the
 // normalisation needs. Saturated positions (every valid logit far below 0, whose sigmoids would
-// underflow to 0 / 0) are shifted as in normalized_taps of propagate_kernels.cuh: the logits are
+// underflow to 0 / 0) are shifted as in normalized_taps of line_scan_common.cuh: the logits are
 // taken minus min(0, m + kTapShift), m the largest valid logit; the shift cancels in w, and
 // comp rounds to 1 for shifted logits.
 template <bool NORMALIZE, typename T, typename A>

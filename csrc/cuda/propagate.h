@@ -9,7 +9,7 @@
 // (threads_per_line, channels_per_cta / KC) block: thread (t, cy) holds kPositions consecutive
 // positions of the line for the KC = channels_per_thread channels
 // slice * channels_per_cta + cy * KC + kc (kc < KC, one gate group) and reads its inputs in
-// double-buffered runs of consecutive steps (propagate_kernels.cuh). Neighbouring values
+// double-buffered runs of consecutive steps (line_scan_common.cuh). Neighbouring values
 // across thread boundaries go through a double-buffered shared-memory exchange, one barrier
 // per step. Arithmetic is float32 (float64 for float64 tensors).
 #pragma once
@@ -26,7 +26,7 @@ namespace cuda {
 constexpr int kPositions = 4;     // consecutive line positions per thread
 constexpr int kMaxThreads = 512;  // per CTA, so lines may hold up to kPositions * 512 positions
 constexpr int kWarpThreads = 128;  // per CTA in the warp mode
-constexpr int kShortThreads = 256;  // CTAs up to this size get the longer runs (propagate_kernels.cuh)
+constexpr int kShortThreads = 256;  // CTAs up to this size get the longer runs (line_scan_common.cuh)
 
 // Kernel modes (Geometry::mode). Warp: a line fits in one warp (threads_per_line a power of
 // two <= 32): neighbours through shuffles, no shared memory, no barrier per step. CTA: a line
@@ -90,7 +90,7 @@ constexpr long long plane_bwd_smem_bytes(long long H, long long W, long long ele
          cpc * plane_bwd_slot_bytes(H, W, elem) + 2 * cpc * 3 * kPlaneMaxLine * acc_elem;
 }
 
-// Bytes of each input per position in one double-buffered run of steps (propagate_kernels.cuh).
+// Bytes of each input per position in one double-buffered run of steps (line_scan_common.cuh).
 constexpr int run_bytes(int mode, bool backward) {
   return mode == kLongMode ? 0 : (backward || mode == kWarpMode ? 4 : 8);
 }

@@ -1,6 +1,6 @@
 // Kernels of the local propagation (chunk <= 2; propagate_local.h says how work is split).
 //
-// Notation as in propagate_kernels.cuh: direction d scans n_steps steps s of lines of n_line
+// Notation as in line_scan_common.cuh: direction d scans n_steps steps s of lines of n_line
 // positions p; tap k = 0, 1, 2 of a position reaches the previous step's position p + k - 1.
 // With chunk 2 a position is a chunk start (s even: h = z = lam * x) or linked (s odd:
 // h = z + sum_k w_k z[prev_k]), and a chunk start with a next step feeds the three positions

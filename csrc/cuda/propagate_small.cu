@@ -1,6 +1,6 @@
 // Kernels of the small-plane propagation (propagate_small.h says how work is split).
 //
-// Notation as in propagate_kernels.cuh: direction d scans n_steps steps s of lines of n_line
+// Notation as in line_scan_common.cuh: direction d scans n_steps steps s of lines of n_line
 // positions p; tap k = 0, 1, 2 of a position reaches the previous step's position p + k - 1.
 // Lane p of the warp of a direction owns line position p; shared memory holds, per direction,
 // arrays indexed by step and lane (s * n_line + p, conflict-free for every direction) and

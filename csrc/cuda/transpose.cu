@@ -2,7 +2,7 @@
 #include <algorithm>
 #include <type_traits>
 
-#include "propagate_kernels.cuh"
+#include "line_scan_common.cuh"
 
 namespace gspn2 {
 namespace cuda {
