@@ -21,8 +21,11 @@ What is measured, for each run of ``N`` processes and a fixed *global* batch (pe
   resolution, so that N processes and one process see the same pixels in the same global
   batches (mmengine's ``InfiniteSampler`` deals rank r the r-th of every N indices of one
   permutation); the learning rate warms up linearly over the short run (the 40k-iteration
-  schedule would keep it near zero). CLIP's webdataset pipeline splits shards by rank, so
-  its global batches hold other samples at other N: its curves are compared by their mean;
+  schedule would keep it near zero). CLIP's webdataset pipeline splits shards by rank and
+  shuffles samples with a clock-seeded generator, so its global batches hold other samples
+  at other N (and from run to run): its curves are compared by their mean, and that the
+  loss contrasted every image with all texts of the global batch is checked directly
+  (:func:`gathered`: the columns of ``ClipLoss``'s logits at every step of every process);
 * resume: a run of N processes is stopped abruptly (``os._exit`` after the checkpoint of
   iteration C is written, no teardown, as a pre-empted job), resumed with ``--resume``, and
   compared with the uninterrupted run: the iteration it restarts at, the optimizer state
@@ -157,13 +160,34 @@ class ScalingRecordHook(Hook):
 
 def run_clip_worker(peak_prefix: str, train_args: Sequence[str]) -> int:
     """One CLIP training process: :func:`gspn2_dense.clip.train.main` (as ``tools/train_clip.py``),
-    then this process's peak memory to ``<peak_prefix>.rank<R>.json``. Returns the exit code."""
+    then this process's peak memory and the contrastive candidates to
+    ``<peak_prefix>.rank<R>.json``. Returns the exit code.
+
+    The candidates are the columns of open_clip's ``ClipLoss`` image-to-text logits: every text
+    of the global batch when the processes' features are gathered, only the local ones when they
+    are not. Recorded by wrapping ``ClipLoss.get_logits`` (smallest and largest over the steps).
+    """
+    from open_clip.loss import ClipLoss
+
     from gspn2_dense.clip.train import main
 
-    code = main(list(train_args))
+    columns = []
+    get_logits = ClipLoss.get_logits
+
+    def recording_get_logits(self, *args, **kwargs):
+        logits_per_image, logits_per_text = get_logits(self, *args, **kwargs)
+        columns.append(logits_per_image.shape[-1])
+        return logits_per_image, logits_per_text
+
+    ClipLoss.get_logits = recording_get_logits
+    try:
+        code = main(list(train_args))
+    finally:
+        ClipLoss.get_logits = get_logits
     rank = int(os.environ.get('RANK', '0'))
     with open(f'{peak_prefix}.rank{rank}.json', 'w', encoding='utf-8') as f:
-        json.dump(dict(rank=rank, peak_gib=_peak_memory_gib()), f)
+        json.dump(dict(rank=rank, peak_gib=_peak_memory_gib(),
+                       candidates=[min(columns), max(columns)] if columns else None), f)
     return 1 if code == -1 else 0
 
 
@@ -220,8 +244,9 @@ class ScalingPlan:
     clip_workers: int = 4
     clip_warmup: int = 4
     loss_rtol: Optional[float] = None              # None: by device (:func:`default_loss_rtol`)
-    # CLIP's mean loss: log(global batch) + c at the start; without the other processes'
-    # features it would be log(global batch / N) + c, 11% lower at 512 and N = 2
+    # CLIP's mean loss over the steps: the level only (other samples at other N, and
+    # open_clip's sample shuffle is seeded by the clock); the gather is checked by
+    # :func:`gathered`, not by this tolerance
     clip_loss_rtol: float = 0.05
     timeout_s: float = 900.0
     device: str = field(default_factory=lambda: 'cuda' if torch.cuda.is_available() else 'cpu')
@@ -593,12 +618,14 @@ def run_clip(n: int, run_dir: str, shards, plan: ScalingPlan, tools_dir: str) ->
                 if match:
                     steps.append((int(match.group(1)) // plan.clip_global_batch,
                                   float(match.group(2)), float(match.group(3))))
-    peaks = []
+    peaks, candidates = [], []
     for rank in range(n):
         path = f'{peak_prefix}.rank{rank}.json'
         if osp.isfile(path):
             with open(path, encoding='utf-8') as f:
-                peaks.append(json.load(f)['peak_gib'])
+                record = json.load(f)
+            peaks.append(record['peak_gib'])
+            candidates += record.get('candidates') or []
     row = dict(part='clip', config=plan.clip_model, nprocs=n, batch_per_proc=batch,
                global_batch=plan.clip_global_batch,
                command=_shown(cmd, env, _SHOWN_ENV[:4]), rc=rc,
@@ -606,7 +633,9 @@ def run_clip(n: int, run_dir: str, shards, plan: ScalingPlan, tools_dir: str) ->
                ips_per_proc=statistics.median([s[1] for s in steps[plan.clip_warmup:]])
                if steps[plan.clip_warmup:] else None,
                peak_gib=max(peaks) if peaks else None,
-               curve={step: loss for step, _, loss in steps}, work_dir=osp.relpath(run_dir))
+               curve={step: loss for step, _, loss in steps},
+               candidates=[min(candidates), max(candidates)] if candidates else None,
+               work_dir=osp.relpath(run_dir))
     if rc != 0 or not steps:
         row['error'] = (_tail(out_log) or _tail(osp.join(run_dir, 'launch.log'))
                         or f'exit code {rc}, no steps logged')
@@ -623,6 +652,12 @@ def max_rel_diff(curve: Dict[int, float], reference: Dict[int, float],
     if not keys:
         return None
     return max(abs(curve[k] - reference[k]) / max(abs(reference[k]), 1e-12) for k in keys)
+
+
+def gathered(row: dict) -> bool:
+    """Every step of a CLIP run contrasted each image with all texts of the global batch
+    (:func:`run_clip_worker` records the logits' columns of every process and step)."""
+    return row.get('candidates') == [row['global_batch'], row['global_batch']]
 
 
 def mean_rel_diff(curve: Dict[int, float], reference: Dict[int, float]) -> Optional[float]:
@@ -741,6 +776,10 @@ def summarise(runs: Sequence[dict], tolerances: Dict[str, float]) -> List[dict]:
         tol = tolerances.get(row['part'])
         row['loss_ok'] = (None if row['loss_rel_diff'] is None or row['nprocs'] == 1
                           else row['loss_rel_diff'] <= tol)
+        if row['part'] == 'clip' and 'error' not in row:
+            row['gathered'] = gathered(row)
+            if row['loss_ok'] is not None:
+                row['loss_ok'] = row['loss_ok'] and row['gathered']
         out.append(row)
     return out
 
@@ -929,7 +968,8 @@ def markdown(results: Sequence[dict], note: str = '') -> str:
               'efficiency = images/s per process at N / images/s per process at N = 1; loss '
               'diff = the largest relative difference of the loss (averaged over the processes) '
               'from the N = 1 run at any iteration (CLIP: of the mean loss over the steps, since '
-              'its data order depends on N). The `configs/<part>.py` in the commands are the leaf '
+              'its data order depends on N; its curves agree only if every step also contrasted '
+              'each image with all texts of the global batch). The `configs/<part>.py` in the commands are the leaf '
               'configs the benchmark writes over the named ones: generated data at the training '
               'resolution without random transforms, no validation, a linear warm-up over the '
               'short run, checkpoints every `resume_at` iterations, per-iteration records.', '']
@@ -980,6 +1020,10 @@ def failures(results: Sequence[dict]) -> List[str]:
         for r in result['runs']:
             if 'error' in r:
                 out.append(f'{r["part"]} N={r["nprocs"]}: failed')
+            elif r.get('gathered') is False:
+                out.append(f'{r["part"]} N={r["nprocs"]}: the loss contrasted '
+                           f'{r["candidates"]} texts per image, not the global batch of '
+                           f'{r["global_batch"]}')
             elif r.get('loss_ok') is False:
                 out.append(f'{r["part"]} N={r["nprocs"]}: loss curve differs from N=1 by '
                            f'{r["loss_rel_diff"]:.1e}')

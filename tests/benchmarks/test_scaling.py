@@ -10,11 +10,14 @@ Tolerances, for the same global batch of 4 (per process: 4 at N = 1, 2 at N = 2)
   What remains is the order of float32 sums (the DDP gradient is the mean of the processes'
   means): measured 1e-7. A real fault is far above 1e-4: the loss of a global batch drawn
   differently moves by 1e-2 or more, and a gradient summed instead of averaged doubles the step.
-* CLIP, 0.1 relative on the mean loss of the steps. The webdataset pipeline splits shards by
-  rank, so the global batches hold other samples at other N and only the level of the curve can
-  agree (measured 1.5e-2 and 1.9e-2 for a global batch of 32). At initialisation the contrastive loss sits
-  near log(global batch) + c; a run that did not gather the other processes' features would
-  sit near log(global batch / 2) + c, about 20% lower at 32 -- outside the tolerance.
+* CLIP, 0.25 relative on the mean loss of the steps, and the gather checked directly. The
+  webdataset pipeline splits shards by rank and open_clip shuffles samples with a clock-seeded
+  generator, so the global batches hold other samples at other N and from run to run: only the
+  level of the curve can agree. Measured for a global batch of 32 over 4 steps: 1.5e-2, 1.9e-2
+  and 1.1e-1 (the last one on CI, where 0.1 failed). A missing gather (log(global batch / 2) + c
+  instead of log(global batch) + c, about 15% lower at 32) hides in that spread, so the runs
+  record the columns of ``ClipLoss``'s logits at every step of every process: all 32 texts of the
+  global batch, or the run does not agree (``test_clip_without_gather_disagrees``).
 * resume, 1e-6 (measured 0): the same processes on the same data and seed repeat bit for bit.
 """
 import json
@@ -38,7 +41,7 @@ def cpu_plan(work_dir, **overrides):
                 probe_config=str(ROOT / PROBE), multitask_config=str(ROOT / MULTITASK),
                 global_batch=4, iters=6, warmup=1, probe_options=INSTANCE_NORM,
                 clip_model='GSPN2-test', clip_global_batch=32, clip_steps=4, clip_workers=1,
-                clip_warmup=1, clip_loss_rtol=0.1, timeout_s=240, device='cpu')
+                clip_warmup=1, clip_loss_rtol=0.25, timeout_s=240, device='cpu')
     plan.update(overrides)
     return scaling.ScalingPlan(**plan)
 
@@ -74,6 +77,9 @@ def test_table_and_loss_agreement(cpu_result):
     assert sorted(probe['curve']) == list(range(1, 7))
     assert probe['loss_rel_diff'] <= 1e-4
     assert len(_row(cpu_result, 'clip', 2)['curve']) == 4
+    for n in (1, 2):
+        assert _row(cpu_result, 'clip', n)['candidates'] == [32, 32]
+        assert _row(cpu_result, 'clip', n)['gathered'] is True
     text = scaling.markdown([cpu_result])
     assert 'gloo' in text and '| CLIP |' in text
     assert '| linear probe | `ms-linear_gspn2-test_1xb2-4_ade20k-demo-64x64.py` | 2 | 2 | 4 |' in text
@@ -128,6 +134,21 @@ def test_a_diverging_curve_or_resume_fails_the_checks(cpu_result):
     assert any(line.startswith('resume N=2') for line in problems)
     assert scaling.state_rel_diff({'a': torch.ones(2)}, {'b': torch.ones(2)}) == float('inf')
     assert scaling.state_rel_diff({'a': torch.ones(2)}, {'a': torch.ones(2) * 2}) == 0.5
+
+
+def test_clip_without_gather_disagrees(cpu_result):
+    """A run whose loss saw only the local texts fails, whatever its loss level."""
+    runs = json.loads(json.dumps(cpu_result['runs']))
+    for row in runs:
+        if row['part'] == 'clip' and row['nprocs'] == 2:
+            row['candidates'] = [16, 32]
+    summary = scaling.summarise(runs, cpu_result['tolerances'])
+    two = _row({'runs': summary}, 'clip', 2)
+    assert two['gathered'] is False and two['loss_ok'] is False
+    assert _row({'runs': summary}, 'clip', 1)['gathered'] is True
+    problems = scaling.failures([dict(cpu_result, runs=summary)])
+    assert 'clip N=2: the loss contrasted [16, 32] texts per image, not the global batch of 32' \
+        in problems
 
 
 @pytest.mark.parametrize('overrides, message', [
