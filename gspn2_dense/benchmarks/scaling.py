@@ -969,8 +969,9 @@ def markdown(results: Sequence[dict], note: str = '') -> str:
               'diff = the largest relative difference of the loss (averaged over the processes) '
               'from the N = 1 run at any iteration (CLIP: of the mean loss over the steps, since '
               'its data order depends on N; its curves agree only if every step also contrasted '
-              'each image with all texts of the global batch). The `configs/<part>.py` in the commands are the leaf '
-              'configs the benchmark writes over the named ones: generated data at the training '
+              'each image with all texts of the global batch). The `configs/<part>.py` in the '
+              'commands are the leaf configs the benchmark writes over the named ones: '
+              'generated data at the training '
               'resolution without random transforms, no validation, a linear warm-up over the '
               'short run, checkpoints every `resume_at` iterations, per-iteration records.', '']
     for result in results:
