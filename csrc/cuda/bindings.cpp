@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cuda/dispatch.h"
+#include "cuda/layer_norm.h"
 #include "cuda/propagate.h"
 #include "cuda/scan_launch.h"
 #include "cuda/transposed_split.h"
@@ -475,4 +476,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("x"), pybind11::arg("gates"), pybind11::arg("lam"), pybind11::arg("u"),
         pybind11::arg("hidden"), pybind11::arg("directions"), pybind11::arg("chunk"),
         pybind11::arg("normalize"), pybind11::arg("merge"));
+  m.def("layer_norm_forward", &gspn2::cuda::layer_norm_forward,
+        "layer norm over the last dim of a contiguous tensor, C <= 1024: (y, mean, rstd)",
+        pybind11::arg("x"), pybind11::arg("weight"), pybind11::arg("bias"), pybind11::arg("eps"),
+        pybind11::arg("out_dtype"));
+  m.def("layer_norm_backward", &gspn2::cuda::layer_norm_backward,
+        "its backward: (grad_x, grad_weight, grad_bias)", pybind11::arg("grad_y"),
+        pybind11::arg("x"), pybind11::arg("mean"), pybind11::arg("rstd"), pybind11::arg("weight"));
 }

@@ -35,12 +35,13 @@ from timm.layers import (ClassifierHead, DropPath, LayerNorm2d, register_notrace
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
-from gspn2_dense.ops import gspn_propagate
+from gspn2_dense.ops import gspn_propagate, layer_norm
 
 from .variants import VARIANTS
 
-__all__ = ['CHECKPOINT_LAYOUTS', 'GSPN2', 'GSPN2Block', 'GSPN2Mixer', 'GSPN2Stage', 'LowPrecisionLayerNorm2d',
-           'checkpoint_filter_fn', 'checkpoint_layout', 'checkpoint_state_dict']
+__all__ = ['CHECKPOINT_LAYOUTS', 'FusedLayerNorm2d', 'GSPN2', 'GSPN2Block', 'GSPN2Mixer', 'GSPN2Stage',
+           'LowPrecisionLayerNorm2d', 'checkpoint_filter_fn', 'checkpoint_layout',
+           'checkpoint_state_dict']
 
 # FX symbolic tracing (torchvision's create_feature_extractor, timm's features_only with
 # feature_cls='fx') keeps the fused op as one leaf call instead of tracing into its input checks.
@@ -75,17 +76,18 @@ def _pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return F.linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias).permute(0, 3, 1, 2)
 
 
-def _layer_norm_nhwc(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
-    """``layer_norm`` over the last dim of ``x``; under autocast in (and out) its dtype."""
+def _layer_norm_nhwc(x: torch.Tensor, norm: nn.LayerNorm, low_precision: bool) -> torch.Tensor:
+    """``layer_norm`` over the last dim of ``x``. Under autocast its output is the autocast
+    dtype with ``low_precision``, else float32 (what autocast gives ``F.layer_norm``); the
+    fused kernel (:func:`gspn2_dense.ops.layer_norm`) reads ``x`` in its own dtype either way."""
     device = x.device.type
     # (meta tensors, which the complexity count runs, have no autocast state to ask about;
     # torch.amp.is_autocast_available would say so but breaks torch.compile's graph)
     if device == 'meta' or not torch.is_autocast_enabled(device):
-        return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
-    dtype = torch.get_autocast_dtype(device)
+        return layer_norm(x, norm.weight, norm.bias, norm.eps)
+    dtype = torch.get_autocast_dtype(device) if low_precision else torch.float32
     with torch.autocast(device, enabled=False):
-        return F.layer_norm(x.to(dtype), norm.normalized_shape, norm.weight.to(dtype),
-                            norm.bias.to(dtype), norm.eps)
+        return layer_norm(x, norm.weight, norm.bias, norm.eps, out_dtype=dtype)
 
 
 # FX tracing keeps the autocast test as one call (it reads the device of a traced tensor).
@@ -93,18 +95,27 @@ torch.fx.wrap('_layer_norm_nhwc')
 register_notrace_function(_layer_norm_nhwc)
 
 
-class LowPrecisionLayerNorm2d(LayerNorm2d):
+class FusedLayerNorm2d(LayerNorm2d):
+    """timm's LayerNorm2d (float32 output under autocast), run by the fused layer-norm kernel
+    on channels_last CUDA maps (``F.layer_norm`` elsewhere). Same parameters and checkpoints."""
+
+    low_precision = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _layer_norm_nhwc(x.permute(0, 2, 3, 1), self, self.low_precision).permute(0, 3, 1, 2)
+
+
+class LowPrecisionLayerNorm2d(FusedLayerNorm2d):
     """LayerNorm2d for a norm whose output goes straight into a projection.
 
     Under autocast, ``layer_norm`` runs in float32 and returns float32, which the projection
     casts back to the autocast dtype at once: two casts of the activation and float32 bytes
-    in between. This norm reads and returns the autocast dtype (the kernel keeps its
-    statistics in float32), with the affine parameters cast to it as timm's fast norm does.
-    Outside autocast it is ``LayerNorm2d``; the parameters (and checkpoints) are the same.
+    in between. This norm returns the autocast dtype (statistics and affine parameters stay in
+    float32), reading its input in whatever dtype it comes. Outside autocast it is
+    ``LayerNorm2d``; the parameters (and checkpoints) are the same.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _layer_norm_nhwc(x.permute(0, 2, 3, 1), self).permute(0, 3, 1, 2)
+    low_precision = True
 
 
 class PointwiseMlp(nn.Module):
@@ -233,7 +244,7 @@ class GSPN2Stage(nn.Module):
         if downsample:
             self.downsample = nn.Sequential(
                 nn.Conv2d(in_chs, out_chs, kernel_size=3, stride=2, padding=1),
-                LayerNorm2d(out_chs),
+                FusedLayerNorm2d(out_chs),
             )
         else:
             self.downsample = nn.Identity()
@@ -312,7 +323,7 @@ class GSPN2(nn.Module):
         self.drop_rate = drop_rate
         self.stem = nn.Sequential(
             nn.Conv2d(in_chans, dims[0] // 2, kernel_size=3, stride=2, padding=1),
-            LayerNorm2d(dims[0] // 2),
+            FusedLayerNorm2d(dims[0] // 2),
             nn.GELU(),
             nn.Conv2d(dims[0] // 2, dims[0], kernel_size=3, stride=2, padding=1),
         )
@@ -328,7 +339,7 @@ class GSPN2(nn.Module):
             self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
         self.num_features = self.head_hidden_size = dims[-1]
-        self.norm = LayerNorm2d(self.num_features)
+        self.norm = FusedLayerNorm2d(self.num_features)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
         self.apply(_init_weights)
 

@@ -21,7 +21,7 @@ from gspn2_dense.models import gspn2 as gspn2_module
 from gspn2_dense.models.variants import BASELINES
 
 
-def _float32_norm(x, norm):
+def _float32_norm(x, norm, low_precision=True):
     return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
 
 

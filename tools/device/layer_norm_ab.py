@@ -1,0 +1,108 @@
+"""A/B on the device: the fused layer-norm kernel against ``F.layer_norm``, in one run.
+
+    python tools/device/layer_norm_ab.py --out $OUT/layer_norm_ab
+
+1. The norm alone at GSPN-2-T's shapes (B128, 224 px; the dtypes its norms see under bf16
+   autocast): forward + backward ms of ``gspn2_dense.ops.layer_norm`` against what the model
+   ran before, ``F.layer_norm`` on the input cast to the output dtype (with autocast's float32
+   norm for the float32-output ones), and against the same run's copy time of the bytes a norm
+   must move.
+2. GSPN-2-T eager throughput with the fused norms (A, the model as committed) and with the
+   ``F.layer_norm`` path (B: the model's ``layer_norm`` swapped for the fallback), A again to
+   show drift, and Swin-T for scale.
+"""
+import argparse
+import json
+
+import torch
+import torch.nn.functional as F
+
+import gspn2_dense  # noqa: F401  (registers the timm models)
+from gspn2_dense.benchmarks import backbones, report
+from gspn2_dense.benchmarks.timing import Timer, fmt, run_stamp
+from gspn2_dense.models import gspn2 as gspn2_module
+from gspn2_dense.models.variants import BASELINES
+from gspn2_dense.ops import layer_norm
+
+BF16, F32 = torch.bfloat16, torch.float32
+# (rows, channels, x dtype, y dtype): stem; stage-1 block norms (bf16 stream); downsample
+# (bf16 in, float32 out) and the float32-stream block norms of stages 2-4; the final norm.
+SHAPES = [(128 * 112 * 112, 40, BF16, F32), (128 * 56 * 56, 80, BF16, BF16),
+          (128 * 28 * 28, 160, BF16, F32), (128 * 28 * 28, 160, F32, BF16),
+          (128 * 14 * 14, 320, BF16, F32), (128 * 14 * 14, 320, F32, BF16),
+          (128 * 7 * 7, 640, F32, BF16), (128 * 7 * 7, 640, BF16, F32)]
+
+
+def fallback(x, weight, bias, eps=1e-5, out_dtype=None):
+    out_dtype = x.dtype if out_dtype is None else out_dtype
+    cast = (lambda t: None if t is None else t.to(out_dtype))
+    return F.layer_norm(cast(x), x.shape[-1:], cast(weight), cast(bias), eps)
+
+
+def norm_rows(timer: Timer, iters: int):
+    rows = []
+    for n, c, xd, yd in SHAPES:
+        x = torch.randn(n, c, device='cuda', dtype=xd, requires_grad=True)
+        w = torch.randn(c, device='cuda', requires_grad=True)
+        b = torch.randn(c, device='cuda', requires_grad=True)
+        g = torch.randn(n, c, device='cuda', dtype=yd)
+        row = dict(rows=n, channels=c, x=str(xd), y=str(yd))
+        src = torch.empty(n * c * (xd.itemsize + yd.itemsize), dtype=torch.uint8, device='cuda')
+        dst = torch.empty_like(src)
+        row['copy_ms'] = timer.measure(lambda: dst.copy_(src), iters, 3).ms  # fwd bytes: x in, y out
+        for name, fn in (('fused', layer_norm), ('F.layer_norm', fallback)):
+            row[name + '_fwd_ms'] = timer.measure(lambda: fn(x, w, b, 1e-6, yd), iters, 3).ms
+
+            def step():
+                fn(x, w, b, 1e-6, yd).backward(g)
+            row[name + '_fwd_bwd_ms'] = timer.measure(step, iters, 3).ms
+        x.grad = w.grad = b.grad = None
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--iters', type=int, default=10)
+    parser.add_argument('--batch', type=int, default=128)
+    parser.add_argument('--model', default='gspn2_tiny')
+    parser.add_argument('--reference', default=BASELINES['swin_t'])
+    parser.add_argument('--commit', default=None, help='commit to record (default: git rev-parse)')
+    parser.add_argument('--out', default='layer_norm_ab')
+    args = parser.parse_args()
+    device, dtype = torch.device('cuda'), torch.bfloat16
+    timer = Timer(device)
+    norms = norm_rows(timer, 20)
+    ours = gspn2_module.layer_norm
+    rows = []
+    for label, norm, model in (('A fused norms', ours, args.model),
+                               ('B F.layer_norm', fallback, args.model),
+                               ('A fused norms (again)', ours, args.model),
+                               (args.reference, ours, args.reference)):
+        gspn2_module.layer_norm = norm
+        row = backbones.throughput(model, 'eager', device, dtype, timer, batch=args.batch,
+                                   iters=args.iters)
+        row['variant'] = label
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    gspn2_module.layer_norm = ours
+    result = dict(run_stamp(device, args.commit), norms=norms, rows=rows)
+    lines = [f'# Layer-norm A/B: fused kernel vs F.layer_norm', '', report.stamp_line(result), '',
+             '## The norm alone (ms; forward, forward + backward)', '',
+             report.table(['rows', 'C', 'x', 'y', 'copy of x+y', 'fused fwd', 'F fwd',
+                           'fused fwd+bwd', 'F fwd+bwd'],
+                          [[r['rows'], r['channels'], r['x'], r['y'], f"{r['copy_ms']:.3f}",
+                            f"{r['fused_fwd_ms']:.3f}", f"{r['F.layer_norm_fwd_ms']:.3f}",
+                            f"{r['fused_fwd_bwd_ms']:.3f}", f"{r['F.layer_norm_fwd_bwd_ms']:.3f}"]
+                           for r in norms]), '',
+             f'## {args.model} eager, 224 px, batch {args.batch}, bfloat16 autocast', '',
+             report.table(['variant', 'infer img/s', 'train img/s', 'train peak GiB'],
+                          [[r['variant'], f"{r['infer_img_s']:.0f}", f"{r['train_img_s']:.0f}",
+                            fmt(r['train_peak_gib'], '.2f')] for r in rows])]
+    report.write(args.out, result, '\n'.join(lines) + '\n')
+    print('\n'.join(lines))
+
+
+if __name__ == '__main__':
+    main()
