@@ -1,15 +1,18 @@
-"""A/B on the device: the fused layer-norm kernel against ``F.layer_norm``, in one run.
+"""A/B on the device: the eager model's glue changes, each switched off alone, in one run.
 
-    python tools/device/layer_norm_ab.py --out $OUT/layer_norm_ab
+    python tools/device/glue_ab.py --out $OUT/glue_ab
+
+The changes: the fused layer norm (``gspn2_dense.ops.layer_norm``) and the 1x1 projections'
+bias gradient as a GEMV (``gspn2_dense.models.pointwise``).
 
 1. The norm alone at GSPN-2-T's shapes (B128, 224 px; the dtypes its norms see under bf16
    autocast): forward + backward ms of ``gspn2_dense.ops.layer_norm`` against what the model
    ran before, ``F.layer_norm`` on the input cast to the output dtype (with autocast's float32
    norm for the float32-output ones), and against the same run's copy time of the bytes a norm
    must move.
-2. GSPN-2-T eager throughput with the fused norms (A, the model as committed) and with the
-   ``F.layer_norm`` path (B: the model's ``layer_norm`` swapped for the fallback), A again to
-   show drift, and Swin-T for scale.
+2. GSPN-2-T eager throughput: A, the model as committed; B, its ``layer_norm`` swapped for the
+   ``F.layer_norm`` path; C, its ``pointwise_linear`` swapped for ``F.linear``; D, both (the
+   model before these changes); A again to show drift; Swin-T for scale.
 """
 import argparse
 import json
@@ -69,26 +72,29 @@ def main():
     parser.add_argument('--model', default='gspn2_tiny')
     parser.add_argument('--reference', default=BASELINES['swin_t'])
     parser.add_argument('--commit', default=None, help='commit to record (default: git rev-parse)')
-    parser.add_argument('--out', default='layer_norm_ab')
+    parser.add_argument('--out', default='glue_ab')
     args = parser.parse_args()
     device, dtype = torch.device('cuda'), torch.bfloat16
     timer = Timer(device)
     norms = norm_rows(timer, 20)
-    ours = gspn2_module.layer_norm
+    ours = gspn2_module.layer_norm, gspn2_module.pointwise_linear
     rows = []
-    for label, norm, model in (('A fused norms', ours, args.model),
-                               ('B F.layer_norm', fallback, args.model),
-                               ('A fused norms (again)', ours, args.model),
-                               (args.reference, ours, args.reference)):
-        gspn2_module.layer_norm = norm
+    for label, norm, linear, model in (
+            ('A as committed', ours[0], ours[1], args.model),
+            ('B F.layer_norm', fallback, ours[1], args.model),
+            ('C F.linear bias gradients', ours[0], F.linear, args.model),
+            ('D both (before)', fallback, F.linear, args.model),
+            ('A again', ours[0], ours[1], args.model),
+            (args.reference, ours[0], ours[1], args.reference)):
+        gspn2_module.layer_norm, gspn2_module.pointwise_linear = norm, linear
         row = backbones.throughput(model, 'eager', device, dtype, timer, batch=args.batch,
                                    iters=args.iters)
         row['variant'] = label
         rows.append(row)
         print(json.dumps(row), flush=True)
-    gspn2_module.layer_norm = ours
+    gspn2_module.layer_norm, gspn2_module.pointwise_linear = ours
     result = dict(run_stamp(device, args.commit), norms=norms, rows=rows)
-    lines = [f'# Layer-norm A/B: fused kernel vs F.layer_norm', '', report.stamp_line(result), '',
+    lines = ['# Glue A/B: the fused layer norm and the GEMV bias gradients', '', report.stamp_line(result), '',
              '## The norm alone (ms; forward, forward + backward)', '',
              report.table(['rows', 'C', 'x', 'y', 'copy of x+y', 'fused fwd', 'F fwd',
                            'fused fwd+bwd', 'F fwd+bwd'],
