@@ -151,11 +151,12 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// out[j] = sum over p of partial[p][j], p in order within each of kSumThreads interleaved
-// strands, the strands summed in order: (ctas, width) -> (width,).
+// sum over p of partial[p][j], p in order within each of kSumThreads interleaved strands, the
+// strands summed in order: (ctas, 2 C) -> grad_weight (j < C) and grad_bias (j - C).
 __global__ void __launch_bounds__(32 * kSumThreads)
-    sum_partial_rows_kernel(const float* __restrict__ partial, int ctas, int width,
-                            float* __restrict__ out) {
+    sum_partial_rows_kernel(const float* __restrict__ partial, int ctas, int channels,
+                            float* __restrict__ grad_weight, float* __restrict__ grad_bias) {
+  const int width = 2 * channels;
   __shared__ float strands[kSumThreads][33];
   const int column = blockIdx.x * 32 + threadIdx.x;
   float total = 0.f;
@@ -168,7 +169,11 @@ __global__ void __launch_bounds__(32 * kSumThreads)
     float sum = 0.f;
 #pragma unroll 8
     for (int t = 0; t < kSumThreads; ++t) sum += strands[t][threadIdx.x];
-    out[column] = sum;
+    if (column < channels) {
+      grad_weight[column] = sum;
+    } else {
+      grad_bias[column - channels] = sum;
+    }
   }
 }
 
@@ -294,8 +299,9 @@ std::vector<at::Tensor> layer_norm_backward(const at::Tensor& grad_y, const at::
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t rows = x.numel() / channels;
   at::Tensor grad_x = at::empty_like(x, at::MemoryFormat::Contiguous);
-  at::Tensor sums = at::zeros({2, channels}, x.options().dtype(at::kFloat));
-  if (rows == 0) return {grad_x, sums[0], sums[1]};
+  at::Tensor grad_weight = at::zeros({channels}, x.options().dtype(at::kFloat));
+  at::Tensor grad_bias = at::zeros({channels}, x.options().dtype(at::kFloat));
+  if (rows == 0) return {grad_x, grad_weight, grad_bias};
   auto stream = c10::cuda::getCurrentCUDAStream();
   dispatch_types(x.scalar_type(), grad_y.scalar_type(), [&](auto tx, auto ty) {
     using TX = typename decltype(tx)::type;
@@ -312,13 +318,13 @@ std::vector<at::Tensor> layer_norm_backward(const at::Tensor& grad_y, const at::
           weight.data_ptr<float>(), grad_x.data_ptr<TX>(),
           partial.data_ptr<float>(), rows, static_cast<int>(channels), rows_per_cta);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
-      const int width = static_cast<int>(2 * channels);
-      sum_partial_rows_kernel<<<(width + 31) / 32, dim3(32, kSumThreads), 0, stream>>>(
-          partial.data_ptr<float>(), static_cast<int>(used), width, sums.data_ptr<float>());
+      sum_partial_rows_kernel<<<(2 * channels + 31) / 32, dim3(32, kSumThreads), 0, stream>>>(
+          partial.data_ptr<float>(), static_cast<int>(used), static_cast<int>(channels),
+          grad_weight.data_ptr<float>(), grad_bias.data_ptr<float>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
-  return {grad_x, sums[0], sums[1]};
+  return {grad_x, grad_weight, grad_bias};
 }
 
 }  // namespace cuda
