@@ -4,17 +4,17 @@ PyTorch's CUDA layer norm gives every row its own CTA; over the channels of a ch
 map (40 to 1024 channels, millions of positions) most of its threads idle, and GSPN-2-T's
 norms took 14 ms of an 83 ms training step at 224 px B128 (docs/benchmarks/profile_gspn2_tiny.md).
 ``csrc/cuda/layer_norm.cu`` gives a warp several rows, keeps the statistics and the affine
-parameters in float32 and reads and writes the input's dtype. Two custom ops carry it:
+parameters in float32 and reads and writes the input's dtype. Two functions carry it:
 
-* ``gspn2::layer_norm_forward(x, weight, bias, eps, out_dtype) -> (y, mean, rstd)``
-* ``gspn2::layer_norm_backward(grad_y, x, mean, rstd, weight) -> (grad_x, grad_weight, grad_bias)``
+* ``layer_norm_forward(x, weight, bias, eps, out_dtype) -> (y, mean, rstd)``
+* ``layer_norm_backward(grad_y, x, mean, rstd, weight) -> (grad_x, grad_weight, grad_bias)``
 
 ``x`` is a contiguous (..., C) tensor, ``y`` has its shape in ``out_dtype`` (float32, float16
 or bfloat16: a norm under autocast reads the residual stream's float32 and writes the autocast
 dtype in one pass, or the other way round), ``weight`` and ``bias`` are (C,) float32, ``mean``
 and ``rstd`` float32 of ``x``'s shape without its last dim. On CUDA they run the kernels; on the
-CPU the same maths in float32 PyTorch (:func:`_forward_reference`), so that the ops, their fakes
-and their autograd formula are tested without a GPU. :func:`layer_norm` is the entry point the
+CPU the same maths in float32 PyTorch (:func:`_forward_reference`), so that the formulas and
+the autograd wiring are tested without a GPU. :func:`layer_norm` is the entry point the
 models call: the fused op where it applies (a CUDA tensor of float32 / float16 / bfloat16 with
 C <= 1024, outside ``torch.compile``, whose inductor fuses norms itself), ``F.layer_norm``
 otherwise, with the same result up to rounding.
@@ -38,7 +38,7 @@ def _check(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> None:
     for name, t in (('weight', weight), ('bias', bias)):
         if t is not None and (t.dtype != torch.float32 or tuple(t.shape) != (channels,)
                               or t.device != x.device):
-            raise ValueError(f'gspn2::layer_norm: {name} must be a float32 tensor of shape '
+            raise ValueError(f'gspn2 layer_norm: {name} must be a float32 tensor of shape '
                              f'({channels},) on {x.device}, got {t.dtype} {tuple(t.shape)} on '
                              f'{t.device}')
 
@@ -63,13 +63,13 @@ def _backward_reference(grad_y: Tensor, x: Tensor, mean: Tensor, rstd: Tensor,
     return grad_x.to(x.dtype), (dy * xhat).sum(rows), dy.sum(rows)
 
 
-@torch.library.custom_op('gspn2::layer_norm_forward', mutates_args=())
 def layer_norm_forward(x: Tensor, weight: Tensor, bias: Tensor, eps: float,
                        out_dtype: torch.dtype) -> Tuple[Tensor, Tensor, Tensor]:
-    """Layer norm of the last dim of ``x``: ``(y, mean, rstd)``, y in ``out_dtype``."""
+    """Layer norm of the last dim of a contiguous ``x``: ``(y, mean, rstd)``, y in
+    ``out_dtype``; the CUDA kernel on CUDA tensors, the float32 reference elsewhere."""
     _check(x, weight, bias)
     if out_dtype not in FUSED_DTYPES or x.dtype not in FUSED_DTYPES:
-        raise ValueError(f'gspn2::layer_norm: x and the output must be float32, float16 or '
+        raise ValueError(f'gspn2 layer_norm: x and the output must be float32, float16 or '
                          f'bfloat16, got x {x.dtype} and out_dtype {out_dtype}')
     if x.device.type == 'cuda':
         y, mean, rstd = load_extension('cuda').layer_norm_forward(x.contiguous(), weight, bias,
@@ -78,13 +78,6 @@ def layer_norm_forward(x: Tensor, weight: Tensor, bias: Tensor, eps: float,
     return _forward_reference(x, weight, bias, eps, out_dtype)
 
 
-@layer_norm_forward.register_fake
-def _layer_norm_forward_fake(x, weight, bias, eps, out_dtype):
-    stats = x.new_empty(x.shape[:-1], dtype=torch.float32)
-    return x.new_empty(x.shape, dtype=out_dtype), stats, torch.empty_like(stats)
-
-
-@torch.library.custom_op('gspn2::layer_norm_backward', mutates_args=())
 def layer_norm_backward(grad_y: Tensor, x: Tensor, mean: Tensor, rstd: Tensor,
                         weight: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     """``(grad_x, grad_weight, grad_bias)`` of :func:`layer_norm_forward`."""
@@ -96,33 +89,24 @@ def layer_norm_backward(grad_y: Tensor, x: Tensor, mean: Tensor, rstd: Tensor,
     return _backward_reference(grad_y, x, mean, rstd, weight)
 
 
-@layer_norm_backward.register_fake
-def _layer_norm_backward_fake(grad_y, x, mean, rstd, weight):
-    return x.new_empty(x.shape), torch.empty_like(weight), torch.empty_like(weight)
+class _FusedLayerNorm(torch.autograd.Function):
+    """Autograd of :func:`layer_norm_forward`. A plain ``autograd.Function`` calling the
+    extension, not a ``torch.library`` custom op: the eager step of GSPN-2-T is bound by the
+    host's per-op work, and the custom-op dispatch cost more host time than the kernels saved
+    (H200, ``tools/device/glue_ab.py``). ``torch.compile`` never sees it (:func:`fused_applies`)."""
 
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps, out_dtype):
+        y, mean, rstd = layer_norm_forward(x, weight, bias, eps, out_dtype)
+        ctx.save_for_backward(x, mean, rstd, weight)
+        return y
 
-def _setup_context(ctx, inputs, output):
-    x, weight, _, _, _ = inputs
-    _, mean, rstd = output
-    ctx.save_for_backward(x, mean, rstd, weight)
-    ctx.mark_non_differentiable(mean, rstd)
-
-
-def _backward(ctx, grad_y, grad_mean, grad_rstd):
-    x, mean, rstd, weight = ctx.saved_tensors
-    grad_x, grad_weight, grad_bias = layer_norm_backward(grad_y.contiguous(), x, mean, rstd, weight)
-    return grad_x, grad_weight, grad_bias, None, None
-
-
-layer_norm_forward.register_autograd(_backward, setup_context=_setup_context)
-
-
-def _double_backward(ctx, *grads):
-    raise RuntimeError('gspn2::layer_norm supports first-order gradients only (double backward '
-                       'is not implemented); F.layer_norm supports it')
-
-
-layer_norm_backward.register_autograd(_double_backward)
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y):
+        x, mean, rstd, weight = ctx.saved_tensors
+        grad_x, grad_weight, grad_bias = layer_norm_backward(grad_y, x, mean, rstd, weight)
+        return grad_x, grad_weight, grad_bias, None, None
 
 
 def fused_applies(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor]) -> bool:
@@ -144,7 +128,6 @@ def layer_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps:
     """
     out_dtype = x.dtype if out_dtype is None else out_dtype
     if fused_applies(x, weight, bias) and out_dtype in FUSED_DTYPES:
-        y, _, _ = layer_norm_forward(x, weight.float(), bias.float(), float(eps), out_dtype)
-        return y
+        return _FusedLayerNorm.apply(x, weight.float(), bias.float(), float(eps), out_dtype)
     cast = (lambda t: None if t is None else t.to(out_dtype))
     return F.layer_norm(cast(x), x.shape[-1:], cast(weight), cast(bias), eps)
