@@ -37,7 +37,6 @@ from timm.models._features import feature_take_indices
 
 from gspn2_dense.ops import gspn_propagate, layer_norm
 
-from .pointwise import pointwise_linear
 from .variants import VARIANTS
 
 __all__ = ['CHECKPOINT_LAYOUTS', 'FusedLayerNorm2d', 'GSPN2', 'GSPN2Block', 'GSPN2Mixer', 'GSPN2Stage',
@@ -48,8 +47,6 @@ __all__ = ['CHECKPOINT_LAYOUTS', 'FusedLayerNorm2d', 'GSPN2', 'GSPN2Block', 'GSP
 # feature_cls='fx') keeps the fused op as one leaf call instead of tracing into its input checks.
 torch.fx.wrap('gspn_propagate')
 register_notrace_function(gspn_propagate)
-torch.fx.wrap('pointwise_linear')  # (it asks the input's device which path to take)
-register_notrace_function(pointwise_linear)
 
 NUM_STAGES = 4
 NUM_DIRECTIONS = 4
@@ -74,10 +71,9 @@ def _pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
     The model runs channels_last, where the permutes are views: one GEMM with the bias in its
     epilogue, no layout copies, and a channels_last result (the parameters stay the conv's,
-    so checkpoints are unchanged). In eager CUDA training the bias gradient is a GEMV
-    (:func:`.pointwise.pointwise_linear`).
+    so checkpoints are unchanged).
     """
-    return pointwise_linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias).permute(0, 3, 1, 2)
+    return F.linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias).permute(0, 3, 1, 2)
 
 
 def _layer_norm_nhwc(x: torch.Tensor, norm: nn.LayerNorm, low_precision: bool) -> torch.Tensor:

@@ -1,9 +1,6 @@
-"""A/B on the device: the eager model's glue changes, each switched off alone, in one run.
+"""A/B on the device: the eager model's fused layer norm against ``F.layer_norm``, in one run.
 
     python tools/device/glue_ab.py --out $OUT/glue_ab
-
-The changes: the fused layer norm (``gspn2_dense.ops.layer_norm``) and the 1x1 projections'
-bias gradient as a GEMV (``gspn2_dense.models.pointwise``).
 
 1. The norm alone at GSPN-2-T's shapes (B128, 224 px; the dtypes its norms see under bf16
    autocast): forward + backward ms of ``gspn2_dense.ops.layer_norm`` against what the model
@@ -11,8 +8,8 @@ bias gradient as a GEMV (``gspn2_dense.models.pointwise``).
    norm for the float32-output ones), and against the same run's copy time of the bytes a norm
    must move.
 2. GSPN-2-T eager throughput: A, the model as committed; B, its ``layer_norm`` swapped for the
-   ``F.layer_norm`` path; C, its ``pointwise_linear`` swapped for ``F.linear``; D, both (the
-   model before these changes); A again to show drift; Swin-T for scale.
+   ``F.layer_norm`` path (the model before the fused norm); A again to show drift; Swin-T for
+   scale.
 """
 import argparse
 import json
@@ -77,24 +74,21 @@ def main():
     device, dtype = torch.device('cuda'), torch.bfloat16
     timer = Timer(device)
     norms = norm_rows(timer, 20)
-    ours = gspn2_module.layer_norm, gspn2_module.pointwise_linear
+    ours = gspn2_module.layer_norm
     rows = []
-    for label, norm, linear, model in (
-            ('A as committed', ours[0], ours[1], args.model),
-            ('B F.layer_norm', fallback, ours[1], args.model),
-            ('C F.linear bias gradients', ours[0], F.linear, args.model),
-            ('D both (before)', fallback, F.linear, args.model),
-            ('A again', ours[0], ours[1], args.model),
-            (args.reference, ours[0], ours[1], args.reference)):
-        gspn2_module.layer_norm, gspn2_module.pointwise_linear = norm, linear
+    for label, norm, model in (('A as committed', ours, args.model),
+                               ('B F.layer_norm', fallback, args.model),
+                               ('A again', ours, args.model),
+                               (args.reference, ours, args.reference)):
+        gspn2_module.layer_norm = norm
         row = backbones.throughput(model, 'eager', device, dtype, timer, batch=args.batch,
                                    iters=args.iters)
         row['variant'] = label
         rows.append(row)
         print(json.dumps(row), flush=True)
-    gspn2_module.layer_norm, gspn2_module.pointwise_linear = ours
+    gspn2_module.layer_norm = ours
     result = dict(run_stamp(device, args.commit), norms=norms, rows=rows)
-    lines = ['# Glue A/B: the fused layer norm and the GEMV bias gradients', '', report.stamp_line(result), '',
+    lines = ['# Glue A/B: the fused layer norm against F.layer_norm', '', report.stamp_line(result), '',
              '## The norm alone (ms; forward, forward + backward)', '',
              report.table(['rows', 'C', 'x', 'y', 'copy of x+y', 'fused fwd', 'F fwd',
                            'fused fwd+bwd', 'F fwd+bwd'],
