@@ -16,8 +16,8 @@ and ``rstd`` float32 of ``x``'s shape without its last dim. On CUDA they run the
 CPU the same maths in float32 PyTorch (:func:`_forward_reference`), so that the formulas and
 the autograd wiring are tested without a GPU. :func:`layer_norm` is the entry point the
 models call: the fused op where it applies (a CUDA tensor of float32 / float16 / bfloat16 with
-C <= 1024, outside ``torch.compile``, whose inductor fuses norms itself), ``F.layer_norm``
-otherwise, with the same result up to rounding.
+C <= 1024, outside ``torch.compile``, whose inductor fuses norms itself, and outside
+``torch.jit.trace``), ``F.layer_norm`` otherwise, with the same result up to rounding.
 """
 from typing import Optional, Tuple
 
@@ -114,7 +114,9 @@ def fused_applies(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor]) -
     return (x.device.type == 'cuda' and x.dtype in FUSED_DTYPES and x.dim() >= 1
             and 1 <= x.shape[-1] <= MAX_FUSED_CHANNELS and x.is_contiguous()
             and weight is not None and bias is not None
-            and not torch.compiler.is_compiling())
+            # (inductor fuses norms itself; torch.jit.trace records only dispatcher calls, and
+            # the extension call is not one)
+            and not torch.compiler.is_compiling() and not torch.jit.is_tracing())
 
 
 def layer_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float = 1e-5,

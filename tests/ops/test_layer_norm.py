@@ -126,6 +126,17 @@ def test_fused_applies_only_where_the_kernel_does():
         assert not fused_applies(xc, None, bc)
 
 
+@CUDA
+def test_jit_trace_records_the_norm():
+    """Traced, :func:`layer_norm` must be an operator the trace records (the extension call is
+    invisible to the tracer, so tracing takes F.layer_norm)."""
+    x, weight, bias = _inputs(8, 40, torch.float32, 'cuda')
+    traced = torch.jit.trace(lambda t: layer_norm(t, weight, bias, 1e-6), (x,))
+    assert 'aten::layer_norm' in str(traced.graph)
+    other = torch.randn_like(x)
+    torch.testing.assert_close(traced(other), F.layer_norm(other, (40,), weight, bias, 1e-6))
+
+
 @pytest.mark.parametrize('device', DEVICES)
 def test_bad_inputs_say_what_was_expected(device):
     x, weight, bias = _inputs(4, 16, torch.float32, device)
