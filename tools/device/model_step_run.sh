@@ -8,7 +8,9 @@
 #   compiled step with PROFILE_COMPILED=1); with SANITIZE=1, compute-sanitizer memcheck and
 #   racecheck on tests/ops/test_sanitizer_workload.py. No OpenMMLab stack is needed. Results under $OUT
 #   (at most 8 files come back: logs stay in $LOGS); pass COMMIT (the device's copy has no git).
-#   STEPS picks the steps after the build (default: all of tests op throughput profile).
+#   STEPS picks the steps after the build (default: all of tests op throughput profile); two more
+#   on request: glue (tools/device/glue_ab.py: the fused layer norm against F.layer_norm, the
+#   norm alone and the model's eager throughput) and host_ops (tools/count_host_ops.py on CUDA).
 set -uo pipefail
 OUT=${OUT:-./device_out}; mkdir -p "$OUT"
 LOGS=${LOGS:-/tmp/logs}; mkdir -p "$LOGS"
@@ -49,6 +51,16 @@ timeout ${T_AB:-120} python3 tools/benchmark_backbone.py --commit "$COMMIT" \
   --models "${MODELS:-gspn2_tiny,swin_tiny_patch4_window7_224}" --compiled-models "${COMPILED:-}" --latency-models '' \
   --dense-models '' --iters ${ITERS:-10} --out "$OUT/throughput" > "$LOGS/throughput.log" 2>&1
 grep -E '^\{|Error' "$LOGS/throughput.log" | cut -c1-300
+fi
+if step glue; then
+log glue A/B
+timeout ${T_GLUE:-240} python3 tools/device/glue_ab.py --iters ${ITERS:-20} --commit "$COMMIT" \
+  --out "$OUT/glue_ab" > "$LOGS/glue.log" 2>&1; tail -22 "$LOGS/glue.log"
+fi
+if step host_ops; then
+log host operators
+timeout 120 python3 tools/count_host_ops.py --device cuda --commit "$COMMIT" --out "$OUT/host_ops_cuda" \
+  > "$LOGS/host_ops.log" 2>&1; sed -n '5,10p' "$OUT/host_ops_cuda.md"
 fi
 if step profile; then
 log profile
