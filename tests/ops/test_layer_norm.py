@@ -127,7 +127,7 @@ def test_fused_applies_only_where_the_kernel_does():
 
 
 @CUDA
-def test_jit_trace_records_the_norm():
+def test_cuda_jit_trace_records_the_norm():
     """Traced, :func:`layer_norm` must be an operator the trace records (the extension call is
     invisible to the tracer, so tracing takes F.layer_norm)."""
     x, weight, bias = _inputs(8, 40, torch.float32, 'cuda')

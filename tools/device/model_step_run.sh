@@ -27,8 +27,8 @@ if step tests; then
 log op tests
 timeout ${T_TESTS:-150} python3 -m pytest -q -x -p no:cacheprovider tests/ops/test_cuda_propagate.py \
   -k "${TEST_K:-local or chunk}" > "$LOGS/tests.log" 2>&1; tail -3 "$LOGS/tests.log"
-timeout 90 python3 -m pytest -q -p no:cacheprovider tests/ops/test_propagate.py tests/ops/test_propagate_layouts.py \
-  -k cuda >> "$LOGS/tests.log" 2>&1; tail -1 "$LOGS/tests.log"
+timeout 120 python3 -m pytest -q -p no:cacheprovider tests/ops/test_propagate.py tests/ops/test_propagate_layouts.py \
+  tests/ops/test_layer_norm.py -k cuda >> "$LOGS/tests.log" 2>&1; tail -1 "$LOGS/tests.log"
 grep -E '^(FAILED|ERROR)' "$LOGS/tests.log" | head -5
 fi
 if [ -n "${SANITIZE:-}" ]; then
