@@ -15,7 +15,7 @@ Three parts, every model measured in the same process:
    (everything trained). Out-of-memory is reported as such.
 """
 import math
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import timm
 import torch
@@ -95,6 +95,35 @@ def throughput(name: str, mode: str, device: torch.device, dtype: torch.dtype, t
     del run, model, optimizer, x
     _release(device)
     return row
+
+
+def swapped_throughput(module, attr: str, variants: Sequence[Tuple[str, Optional[Callable], str]],
+                       device: torch.device, dtype: torch.dtype, timer: Timer, batch: int = 128,
+                       iters: int = 20, img_size: int = 224,
+                       on_row: Callable[[dict], None] = lambda row: None) -> List[dict]:
+    """Eager :func:`throughput` of each ``(label, replacement, model)`` in turn, with
+    ``module.<attr>`` swapped for ``replacement`` during its run (None: the original), restored
+    afterwards: an A/B of one function of the model in one process. Rows carry ``variant``."""
+    original = getattr(module, attr)
+    rows = []
+    try:
+        for label, replacement, model in variants:
+            setattr(module, attr, original if replacement is None else replacement)
+            row = throughput(model, 'eager', device, dtype, timer, img_size=img_size, batch=batch,
+                             iters=iters)
+            row['variant'] = label
+            rows.append(row)
+            on_row(row)
+    finally:
+        setattr(module, attr, original)
+    return rows
+
+
+def variant_table(rows: Sequence[dict]) -> str:
+    """The markdown table of :func:`swapped_throughput`'s rows."""
+    return report.table(['variant', 'infer img/s', 'train img/s', 'train peak GiB'],
+                        [[r['variant'], f"{r['infer_img_s']:.0f}", f"{r['train_img_s']:.0f}",
+                          fmt(r['train_peak_gib'], '.2f')] for r in rows])
 
 
 def _cuda_graph(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) -> Callable[[], None]:

@@ -27,7 +27,8 @@ from torch import Tensor
 
 from ._build import load_extension
 
-__all__ = ['MAX_FUSED_CHANNELS', 'layer_norm', 'layer_norm_backward', 'layer_norm_forward']
+__all__ = ['MAX_FUSED_CHANNELS', 'layer_norm', 'layer_norm_backward', 'layer_norm_forward',
+           'layer_norm_unfused']
 
 MAX_FUSED_CHANNELS = 1024  # kMaxLayerNormChannels in csrc/cuda/layer_norm.h
 FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -71,9 +72,13 @@ def layer_norm_forward(x: Tensor, weight: Tensor, bias: Tensor, eps: float,
     if out_dtype not in FUSED_DTYPES or x.dtype not in FUSED_DTYPES:
         raise ValueError(f'gspn2 layer_norm: x and the output must be float32, float16 or '
                          f'bfloat16, got x {x.dtype} and out_dtype {out_dtype}')
+    return _run_forward(x.contiguous(), weight, bias, eps, out_dtype)
+
+
+def _run_forward(x, weight, bias, eps, out_dtype):
+    # (unchecked: the callers have; the extension checks shapes and devices again)
     if x.device.type == 'cuda':
-        y, mean, rstd = load_extension('cuda').layer_norm_forward(x.contiguous(), weight, bias,
-                                                                  eps, out_dtype)
+        y, mean, rstd = load_extension('cuda').layer_norm_forward(x, weight, bias, eps, out_dtype)
         return y, mean, rstd
     return _forward_reference(x, weight, bias, eps, out_dtype)
 
@@ -82,9 +87,14 @@ def layer_norm_backward(grad_y: Tensor, x: Tensor, mean: Tensor, rstd: Tensor,
                         weight: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     """``(grad_x, grad_weight, grad_bias)`` of :func:`layer_norm_forward`."""
     _check(x, weight)
+    return _run_backward(grad_y.contiguous(), x.contiguous(), mean.contiguous(), rstd.contiguous(),
+                         weight)
+
+
+def _run_backward(grad_y, x, mean, rstd, weight):
     if x.device.type == 'cuda':
         grad_x, grad_weight, grad_bias = load_extension('cuda').layer_norm_backward(
-            grad_y.contiguous(), x.contiguous(), mean.contiguous(), rstd.contiguous(), weight)
+            grad_y, x, mean, rstd, weight)
         return grad_x, grad_weight, grad_bias
     return _backward_reference(grad_y, x, mean, rstd, weight)
 
@@ -97,7 +107,8 @@ class _FusedLayerNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps, out_dtype):
-        y, mean, rstd = layer_norm_forward(x, weight, bias, eps, out_dtype)
+        # (the hot path: fused_applies and layer_norm have vetted the arguments)
+        y, mean, rstd = _run_forward(x, weight, bias, eps, out_dtype)
         ctx.save_for_backward(x, mean, rstd, weight)
         return y
 
@@ -105,7 +116,7 @@ class _FusedLayerNorm(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_y):
         x, mean, rstd, weight = ctx.saved_tensors
-        grad_x, grad_weight, grad_bias = layer_norm_backward(grad_y, x, mean, rstd, weight)
+        grad_x, grad_weight, grad_bias = _run_backward(grad_y.contiguous(), x, mean, rstd, weight)
         return grad_x, grad_weight, grad_bias, None, None
 
 
@@ -131,5 +142,13 @@ def layer_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps:
     out_dtype = x.dtype if out_dtype is None else out_dtype
     if fused_applies(x, weight, bias) and out_dtype in FUSED_DTYPES:
         return _FusedLayerNorm.apply(x, weight.float(), bias.float(), float(eps), out_dtype)
+    return layer_norm_unfused(x, weight, bias, eps, out_dtype)
+
+
+def layer_norm_unfused(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+                       eps: float = 1e-5, out_dtype: Optional[torch.dtype] = None) -> Tensor:
+    """:func:`layer_norm` without the kernel: ``F.layer_norm`` of ``x`` and the parameters cast
+    to ``out_dtype`` (default: x's)."""
+    out_dtype = x.dtype if out_dtype is None else out_dtype
     cast = (lambda t: None if t is None else t.to(out_dtype))
     return F.layer_norm(cast(x), x.shape[-1:], cast(weight), cast(bias), eps)

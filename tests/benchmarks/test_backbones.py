@@ -33,3 +33,19 @@ def test_run_report_and_plot(tmp_path):
     assert 'goal' not in text and 'target' not in text.lower()
     paths = bench.plot(result, tmp_path / 'backbones')
     assert [p.name for p in paths] == ['backbones_latency.png']
+
+
+def test_swapped_throughput_runs_each_variant_and_restores():
+    from gspn2_dense.models import gspn2 as gspn2_module
+    original, calls = gspn2_module.layer_norm, []
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    rows = bench.swapped_throughput(
+        gspn2_module, 'layer_norm', (('A', None, 'gspn2_test'), ('B', counting, 'gspn2_test')),
+        torch.device('cpu'), torch.float32, Timer('cpu'), batch=1, iters=1, img_size=32)
+    assert [r['variant'] for r in rows] == ['A', 'B'] and calls
+    assert gspn2_module.layer_norm is original
+    assert '| B |' in bench.variant_table(rows)

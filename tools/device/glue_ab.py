@@ -15,14 +15,14 @@ import argparse
 import json
 
 import torch
-import torch.nn.functional as F
 
 import gspn2_dense  # noqa: F401  (registers the timm models)
 from gspn2_dense.benchmarks import backbones, report
-from gspn2_dense.benchmarks.timing import Timer, fmt, run_stamp
+from gspn2_dense.benchmarks.timing import Timer, run_stamp
 from gspn2_dense.models import gspn2 as gspn2_module
 from gspn2_dense.models.variants import BASELINES
 from gspn2_dense.ops import layer_norm
+from gspn2_dense.ops.layer_norm import layer_norm_unfused
 
 BF16, F32 = torch.bfloat16, torch.float32
 # (rows, channels, x dtype, y dtype): stem; stage-1 block norms (bf16 stream); downsample
@@ -31,12 +31,6 @@ SHAPES = [(128 * 112 * 112, 40, BF16, F32), (128 * 56 * 56, 80, BF16, BF16),
           (128 * 28 * 28, 160, BF16, F32), (128 * 28 * 28, 160, F32, BF16),
           (128 * 14 * 14, 320, BF16, F32), (128 * 14 * 14, 320, F32, BF16),
           (128 * 7 * 7, 640, F32, BF16), (128 * 7 * 7, 640, BF16, F32)]
-
-
-def fallback(x, weight, bias, eps=1e-5, out_dtype=None):
-    out_dtype = x.dtype if out_dtype is None else out_dtype
-    cast = (lambda t: None if t is None else t.to(out_dtype))
-    return F.layer_norm(cast(x), x.shape[-1:], cast(weight), cast(bias), eps)
 
 
 def norm_rows(timer: Timer, iters: int):
@@ -49,8 +43,9 @@ def norm_rows(timer: Timer, iters: int):
         row = dict(rows=n, channels=c, x=str(xd), y=str(yd))
         src = torch.empty(n * c * (xd.itemsize + yd.itemsize), dtype=torch.uint8, device='cuda')
         dst = torch.empty_like(src)
-        row['copy_ms'] = timer.measure(lambda: dst.copy_(src), iters, 3).ms  # fwd bytes: x in, y out
-        for name, fn in (('fused', layer_norm), ('F.layer_norm', fallback)):
+        # (the forward's bytes: x in, y out)
+        row['copy_ms'] = timer.measure(lambda: dst.copy_(src), iters, 3).ms
+        for name, fn in (('fused', layer_norm), ('F.layer_norm', layer_norm_unfused)):
             row[name + '_fwd_ms'] = timer.measure(lambda: fn(x, w, b, 1e-6, yd), iters, 3).ms
 
             def step():
@@ -74,21 +69,15 @@ def main():
     device, dtype = torch.device('cuda'), torch.bfloat16
     timer = Timer(device)
     norms = norm_rows(timer, 20)
-    ours = gspn2_module.layer_norm
-    rows = []
-    for label, norm, model in (('A as committed', ours, args.model),
-                               ('B F.layer_norm', fallback, args.model),
-                               ('A again', ours, args.model),
-                               (args.reference, ours, args.reference)):
-        gspn2_module.layer_norm = norm
-        row = backbones.throughput(model, 'eager', device, dtype, timer, batch=args.batch,
-                                   iters=args.iters)
-        row['variant'] = label
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    gspn2_module.layer_norm = ours
+    rows = backbones.swapped_throughput(
+        gspn2_module, 'layer_norm',
+        (('A as committed', None, args.model), ('B F.layer_norm', layer_norm_unfused, args.model),
+         ('A again', None, args.model), (args.reference, None, args.reference)),
+        device, dtype, timer, batch=args.batch, iters=args.iters,
+        on_row=lambda row: print(json.dumps(row), flush=True))
     result = dict(run_stamp(device, args.commit), norms=norms, rows=rows)
-    lines = ['# Glue A/B: the fused layer norm against F.layer_norm', '', report.stamp_line(result), '',
+    lines = ['# Glue A/B: the fused layer norm against F.layer_norm', '',
+             report.stamp_line(result), '',
              '## The norm alone (ms; forward, forward + backward)', '',
              report.table(['rows', 'C', 'x', 'y', 'copy of x+y', 'fused fwd', 'F fwd',
                            'fused fwd+bwd', 'F fwd+bwd'],
@@ -97,9 +86,7 @@ def main():
                             f"{r['fused_fwd_bwd_ms']:.3f}", f"{r['F.layer_norm_fwd_bwd_ms']:.3f}"]
                            for r in norms]), '',
              f'## {args.model} eager, 224 px, batch {args.batch}, bfloat16 autocast', '',
-             report.table(['variant', 'infer img/s', 'train img/s', 'train peak GiB'],
-                          [[r['variant'], f"{r['infer_img_s']:.0f}", f"{r['train_img_s']:.0f}",
-                            fmt(r['train_peak_gib'], '.2f')] for r in rows])]
+             backbones.variant_table(rows)]
     report.write(args.out, result, '\n'.join(lines) + '\n')
     print('\n'.join(lines))
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 import gspn2_dense  # noqa: F401  (registers the timm models)
 from gspn2_dense.benchmarks import backbones, report
-from gspn2_dense.benchmarks.timing import Timer, fmt, run_stamp
+from gspn2_dense.benchmarks.timing import Timer, run_stamp
 from gspn2_dense.models import gspn2 as gspn2_module
 from gspn2_dense.models.variants import BASELINES
 
@@ -37,25 +37,17 @@ def main():
     args = parser.parse_args()
     device, dtype = torch.device(args.device), torch.bfloat16
     timer = Timer(device)
-    ours = gspn2_module._layer_norm_nhwc
-    rows = []
-    for label, norm, model in (('A autocast-dtype norms', ours, args.model),
-                               ('B float32 norms', _float32_norm, args.model),
-                               ('A autocast-dtype norms (again)', ours, args.model),
-                               (args.reference, ours, args.reference)):
-        gspn2_module._layer_norm_nhwc = norm
-        row = backbones.throughput(model, 'eager', device, dtype, timer, batch=args.batch,
-                                   iters=args.iters)
-        row['variant'] = label
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    gspn2_module._layer_norm_nhwc = ours
+    rows = backbones.swapped_throughput(
+        gspn2_module, '_layer_norm_nhwc',
+        (('A autocast-dtype norms', None, args.model),
+         ('B float32 norms', _float32_norm, args.model),
+         ('A autocast-dtype norms (again)', None, args.model),
+         (args.reference, None, args.reference)),
+        device, dtype, timer, batch=args.batch, iters=args.iters,
+        on_row=lambda row: print(json.dumps(row), flush=True))
     result = dict(run_stamp(device, args.commit), rows=rows)
     lines = [f'# Norm A/B: {args.model} eager, 224 px, batch {args.batch}, bfloat16 autocast', '',
-             report.stamp_line(result), '',
-             report.table(['variant', 'infer img/s', 'train img/s', 'train peak GiB'],
-                          [[r['variant'], f"{r['infer_img_s']:.0f}", f"{r['train_img_s']:.0f}",
-                            fmt(r['train_peak_gib'], '.2f')] for r in rows])]
+             report.stamp_line(result), '', backbones.variant_table(rows)]
     report.write(args.out, result, '\n'.join(lines) + '\n')
 
 
