@@ -71,6 +71,9 @@ GPU_CASES = [
     # the global stages at 512 px (stage 4 a small plane, stage 3 past its limit)
     OpCase('GSPN2-T stage 3 32^2', 16, 80, 32, 32, DIRS4, 1, torch.bfloat16),
     OpCase('GSPN2-T stage 4 16^2', 16, 160, 16, 16, DIRS4, 1, torch.bfloat16),
+    # the local stages of a 2048 px dense-prediction input (batch 2)
+    OpCase('GSPN2-T stage 1 512^2 k2', 2, 20, 512, 512, DIRS4, 1, torch.bfloat16, 2),
+    OpCase('GSPN2-T stage 2 256^2 k2', 2, 40, 256, 256, DIRS4, 1, torch.bfloat16, 2),
 ]
 
 
