@@ -73,57 +73,102 @@ __device__ __forceinline__ bool local_slice(const ScanParams& p, Slice& t) {
   return true;
 }
 
+// Per direction entry of a launch, seen from one position: which taps reach a previous-step
+// position, and the offsets of those positions from it.
+struct LocalTaps {
+  bool use[4][3];
+  int64_t off[4][3];
+};
+
+// The forward of one thread. Nothing of a position depends on another's result, so what bounds
+// it is how many loads are in flight: every load of a channel (x; lam, u and the taps'
+// previous-step lam x of each direction entry) is issued before the channel's first store, and
+// the pointers are restrict (the binding allocates every output; no input overlaps one), so the
+// compiler may also issue the next channel's loads before this one's stores. With a store after
+// each direction entry's loads, as before, a channel was several dependent round trips to
+// memory (docs/ops.md has the measurements).
 template <typename T, bool NORMALIZE, bool MERGE>
-__global__ void __launch_bounds__(kLocalThreads) local_forward_kernel(const ScanParams p) {
+__device__ __forceinline__ void local_forward_thread(
+    const ScanParams& p, const Slice& t, const T* __restrict__ x, const T* __restrict__ gates,
+    const T* __restrict__ lam, const T* __restrict__ u, T* __restrict__ out,
+    T* __restrict__ hidden) {
   using A = Acc<T>;
-  Slice t;
-  if (!local_slice(p, t)) return;
   const int64_t HW = static_cast<int64_t>(p.H) * p.W;
   const int D = p.D, C = p.C;
-  const T* x = static_cast<const T*>(p.x) + t.b * C * HW;
-  const T* lam = static_cast<const T*>(p.lam);
-  const T* u = static_cast<const T*>(p.u);
-  T* out = static_cast<T*>(p.out);
-  T* hidden = static_cast<T*>(p.hidden);
+  // Bases at this position: x and the merged output of batch item b; the (d, c) planes of
+  // lam, u, hidden and the unmerged output of b.
+  x += t.b * C * HW + t.pos;
+  lam += t.b * D * C * HW + t.pos;
+  if (MERGE) u += t.b * D * C * HW + t.pos;
+  out += (MERGE ? t.b * C * HW : t.b * D * C * HW) + t.pos;
+  if (hidden != nullptr) hidden += t.b * D * C * HW + t.pos;
 
-  LocalDir dir[4];
+  LocalTaps taps;
   A w[4][3];
 #pragma unroll
   for (int d = 0; d < 4; ++d) {
-    if (d >= D) break;
-    dir[d] = local_dir(p.dirs[d], t.r, t.c, p.H, p.W, p.chunk);
-    if (dir[d].linked) {
+    const LocalDir dir = local_dir(p.dirs[d < D ? d : 0], t.r, t.c, p.H, p.W, p.chunk);
+#pragma unroll
+    for (int k = 0; k < 3; ++k) {
+      taps.use[d][k] = d < D && dir.linked && tap_valid(dir.p, k, dir.n_line);
+      taps.off[d][k] = dir.back + (k - 1) * dir.along;
+      w[d][k] = 0;
+    }
+    // (computed at every position, linked or not, and masked by `use`: with chunk 2 the
+    // horizontal directions alternate linked columns, and a branch here diverged every warp)
+    if (d < D) {
       A comp[3];
-      const T* g3 = static_cast<const T*>(p.gates) + ((t.b * D + d) * p.G + t.g) * 3 * HW;
-      tap_weights<NORMALIZE>(g3, HW, t.pos, dir[d].p, dir[d].n_line, w[d], comp);
+      const T* g3 = gates + ((t.b * D + d) * p.G + t.g) * 3 * HW;
+      tap_weights<NORMALIZE>(g3, HW, t.pos, dir.p, dir.n_line, w[d], comp);
     }
   }
+#pragma unroll 2
   for (int ch = t.c0; ch < t.c1; ++ch) {
-    const T* xc = x + ch * HW;
-    const A xv = ld<A>(xc, t.pos);
+    const int64_t xo = ch * HW;
+    // Loads: x, and per direction entry lam, u and the previous step's z = lam x of the taps.
+    const A xv = ld<A>(x, xo);
+    A lv[4], uv[4], zn[4][3];
+#pragma unroll
+    for (int d = 0; d < 4; ++d) {
+      if (d >= D) break;
+      const int64_t o = (static_cast<int64_t>(d) * C + ch) * HW;
+      lv[d] = ld<A>(lam, o);
+      uv[d] = MERGE ? ld<A>(u, o) : A(0);
+#pragma unroll
+      for (int k = 0; k < 3; ++k) {
+        zn[d][k] = taps.use[d][k] ? ld<A>(lam, o + taps.off[d][k]) * ld<A>(x, xo + taps.off[d][k])
+                                  : A(0);
+      }
+    }
     A y = 0;
 #pragma unroll
     for (int d = 0; d < 4; ++d) {
       if (d >= D) break;
-      const int64_t plane = ((t.b * D + d) * C + ch) * HW;
-      A h = ld<A>(lam, plane + t.pos) * xv;
-      if (dir[d].linked) {
+      const int64_t o = (static_cast<int64_t>(d) * C + ch) * HW;
+      A h = lv[d] * xv;
 #pragma unroll
-        for (int k = 0; k < 3; ++k) {
-          if (!tap_valid(dir[d].p, k, dir[d].n_line)) continue;
-          const int64_t q = t.pos + dir[d].back + (k - 1) * dir[d].along;
-          h += w[d][k] * ld<A>(lam, plane + q) * ld<A>(xc, q);
-        }
+      for (int k = 0; k < 3; ++k) {
+        if (taps.use[d][k]) h += w[d][k] * zn[d][k];
       }
-      if (hidden != nullptr) st(hidden, plane + t.pos, h);
+      if (hidden != nullptr) st(hidden, o, h);
       if (MERGE) {
-        y += ld<A>(u, plane + t.pos) * h;
+        y += uv[d] * h;
       } else {
-        st(out, plane + t.pos, h);
+        st(out, o, h);
       }
     }
-    if (MERGE) st(out, (t.b * C + ch) * HW + t.pos, y);
+    if (MERGE) st(out, xo, y);
   }
+}
+
+template <typename T, bool NORMALIZE, bool MERGE>
+__global__ void __launch_bounds__(kLocalThreads) local_forward_kernel(const ScanParams p) {
+  Slice t;
+  if (!local_slice(p, t)) return;
+  local_forward_thread<T, NORMALIZE, MERGE>(
+      p, t, static_cast<const T*>(p.x), static_cast<const T*>(p.gates),
+      static_cast<const T*>(p.lam), static_cast<const T*>(p.u), static_cast<T*>(p.out),
+      static_cast<T*>(p.hidden));
 }
 
 // dh of direction entry d, channel ch, at plane offset q: grad_out * u (merge) or grad_out.

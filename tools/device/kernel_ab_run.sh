@@ -1,46 +1,63 @@
 #!/usr/bin/env bash
-# A/B of CUDA kernel files on the device, in one call, from the repo root:
-#   the working tree's extension built and its CUDA tests run (TESTS, a pytest -k expression over
-#   tests/ops/test_cuda_propagate.py, and the public op's CUDA cases), then tools/benchmark_op.py
-#   on CASES twice in this one process tree: once with the working tree ("new") and once with the
-#   files under $BASE_DIR (default .ab/, laid out as csrc/cuda/<name>; carry it) put over a copy of
-#   the tree ("base"). Both builds use the same flags and machine, so the ratios compare like
-#   with like. Results under $OUT: op_new.{json,md}, op_base.{json,md}; logs in $LOGS.
-#   Usage: COMMIT=<hash> BASE=<hash of the base files> CASES="stage 1,stage 2" bash tools/device/kernel_ab_run.sh
+# A/B of CUDA kernel files on the device, in one call, from the repo root.
+#   "new" is the working tree; every folder $AB_DIR/<variant>/ (default .ab/; carry it) holds
+#   files laid out as csrc/cuda/<name> that are put over a copy of the tree to make <variant>
+#   (e.g. base/ with the last commit's files). All extensions are built with the same flags on
+#   the same machine, in parallel; the working tree's CUDA tests run (TESTS, a pytest -k
+#   expression over tests/ops/test_cuda_propagate.py, and the public op's CUDA cases); then
+#   tools/benchmark_op.py runs CASES for every build, one after the other, so the ratios compare
+#   like with like. With NCU_CASES, Nsight Compute profiles the kernels matching NCU_KERNEL of
+#   the NCU_TREE build (default new) through tools/device_check_op.sh's ncu stage.
+#   Results under $OUT: op_<variant>.{json,md}; logs in $LOGS.
+#   Usage: COMMIT=<hash> CASES="stage 1,stage 2" TESTS="local" bash tools/device/kernel_ab_run.sh
 set -uo pipefail
 OUT=${OUT:-./device_out}; mkdir -p "$OUT"
 LOGS=${LOGS:-/tmp/logs}; mkdir -p "$LOGS"
-BASE_DIR=${BASE_DIR:-.ab}
+AB_DIR=${AB_DIR:-.ab}
 export PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16
 log() { echo "== $(date +%T) $*"; }
-build() {  # build the extension of the tree in $1 into $2
-  (cd "$1" && PYTHONPATH=$1 GSPN2_EXT_DIR=$2 python3 -c \
-    "from gspn2_dense.ops._build import load_extension; load_extension('cuda')") > "$LOGS/build_$3.log" 2>&1 \
-    || { tail -30 "$LOGS/build_$3.log"; return 1; }
+tree_of() { [ "$1" = new ] && echo "$PWD" || echo "/tmp/ab_$1"; }
+build() {  # the extension of variant $1's tree into /tmp/ext_$1
+  local tree; tree=$(tree_of "$1")
+  (cd "$tree" && PYTHONPATH=$tree GSPN2_EXT_DIR=/tmp/ext_$1 python3 -c \
+    "from gspn2_dense.ops._build import load_extension; load_extension('cuda')") > "$LOGS/build_$1.log" 2>&1 \
+    || { echo "build $1 failed"; tail -30 "$LOGS/build_$1.log"; }
 }
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-rm -rf /tmp/ab_base && cp -r . /tmp/ab_base && rm -rf /tmp/ab_base/.git
-for f in $(cd "$BASE_DIR" && ls); do cp "$BASE_DIR/$f" "/tmp/ab_base/csrc/cuda/$f"; done
-log build new and base
-build "$PWD" /tmp/ext_new new & build /tmp/ab_base /tmp/ext_base base & wait
+variants=(new)
+for dir in "$AB_DIR"/*/; do
+  v=$(basename "$dir"); variants+=("$v")
+  rm -rf "/tmp/ab_$v" && cp -r . "/tmp/ab_$v" && rm -rf "/tmp/ab_$v/.git"
+  for f in $(cd "$dir" && ls); do cp "$dir/$f" "/tmp/ab_$v/csrc/cuda/$f"; done
+done
+log "build ${variants[*]}"
+for v in "${variants[@]}"; do build "$v" & done; wait
 if [ -n "${TESTS:-}" ]; then
   log tests
   PYTHONPATH=$PWD GSPN2_EXT_DIR=/tmp/ext_new timeout ${T_TESTS:-200} python3 -m pytest -q -x -p no:cacheprovider \
-    tests/ops/test_cuda_propagate.py -k "$TESTS" > "$LOGS/tests.log" 2>&1; tail -2 "$LOGS/tests.log"
+    tests/ops/test_cuda_propagate.py -k "$TESTS" > "$LOGS/tests.log" 2>&1; tail -1 "$LOGS/tests.log"
   PYTHONPATH=$PWD GSPN2_EXT_DIR=/tmp/ext_new timeout ${T_TESTS2:-150} python3 -m pytest -q -p no:cacheprovider \
     tests/ops/test_propagate.py tests/ops/test_propagate_layouts.py -k cuda > "$LOGS/tests2.log" 2>&1
   tail -1 "$LOGS/tests2.log"; grep -hE '^(FAILED|ERROR)' "$LOGS/tests.log" "$LOGS/tests2.log" | head -5
 fi
-for side in base new; do
-  tree=$PWD; [ $side = base ] && tree=/tmp/ab_base
-  log "benchmark $side"
-  (cd "$tree" && PYTHONPATH=$tree GSPN2_EXT_DIR=/tmp/ext_$side timeout ${T_OP:-150} python3 tools/benchmark_op.py \
-    --commit "${COMMIT:-unknown} ($side)" --cases "${CASES:-stage 1,stage 2}" --no-reference --sdpa-sizes '' \
-    --out "$OUT/op_$side") > "$LOGS/op_$side.log" 2>&1
-  grep '^{' "$LOGS/op_$side.log" | python3 -c "
+for v in "${variants[@]}"; do
+  tree=$(tree_of "$v")
+  log "benchmark $v"
+  (cd "$tree" && PYTHONPATH=$tree GSPN2_EXT_DIR=/tmp/ext_$v timeout ${T_OP:-150} python3 tools/benchmark_op.py \
+    --commit "${COMMIT:-unknown} ($v)" --cases "${CASES:-stage 1,stage 2}" --no-reference --sdpa-sizes '' \
+    --out "$OUT/op_$v") > "$LOGS/op_$v.log" 2>&1
+  mv "$OUT/op_$v.md" "$LOGS/" 2>/dev/null  # (at most 8 files come back: the JSON holds it all)
+  grep '^{' "$LOGS/op_$v.log" | python3 -c "
 import json, sys
 for line in sys.stdin:
     r = json.loads(line)
-    print({k: r[k] for k in r if k in ('name', 'fwd_ms', 'bwd_ms', 'fwd_eff', 'bwd_eff', 'dwconv_fwd_ms', 'dwconv_bwd_ms')})"
+    print(r['name'], '| fwd %.3f ms (%.0f%%) | bwd %.3f ms (%.0f%%) | dw-conv %.3f / %.3f' % (
+        r['fwd_ms'], 100 * r['fwd_eff'], r['bwd_ms'], 100 * r['bwd_eff'], r['dwconv_fwd_ms'], r['dwconv_bwd_ms']))"
 done
+if [ -n "${NCU_CASES:-}" ]; then
+  log ncu
+  tree=$(tree_of "${NCU_TREE:-new}")
+  (cd "$tree" && GSPN2_EXT_DIR=/tmp/ext_${NCU_TREE:-new} OUT=$OUT STAGES=ncu timeout ${T_NCU:-150} \
+    bash tools/device_check_op.sh) 2>&1 | tail -${NCU_LINES:-60}
+fi
 log done
