@@ -22,7 +22,12 @@ KernelTimes = Dict[str, Tuple[float, float]]  # kernel name -> (device us, launc
 
 # kernel-name pattern -> category, first match wins (backbone profiles)
 CATEGORIES = [
+    # (first: inductor names its generated kernels after every op they fuse, e.g.
+    # triton_red_fused__to_copy_add_convolution_native_layer_norm_permute, which the patterns
+    # below would file under one of those ops)
+    ('inductor-fused (triton)', r'^triton_'),
     ('gspn2 transpose', r'transpose_planes|TransposeParams'),
+    ('fused layer norm', r'gspn2::cuda::.*(layer_norm|sum_partial_rows)'),
     ('gspn2 op', r'gspn2|propagate'),
     ('matmul / 1x1 conv', r'gemm|sm90_xmma|cutlass|cublas|nvjet|Kernel2'),
     ('convolution', r'conv|implicit|winograd|dgrad|wgrad|fprop'),

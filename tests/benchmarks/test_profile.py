@@ -13,6 +13,9 @@ def test_kernels_grouped_by_what_they_do():
         'sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64': (25.0, 4),
         'void at::native::elementwise_kernel<128, 4, at::native::direct_copy_kernel_cuda(...)>': (5.0, 9),
         'Memcpy HtoD (Pageable -> Device)': (1.0, 1),
+        'void gspn2::cuda::(anonymous namespace)::layer_norm_forward_kernel<c10::BFloat16, float>(...)': (7.0, 2),
+        'void gspn2::cuda::(anonymous namespace)::sum_partial_rows_kernel(...)': (2.0, 2),
+        'triton_red_fused__to_copy_add_convolution_native_layer_norm_permute_39': (11.0, 4),
     }
     groups = profile.grouped(times)
     assert groups['gspn2 op'] == (300.0, 2)
@@ -21,6 +24,8 @@ def test_kernels_grouped_by_what_they_do():
     assert groups['matmul / 1x1 conv'] == (25.0, 4)
     assert groups['copy / layout'] == (5.0, 9)
     assert groups['other'] == (1.0, 1)
+    assert groups['fused layer norm'] == (9.0, 4)  # (our norm kernels are not the op)
+    assert groups['inductor-fused (triton)'] == (11.0, 4)  # (not 'convolution' by its name)
     assert sum(t for t, _ in groups.values()) == sum(t for t, _ in times.values())
 
 
