@@ -2,7 +2,8 @@
 # A/B of CUDA kernel files on the device, in one call, from the repo root.
 #   "new" is the working tree; every folder $AB_DIR/<variant>/ (default .ab/; carry it) holds
 #   files laid out as csrc/cuda/<name> that are put over a copy of the tree to make <variant>
-#   (e.g. base/ with the last commit's files). All extensions are built with the same flags on
+#   (e.g. base/ with the last commit's files), and/or patches (*.patch, applied with -p1 to the
+#   copy; tools/device/variants/ keeps the ones not yet measured). All extensions are built with the same flags on
 #   the same machine, in parallel; the working tree's CUDA tests run (TESTS, a pytest -k
 #   expression over tests/ops/test_cuda_propagate.py, and the public op's CUDA cases); then
 #   tools/benchmark_op.py runs CASES for every build, one after the other, so the ratios compare
@@ -28,7 +29,12 @@ variants=(new)
 for dir in "$AB_DIR"/*/; do
   v=$(basename "$dir"); variants+=("$v")
   rm -rf "/tmp/ab_$v" && cp -r . "/tmp/ab_$v" && rm -rf "/tmp/ab_$v/.git"
-  for f in $(cd "$dir" && ls); do cp "$dir/$f" "/tmp/ab_$v/csrc/cuda/$f"; done
+  for f in $(cd "$dir" && ls); do
+    case "$f" in
+      *.patch) patch -s -p1 -d "/tmp/ab_$v" < "$dir/$f" || echo "patch $f of $v failed" ;;
+      *) cp "$dir/$f" "/tmp/ab_$v/csrc/cuda/$f" ;;
+    esac
+  done
 done
 log "build ${variants[*]}"
 for v in "${variants[@]}"; do build "$v" & done; wait
