@@ -27,7 +27,7 @@ from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequenc
 
 import torch
 
-from ..ops import gspn_propagate, gspn_propagate_ref, gspn_scan, gspn_scan_ref
+from ..ops import DIRECTIONS, gspn_propagate, gspn_propagate_ref, gspn_scan, gspn_scan_ref
 from ..ops._build import build_cpu_variant, load_extension
 from ..ops.propagate import recomputes_hidden
 from . import report
@@ -55,12 +55,18 @@ class OpCase(NamedTuple):
 GPU_CASES = [
     OpCase('paper fp32 1dir', 16, 8, 1024, 1024, (0,), None, torch.float32),
     OpCase('paper bf16 1dir', 16, 8, 1024, 1024, (0,), None, torch.bfloat16),
+    # the paper's shape in the other directions ('paper ... 1dir' above is top_down): a slow
+    # direction shows here, not only in the four-direction sums
+    *(OpCase(f'paper {t} 1dir {DIRECTIONS[d]}', 16, 8, 1024, 1024, (d,), None, dtype)
+      for t, dtype in (('fp32', torch.float32), ('bf16', torch.bfloat16)) for d in (1, 2, 3)),
     OpCase('4dir G1 bf16 56^2', 128, 24, 56, 56, DIRS4, 1, torch.bfloat16),
     OpCase('4dir G1 bf16 28^2', 128, 48, 28, 28, DIRS4, 1, torch.bfloat16),
     OpCase('4dir G1 bf16 14^2', 128, 96, 14, 14, DIRS4, 1, torch.bfloat16),
     OpCase('4dir G1 bf16 7^2', 128, 192, 7, 7, DIRS4, 1, torch.bfloat16),
     OpCase('4dir G1 fp32 28^2', 128, 48, 28, 28, DIRS4, 1, torch.float32),
     OpCase('4dir G1 bf16 1024^2', 4, 32, 1024, 1024, DIRS4, 1, torch.bfloat16),
+    *(OpCase(f'1dir G1 bf16 1024^2 {name}', 4, 32, 1024, 1024, (d,), 1, torch.bfloat16)
+      for d, name in enumerate(DIRECTIONS)),
     OpCase('4dir G1 bf16 2048^2', 1, 32, 2048, 2048, DIRS4, 1, torch.bfloat16),
     OpCase('small batch fp32 1dir', 1, 8, 1024, 1024, (0,), None, torch.float32),
     # GSPN-2-T's four stages at 224 px, B128 (proxy width = dim / 4; stages 1-2 local, chunk 2)

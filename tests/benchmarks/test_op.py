@@ -75,8 +75,17 @@ def test_floors_match_the_published_table():
         assert bwd / 3.01e9 == pytest.approx(bwd_ms, rel=0.01), name
 
 
+def test_every_direction_is_timed_alone():
+    """The paper's shape (per-channel gates, fp32 and bf16) and the channel-shared 1024^2 case
+    are timed in each direction alone, so that one slow direction shows."""
+    for prefix, groups in (('paper fp32', None), ('paper bf16', None), ('1dir G1 bf16 1024^2', 1)):
+        cases = [c for c in op.GPU_CASES if c.name.startswith(prefix) and len(c.directions) == 1]
+        assert sorted(c.directions[0] for c in cases) == [0, 1, 2, 3], prefix
+        assert all(c.G == groups and (c.H, c.W) == (1024, 1024) for c in cases), prefix
+
+
 def test_cases_are_selected_by_name_and_carry_no_targets():
-    assert [c.name for c in op.select_cases(['1024^2', 'small'])] == [
+    assert [c.name for c in op.select_cases(['4dir G1 bf16 1024^2', 'small'])] == [
         '4dir G1 bf16 1024^2', 'small batch fp32 1dir']
     assert op.select_cases([]) == op.GPU_CASES
     assert all(len(c) == 9 for c in op.GPU_CASES)  # no target field
