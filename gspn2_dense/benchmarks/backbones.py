@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from . import report
-from ..models.variants import BASELINES, PAPER_VARIANTS, VARIANTS
+from ..models.variants import BASELINES, PAPER_VARIANTS, VARIANTS, timm_size_kwargs
 from .timing import Timer, fmt, run_stamp
 
 OURS = VARIANTS['gspn2_tiny'].name
@@ -35,10 +35,10 @@ DENSE_MODELS = [OURS, SWIN, CONVNEXT]
 DENSE_SIZES = [512, 1024, 2048]
 
 
-def create(name: str, device: torch.device, memory_format=torch.contiguous_format) -> torch.nn.Module:
-    """A randomly initialised timm model; ViTs get ``dynamic_img_size`` to take any size."""
-    kwargs = dict(dynamic_img_size=True) if name.startswith('vit_') else {}
-    return timm.create_model(name, **kwargs).to(device, memory_format=memory_format)
+def create(name: str, device: torch.device, memory_format=torch.contiguous_format,
+           img_size: int = 224) -> torch.nn.Module:
+    """A randomly initialised timm model for ``img_size`` inputs (ViTs take any size)."""
+    return timm.create_model(name, **timm_size_kwargs(name, img_size)).to(device, memory_format=memory_format)
 
 
 def _autocast(device: torch.device, dtype: torch.dtype, cache_enabled: bool = True):
@@ -68,7 +68,7 @@ def throughput(name: str, mode: str, device: torch.device, dtype: torch.dtype, t
                memory_format=torch.contiguous_format) -> dict:
     """Inference and training-step images/s and peak memory; ``mode`` is eager or compiled."""
     torch.manual_seed(0)
-    model = create(name, device, memory_format)
+    model = create(name, device, memory_format, img_size)
     row = dict(model=name, mode=mode, params_m=sum(p.numel() for p in model.parameters()) / 1e6)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     run = torch.compile(model) if mode == 'compiled' else model
@@ -183,7 +183,7 @@ def probe_segmentor(name: str, img_size: int, num_classes: int = 150) -> torch.n
         backbone = dict(type='GSPN2', arch=VARIANTS[name].arch, out_indices=(3,))
         channels = timm.create_model(name, pretrained=False).num_features
     else:
-        extra = dict(img_size=img_size) if name.startswith('swin') else {}
+        extra = timm_size_kwargs(name, img_size)
         backbone = dict(type='TimmFeatures', model_name=name, out_indices=(3,), **extra)
         channels = timm.create_model(name, pretrained=False, **extra).num_features
     return MODELS.build(dict(

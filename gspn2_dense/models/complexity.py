@@ -32,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from gspn2_dense.ops import propagate as _propagate  # noqa: F401  (defines the gspn2:: custom ops)
 
 from .gspn2 import GSPN2Mixer
-from .variants import VARIANTS
+from .variants import VARIANTS, timm_size_kwargs
 
 __all__ = ['Complexity', 'Traffic', 'complexity_table', 'count_complexity', 'count_traffic',
            'propagate_macs', 'traffic_table']
@@ -212,7 +212,8 @@ def count_traffic(model: nn.Module, input_size: Tuple[int, int, int] = (3, 224, 
 
 def traffic_table(names: Sequence[str], img_size: int = 224) -> str:
     """A markdown table of the kernels and activation traffic of one forward of timm models."""
-    traffics = {name: count_traffic(_create_on_meta(name), (3, img_size, img_size)) for name in names}
+    traffics = {name: count_traffic(_create_on_meta(name, img_size), (3, img_size, img_size))
+                for name in names}
     kinds = sorted({k for t in traffics.values() for k in t.by_kind})
     rows = ['| model | kernels | activation MB read / written | weight MB | '
             + ' | '.join(f'{k}: kernels / MB' for k in kinds) + ' |',
@@ -227,10 +228,10 @@ def traffic_table(names: Sequence[str], img_size: int = 224) -> str:
     return '\n'.join(rows)
 
 
-def _create_on_meta(name: str) -> nn.Module:
+def _create_on_meta(name: str, img_size: int = 224) -> nn.Module:
     import timm  # the counter itself does not need timm
     with torch.device('meta'):
-        return timm.create_model(name)
+        return timm.create_model(name, **timm_size_kwargs(name, img_size))
 
 
 def complexity_table(names: Sequence[str], img_size: int = 224) -> str:
@@ -241,7 +242,7 @@ def complexity_table(names: Sequence[str], img_size: int = 224) -> str:
     rows = ['| model | params (M) | MACs (G) | of which propagation (G) | paper params / MACs | deviation |',
             '|---|---|---|---|---|---|']
     for name in names:
-        result = count_complexity(_create_on_meta(name), (3, img_size, img_size))
+        result = count_complexity(_create_on_meta(name, img_size), (3, img_size, img_size))
         reference, deviation = '-', '-'
         figures = VARIANTS[name].paper if name in VARIANTS else None
         if figures is not None and img_size == 224:

@@ -17,7 +17,8 @@ This module is plain data: it imports neither torch nor timm.
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
-__all__ = ['BASELINES', 'PAPER_VARIANTS', 'PaperFigures', 'VARIANTS', 'Variant', 'get_variant']
+__all__ = ['BASELINES', 'PAPER_VARIANTS', 'PaperFigures', 'VARIANTS', 'Variant', 'get_variant',
+           'timm_size_kwargs']
 
 
 @dataclass(frozen=True)
@@ -93,3 +94,15 @@ def get_variant(name: str) -> Variant:
     raise ValueError(f'unknown GSPN-2 variant {name!r}; known: timm names {list(VARIANTS)}, archs '
                      f'{[v.arch for v in VARIANTS.values()]}, short names {[v.short for v in VARIANTS.values()]}, '
                      f'open_clip names {[v.clip for v in VARIANTS.values() if v.clip]}')
+
+
+def timm_size_kwargs(name: str, img_size: int) -> Dict[str, object]:
+    """The ``timm.create_model`` arguments that let model ``name`` take ``img_size`` x ``img_size``
+    inputs: Swin's window grid is fixed when it is built (``img_size``), ViTs interpolate their
+    position embedding (``dynamic_img_size``); GSPN-2 and ConvNeXt take any size as they are."""
+    if name.startswith('swin'):
+        return dict(img_size=img_size)
+    if name.startswith('vit_'):
+        return dict(dynamic_img_size=True)
+    return {}
+

@@ -8,7 +8,7 @@ import gspn2_dense  # noqa: F401  (registers the timm models)
 from gspn2_dense.models import gspn2
 from gspn2_dense.models.complexity import (complexity_table, count_complexity, count_traffic,
                                            propagate_macs, traffic_table)
-from gspn2_dense.models.variants import PAPER_VARIANTS
+from gspn2_dense.models.variants import PAPER_VARIANTS, timm_size_kwargs
 from gspn2_dense.ops import gspn_propagate, gspn_propagate_ref
 
 
@@ -133,6 +133,16 @@ def test_traffic_kinds_of_a_gspn2_model_on_meta():
     assert traffic.kernels == sum(n for n, _, _ in traffic.by_kind.values())
     table = traffic_table(['gspn2_test'], img_size=64)
     assert table.splitlines()[2].startswith(f'| gspn2_test | {traffic.kernels} | ')
+
+
+def test_fixed_size_baselines_are_built_for_the_input_size():
+    """Swin's window grid is fixed when it is built: the tables build it for their input size
+    (a 224-px Swin-T refuses 448 px inputs), ViTs interpolate, the others take any size."""
+    assert timm_size_kwargs('swin_tiny_patch4_window7_224', 448) == dict(img_size=448)
+    assert timm_size_kwargs('vit_small_patch16_224', 448) == dict(dynamic_img_size=True)
+    assert timm_size_kwargs('convnext_tiny', 448) == timm_size_kwargs('gspn2_tiny', 448) == {}
+    table = traffic_table(['swin_tiny_patch4_window7_224'], img_size=448)
+    assert table.splitlines()[2].startswith('| swin_tiny_patch4_window7_224 | ')
 
 
 def test_traffic_bad_input_size():
