@@ -105,4 +105,3 @@ def timm_size_kwargs(name: str, img_size: int) -> Dict[str, object]:
     if name.startswith('vit_'):
         return dict(dynamic_img_size=True)
     return {}
-

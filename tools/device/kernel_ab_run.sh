@@ -3,13 +3,13 @@
 #   "new" is the working tree; every folder $AB_DIR/<variant>/ (default .ab/; carry it) holds
 #   files laid out as csrc/cuda/<name> that are put over a copy of the tree to make <variant>
 #   (e.g. base/ with the last commit's files), and/or patches (*.patch, applied with -p1 to the
-#   copy; tools/device/variants/ keeps the ones not yet measured). All extensions are built with the same flags on
-#   the same machine, in parallel; the working tree's CUDA tests run (TESTS, a pytest -k
+#   copy; tools/device/variants/ keeps the ones not yet measured). All extensions are built with
+#   the same flags on the same machine, in parallel; the working tree's CUDA tests run (TESTS, a pytest -k
 #   expression over tests/ops/test_cuda_propagate.py, and the public op's CUDA cases); then
 #   tools/benchmark_op.py runs CASES for every build, one after the other, so the ratios compare
 #   like with like. With NCU_CASES, Nsight Compute profiles the kernels matching NCU_KERNEL of
 #   the NCU_TREE build (default new) through tools/device_check_op.sh's ncu stage.
-#   Results under $OUT: op_<variant>.{json,md}; logs in $LOGS.
+#   Results under $OUT: op_<variant>.json; the tables (op_<variant>.md) and logs in $LOGS.
 #   Usage: COMMIT=<hash> CASES="stage 1,stage 2" TESTS="local" bash tools/device/kernel_ab_run.sh
 set -uo pipefail
 OUT=${OUT:-./device_out}; mkdir -p "$OUT"
