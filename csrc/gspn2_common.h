@@ -35,6 +35,11 @@ inline const char* direction_name(int d) {
   }
 }
 
+// Vertical directions scan rows of W positions from line to line; horizontal ones, columns of H.
+inline bool is_vertical(int64_t direction) {
+  return direction == kTopDown || direction == kBottomUp;
+}
+
 struct PropagateShape {
   int64_t B, C, H, W, D, G;
 };

@@ -24,9 +24,6 @@ def main():
     parser.add_argument('--reps', type=int, default=20, help='timed runs per figure (median)')
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--commit', default=None, help='commit of the tree (.git may be absent)')
-    parser.add_argument('--channels-per-thread', type=int, default=0, choices=[0, 1, 2, 4],
-                        help='line-mode channels per thread: 0 the default choice, else at most '
-                             'that many (set_channels_per_thread, csrc/cuda/propagate.h)')
     args = parser.parse_args()
     if args.plot:
         for path in op.plot(report.read(args.plot), Path(args.plot).with_suffix('')):
@@ -36,7 +33,7 @@ def main():
         op.select_cases([w for w in args.cases.split(',') if w]),
         reference=not args.no_reference,
         sdpa_sizes=[int(v) for v in args.sdpa_sizes.split(',') if v], reps=args.reps,
-        warmup=args.warmup, channels_per_thread=args.channels_per_thread, commit=args.commit,
+        warmup=args.warmup, commit=args.commit,
         command=shlex.join(['python', *sys.argv]),
         on_case=lambda row: print(json.dumps(row), flush=True))
     text = op.gpu_markdown(result)

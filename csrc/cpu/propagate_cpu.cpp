@@ -63,8 +63,6 @@ namespace gspn2 {
 namespace cpu {
 namespace {
 
-bool is_vertical(int64_t direction) { return direction == kTopDown || direction == kBottomUp; }
-
 // A scan in its frame: `steps` lines of `n` contiguous positions; line s starts at
 // base + s * step_stride. Line positions increase with the image coordinate, so taps
 // k = -1, 0, +1 sit at p - 1, p, p + 1.

@@ -42,16 +42,13 @@ namespace cuda {
     }                                       \
   }()
 
-// Runs `...` with NAME = kc as a constexpr int: channels per thread 1, 2 or 4, at most
-// max_channels_per_thread(MODE, BACKWARD) (make_geometry keeps to it; float64 only 1).
+// Runs `...` with NAME = kc as a constexpr int: channels per thread 1 or 2, at most
+// max_channels_per_thread(MODE, BACKWARD) (the launch plan keeps to it; float64 only 1).
 #define GSPN2_KC_SWITCH(T, MODE, BACKWARD, kc, NAME, ...)                                  \
   [&] {                                                                                    \
     constexpr int kMaxKC = sizeof(T) == 8 ? 1 : max_channels_per_thread(MODE, BACKWARD);  \
     if (kc == 1) {                                                                         \
       constexpr int NAME = 1;                                                              \
-      return __VA_ARGS__();                                                                \
-    } else if (kc == 2) {                                                                  \
-      constexpr int NAME = kMaxKC < 2 ? kMaxKC : 2;                                        \
       return __VA_ARGS__();                                                                \
     } else {                                                                               \
       constexpr int NAME = kMaxKC;                                                         \

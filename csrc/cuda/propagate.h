@@ -39,14 +39,13 @@ constexpr int kWarpMode = 0, kCtaMode = 1, kLongMode = 2;
 // (channel, direction); the group's gates are staged once for its channels. x and each
 // direction's gates, lam and u are staged in shared memory with coalesced loads (read once
 // from DRAM), the scans run from shared memory, and y = sum_d u_d h_d is summed in
-// direction order in the CTA: no per-direction float32 buffer. Taken (policy kPlaneAuto)
+// direction order in the CTA: no per-direction float32 buffer. Taken by the launch plan
 // where it measured faster than the line modes (H100, docs/benchmarks/op.md): longest line
 // of kPlaneMinLine .. kPlaneMaxLine positions (56x56 bf16: 0.695 vs 1.998 ms), or of
 // kPlaneMinLine32 .. kPlaneMinLine - 1 in float32 storage (28x28 fp32: 0.477 vs 1.005 ms;
 // 28x28 bf16 measured 0.565 vs 0.495 ms and stays in the warp mode), and the staged planes
-// fit kPlaneSmemBudget. Other shapes use the line modes above.
+// fit kPlaneSmemBudget (launch_plan.cpp). Other shapes use the line modes above.
 constexpr int kPlaneMode = 3;
-constexpr int kPlaneOff = 0, kPlaneAuto = 1, kPlaneForce = 2;  // set_plane_mode policies
 constexpr int kPlaneMinLine = 33, kPlaneMinLine32 = 17;
 constexpr int kPlaneMaxLine = 64;
 constexpr long long kPlaneSmemBudget = 220 * 1024;
@@ -77,7 +76,7 @@ constexpr int kPlaneMaxChannels = 4;  // channels per plane-mode CTA (1, 2 or 4)
 // planes, then per channel a slot of (lam, x) pairs, grad_out, u and h planes (storage type;
 // the pairs later hold lam * dh in the accumulation type), then a double-buffered line of the
 // 3 gate-logit gradients per channel (accumulation type, kPlaneMaxLine positions).
-// Taken (policy kPlaneAuto) for longest lines of kPlaneBwdMinLine .. kPlaneMaxLine (H100,
+// Taken by the launch plan for longest lines of kPlaneBwdMinLine .. kPlaneMaxLine (H100,
 // docs/benchmarks/op.md, bf16 4 directions G = 1: 56x56 2.98 vs 8.73 ms in the line modes,
 // 14x14 0.657 vs 1.285; 7x7 measured 0.818 vs 0.507 and stays in the warp mode).
 constexpr int kPlaneBwdMinLine = 14;
@@ -98,17 +97,14 @@ constexpr int run_bytes(int mode, bool backward) {
 // Channels per thread of the line modes (Geometry::channels_per_thread): a thread scans the
 // same positions of KC channels of one gate group, so that the tap weights (and the group's
 // gate loads) of a position are computed once for KC channels and, in the backward, the
-// gate-logit gradients are summed over them in registers. 1, 2 or kMaxChannelsPerThread.
-constexpr int kMaxChannelsPerThread = 4;
-constexpr int kChannelsPerThreadAuto = 0;  // set_channels_per_thread policy: the measured choice
-
+// gate-logit gradients are summed over them in registers. 1 or 2 (launch_plan.cpp says where;
+// 4 measured slower everywhere, docs/benchmarks/op.md).
 // The most channels per thread a mode is instantiated for: the ones whose registers hold KC
 // channels without spilling more than a few words (ptxas, sm_90, bfloat16: the backward's
-// long mode spilled 200 bytes at KC = 2, its warp mode 280-600 at KC = 4).
+// long mode spilled 200 bytes at KC = 2), and the long mode's forward, where KC = 2 measured
+// slower, holds one.
 constexpr int max_channels_per_thread(int mode, bool backward) {
-  return mode == kCtaMode ? 4
-         : mode == kWarpMode ? (backward ? 2 : 4)
-                             : (backward ? 1 : 2);
+  return mode == kLongMode ? 1 : 2;
 }
 
 // Steps per run of the line modes (the kernels' kRun; bindings.cpp's vec_h needs W to be a
@@ -190,15 +186,12 @@ struct BwdParams {
                         // channels (k = 1; plane mode: channels_per_cta; none when that is C / G)
 };
 
-// Horizontal directions through transposed planes (bindings.cpp): a horizontal scan walks
-// columns, so each of its steps touches one element per row, a sector per element, however
-// the line is split over threads. Where its lines are longer than kTransposeMinLine (beyond
-// the warp and plane modes), the op transposes the horizontal directions' inputs
-// (transpose_planes_kernel: 32 x 32 tiles through shared memory, coalesced on both sides),
-// scans them as top-down / bottom-up, and transposes the results back. Policies
-// (set_transpose_mode): kTransposeOff, kTransposeAuto (default), kTransposeForce (every
-// horizontal direction; tests).
-constexpr int kTransposeOff = 0, kTransposeAuto = 1, kTransposeForce = 2;
+// Horizontal directions through transposed planes (launch_plan.cpp, transposed_split.h): a
+// horizontal scan walks columns, so each of its steps touches one element per row, a sector
+// per element, however the line is split over threads. Where its lines are longer than
+// kTransposeMinLine (beyond the warp and plane modes), the op transposes the horizontal
+// directions' inputs (transpose_planes_kernel: 32 x 32 tiles through shared memory, coalesced
+// on both sides), scans them as top-down / bottom-up, and transposes the results back.
 constexpr int64_t kTransposeMinLine = 128;
 
 // Planes of one tensor seen as (n0, n1) planes of rows x cols contiguous elements: plane

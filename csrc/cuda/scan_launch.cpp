@@ -9,24 +9,10 @@
 namespace gspn2 {
 namespace cuda {
 
-// Work aimed at per launch (about two waves of an H100 / H200): threads of the local kernels
-// (2048 per SM), CTAs of the small-plane ones (up to 16 CTAs of four warps per SM). The
-// channels of a gate group are split into the fewest slices that reach it.
-constexpr int64_t kLocalTargetThreads = int64_t(1) << 19;
-constexpr int64_t kSmallTargetCtas = 2048;
-
 namespace {
 
-// The smallest divisor k of `group` with units * k >= target (else group).
-int64_t fewest_slices(int64_t group, int64_t units, int64_t target) {
-  for (int64_t k = 1; k <= group; ++k) {
-    if (group % k == 0 && units * k >= target) return k;
-  }
-  return group;
-}
-
-ScanParams scan_params(const PropagateShape& shape, const std::vector<int64_t>& directions,
-                       int64_t chunk) {
+ScanParams scan_params(const LaunchPlan& plan, const PropagateShape& shape,
+                       const std::vector<int64_t>& directions, int64_t chunk) {
   ScanParams p{};
   p.B = static_cast<int>(shape.B);
   p.C = static_cast<int>(shape.C);
@@ -36,34 +22,18 @@ ScanParams scan_params(const PropagateShape& shape, const std::vector<int64_t>& 
   p.G = static_cast<int>(shape.G);
   p.chunk = static_cast<int>(chunk);
   for (int64_t d = 0; d < shape.D; ++d) p.dirs[d] = static_cast<int>(directions[d]);
-  const int64_t group = shape.C / shape.G;
-  TORCH_CHECK(shape.G * shape.D <= 65535,
-              "the CUDA one-pass kernels handle at most 65535 gate groups x directions, got G = ",
-              shape.G, " and ", shape.D, " directions");
-  if (is_local(chunk)) {
-    p.slices = static_cast<int>(
-        fewest_slices(group, shape.B * shape.H * shape.W * shape.G, kLocalTargetThreads));
-    TORCH_CHECK(shape.G * p.slices <= 65535 &&
-                    shape.B * shape.H * shape.W / kLocalThreads < (int64_t(1) << 31),
-                "the CUDA local kernel handles at most 65535 gate groups x slices and 2^31 CTAs, "
-                "got G = ", shape.G, " and B * H * W = ", shape.B * shape.H * shape.W);
-  } else {
-    p.slices = static_cast<int>(fewest_slices(group, shape.B * shape.G, kSmallTargetCtas));
-    TORCH_CHECK(shape.B * shape.G * p.slices < (int64_t(1) << 31),
-                "the CUDA small-plane kernel handles at most 2^31 CTAs, got B * G * slices = ",
-                shape.B * shape.G * p.slices);
-  }
+  p.slices = plan.slices;
   return p;
 }
 
 }  // namespace
 
-void one_pass_forward(const PropagateShape& shape, const torch::Tensor& x,
-                      const torch::Tensor& gates, const torch::Tensor& lam,
+void one_pass_forward(const LaunchPlan& plan, const PropagateShape& shape,
+                      const torch::Tensor& x, const torch::Tensor& gates, const torch::Tensor& lam,
                       const c10::optional<torch::Tensor>& u,
                       const std::vector<int64_t>& directions, int64_t chunk, bool normalize,
                       bool merge, torch::Tensor& out, torch::Tensor& hidden) {
-  ScanParams p = scan_params(shape, directions, chunk);
+  ScanParams p = scan_params(plan, shape, directions, chunk);
   p.x = x.data_ptr();
   p.gates = gates.data_ptr();
   p.lam = lam.data_ptr();
@@ -72,7 +42,7 @@ void one_pass_forward(const PropagateShape& shape, const torch::Tensor& x,
   p.hidden = hidden.numel() > 0 ? hidden.data_ptr() : nullptr;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   GSPN2_DISPATCH_KERNEL_TYPES(x.scalar_type(), "gspn2_one_pass_forward", [&] {
-    if (is_local(chunk)) {
+    if (plan.kernels == Kernels::kLocal) {
       launch_local_forward<scalar_t>(p, normalize, merge, stream);
     } else {
       launch_small_forward<scalar_t>(p, normalize, merge, stream);
@@ -81,13 +51,14 @@ void one_pass_forward(const PropagateShape& shape, const torch::Tensor& x,
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-void one_pass_backward(const PropagateShape& shape, const torch::Tensor& grad_out,
-                       const torch::Tensor& x, const torch::Tensor& gates,
-                       const torch::Tensor& lam, const c10::optional<torch::Tensor>& u,
+void one_pass_backward(const LaunchPlan& plan, const PropagateShape& shape,
+                       const torch::Tensor& grad_out, const torch::Tensor& x,
+                       const torch::Tensor& gates, const torch::Tensor& lam,
+                       const c10::optional<torch::Tensor>& u,
                        const std::vector<int64_t>& directions, int64_t chunk, bool normalize,
                        bool merge, torch::Tensor& grad_x, torch::Tensor& grad_gates,
                        torch::Tensor& grad_lam, torch::Tensor& grad_u) {
-  ScanParams p = scan_params(shape, directions, chunk);
+  ScanParams p = scan_params(plan, shape, directions, chunk);
   p.grad_out = grad_out.data_ptr();
   p.x = x.data_ptr();
   p.gates = gates.data_ptr();
@@ -105,7 +76,7 @@ void one_pass_backward(const PropagateShape& shape, const torch::Tensor& grad_ou
   }
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   GSPN2_DISPATCH_KERNEL_TYPES(x.scalar_type(), "gspn2_one_pass_backward", [&] {
-    if (is_local(chunk)) {
+    if (plan.kernels == Kernels::kLocal) {
       launch_local_backward<scalar_t>(p, normalize, merge, stream);
     } else {
       launch_small_backward<scalar_t>(p, normalize, merge, stream);

@@ -1,44 +1,31 @@
 // Allocation and launch of the one-pass kernels for bindings.cpp, which validates the inputs
-// before calling these: the local scans (chunk <= kLocalMaxChunk, propagate_local.h) and the
-// small-plane scans (planes whose lines fit a warp, propagate_small.h). Both recompute h in
-// the backward: no hidden state is needed.
+// and plans the call (launch_plan.h) before calling these: the local scans (chunk <=
+// kLocalMaxChunk, propagate_local.h) and the small-plane scans (planes whose lines fit a warp,
+// propagate_small.h). Both recompute h in the backward: no hidden state is needed.
 #pragma once
 
 #include <torch/extension.h>
 
 #include <vector>
 
-#include "cuda/propagate_local.h"
-#include "cuda/propagate_small.h"
+#include "cuda/launch_plan.h"
 #include "gspn2_common.h"
 
 namespace gspn2 {
 namespace cuda {
 
-inline bool is_local(int64_t chunk) { return chunk >= 1 && chunk <= kLocalMaxChunk; }
-
-inline bool is_small(const PropagateShape& shape) {
-  return shape.H <= kSmallMaxLine && shape.W <= kSmallMaxLine &&
-         shape.H * shape.W <= kSmallMaxPlane;
-}
-
-// Whether the launch goes to a one-pass kernel (local first, then small-plane), whose
-// backward recomputes h. gspn2_dense.ops.propagate.recomputes_hidden states the same rule.
-inline bool is_one_pass(const PropagateShape& shape, int64_t chunk) {
-  return is_local(chunk) || is_small(shape);
-}
-
 // Writes out (merge: (B, C, H, W), else (B, D, C, H, W)) and, when not empty, hidden.
-void one_pass_forward(const PropagateShape& shape, const torch::Tensor& x,
-                      const torch::Tensor& gates, const torch::Tensor& lam,
+void one_pass_forward(const LaunchPlan& plan, const PropagateShape& shape,
+                      const torch::Tensor& x, const torch::Tensor& gates, const torch::Tensor& lam,
                       const c10::optional<torch::Tensor>& u,
                       const std::vector<int64_t>& directions, int64_t chunk, bool normalize,
                       bool merge, torch::Tensor& out, torch::Tensor& hidden);
 
 // Writes grad_x, grad_gates, grad_lam and (merge) grad_u; recomputes h (no hidden state).
-void one_pass_backward(const PropagateShape& shape, const torch::Tensor& grad_out,
-                       const torch::Tensor& x, const torch::Tensor& gates,
-                       const torch::Tensor& lam, const c10::optional<torch::Tensor>& u,
+void one_pass_backward(const LaunchPlan& plan, const PropagateShape& shape,
+                       const torch::Tensor& grad_out, const torch::Tensor& x,
+                       const torch::Tensor& gates, const torch::Tensor& lam,
+                       const c10::optional<torch::Tensor>& u,
                        const std::vector<int64_t>& directions, int64_t chunk, bool normalize,
                        bool merge, torch::Tensor& grad_x, torch::Tensor& grad_gates,
                        torch::Tensor& grad_lam, torch::Tensor& grad_u);

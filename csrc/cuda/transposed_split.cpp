@@ -13,8 +13,6 @@ namespace gspn2 {
 namespace cuda {
 namespace {
 
-int transpose_policy = kTransposeAuto;
-
 // dst planes (a, b) = transpose of the src planes (a, b) (rows x cols), optionally added.
 void transpose_planes(const torch::Tensor& src, PlaneMap src_map, torch::Tensor& dst,
                       PlaneMap dst_map, int64_t n0, int64_t n1, int64_t rows, int64_t cols,
@@ -29,26 +27,6 @@ void transpose_planes(const torch::Tensor& src, PlaneMap src_map, torch::Tensor&
 }
 
 }  // namespace
-
-int64_t set_transpose_mode(int64_t policy) {
-  TORCH_CHECK(policy == kTransposeOff || policy == kTransposeAuto || policy == kTransposeForce,
-              "transpose policy must be 0 (off), 1 (auto) or 2 (force), got ", policy);
-  const int previous = transpose_policy;
-  transpose_policy = static_cast<int>(policy);
-  return previous;
-}
-
-std::vector<int64_t> transposed_entries(int64_t H, const std::vector<int64_t>& directions) {
-  std::vector<int64_t> entries;
-  if (transpose_policy == kTransposeOff ||
-      (transpose_policy == kTransposeAuto && H <= kTransposeMinLine)) {
-    return entries;
-  }
-  for (size_t i = 0; i < directions.size(); ++i) {
-    if (!is_vertical(directions[i])) entries.push_back(static_cast<int64_t>(i));
-  }
-  return entries;
-}
 
 torch::Tensor transposed_image(const torch::Tensor& t, torch::Tensor into, bool accumulate) {
   const int64_t B = t.size(0), K = t.size(1), rows = t.size(2), cols = t.size(3);
@@ -82,21 +60,6 @@ void put_transposed(const torch::Tensor& src, torch::Tensor& dst,
     transpose_planes(src, {e * K * hw, E * K * hw, hw}, dst, {entries[e] * K * hw, D * K * hw, hw},
                      B, K, rows, cols, false);
   }
-}
-
-DirectionSplit split_directions(const std::vector<int64_t>& directions,
-                                const std::vector<int64_t>& transposed) {
-  DirectionSplit s;
-  for (size_t i = 0; i < directions.size(); ++i) {
-    if (std::find(transposed.begin(), transposed.end(), static_cast<int64_t>(i)) ==
-        transposed.end()) {
-      s.vertical.push_back(static_cast<int64_t>(i));
-      s.vertical_dirs.push_back(directions[i]);
-    } else {
-      s.transposed_dirs.push_back(directions[i] == kLeftRight ? kTopDown : kBottomUp);
-    }
-  }
-  return s;
 }
 
 }  // namespace cuda

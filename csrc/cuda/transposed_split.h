@@ -1,7 +1,6 @@
-// The horizontal directions of long lines through transposed planes (propagate.h): the
-// policy (set_transpose_mode), which entries go through transposes, the transposes
-// themselves (transpose.cu) and the side stream that runs the vertical half beside them.
-// Used by bindings.cpp.
+// The horizontal directions of long lines through transposed planes (propagate.h; the launch
+// plan says which): the transposes themselves (transpose.cu) and the side stream that runs
+// the in-place half beside them. Used by bindings.cpp.
 #pragma once
 
 #include <c10/cuda/CUDAEvent.h>
@@ -18,16 +17,6 @@
 namespace gspn2 {
 namespace cuda {
 
-inline bool is_vertical(int64_t dir) { return dir == kTopDown || dir == kBottomUp; }
-
-// Sets the process-wide transpose policy (kTransposeOff, kTransposeAuto, kTransposeForce);
-// returns the previous one.
-int64_t set_transpose_mode(int64_t policy);
-
-// The entries of `directions` that the current policy scans through transposed planes: the
-// horizontal ones, when their lines (H positions) are longer than kTransposeMinLine.
-std::vector<int64_t> transposed_entries(int64_t H, const std::vector<int64_t>& directions);
-
 // (B, K, H, W) -> (B, K, W, H); with `into`, written (or added) there instead.
 torch::Tensor transposed_image(const torch::Tensor& t, torch::Tensor into = {},
                                bool accumulate = false);
@@ -38,16 +27,6 @@ torch::Tensor take_transposed(const torch::Tensor& t, const std::vector<int64_t>
 // dst[:, entries[e]] = transpose of src[:, e], src (B, E, ..., W, H), dst (B, D, ..., H, W).
 void put_transposed(const torch::Tensor& src, torch::Tensor& dst,
                     const std::vector<int64_t>& entries);
-
-// The scan of the entries that stay in place, and the directions the transposed entries
-// become: left-to-right scans the columns of the transposed planes from the top, right-to-
-// left from the bottom (taps stay in increasing order along the line).
-struct DirectionSplit {
-  std::vector<int64_t> vertical, vertical_dirs, transposed_dirs;
-};
-
-DirectionSplit split_directions(const std::vector<int64_t>& directions,
-                                const std::vector<int64_t>& transposed);
 
 // Work run on a stream from the pool after the current stream's work so far. join() makes the
 // current stream wait for it; so does the destructor, also when an error unwinds the caller,

@@ -13,11 +13,9 @@ directly (the ``torch.library`` layer adds only host time) on :data:`GPU_CASES` 
 bytes floor: every input read once and every output written once (:func:`case_bytes`) at the
 device-to-device copy bandwidth measured in the same process. Each figure is the median of
 CUDA-event timings after a warm-up, over a rotation of input sets larger than the L2 cache;
-the same calls again in the fused line modes (``set_plane_mode(0)``,
-``set_transpose_mode(0)``), and the peak memory of a training step. Also: the reference loop
-at the paper's shape and SDPA at equal tokens.
+with the launches the plan picks for each call (the extension's ``plan``) and the peak memory
+of a training step. Also: the reference loop at the paper's shape and SDPA at equal tokens.
 """
-import contextlib
 import itertools
 import math
 import statistics
@@ -286,22 +284,11 @@ def copy_bandwidth(timer: Timer, gib: float = 2.0, reps: int = 10) -> float:
     return 2 * src.numel() * 4 / (ms * 1e-3)
 
 
-@contextlib.contextmanager
-def line_modes_in_place(ext):
-    """Policies 0 (off) of set_plane_mode and set_transpose_mode (csrc/cuda/propagate.h):
-    every direction in one launch of the warp / CTA / long modes."""
-    previous = ext.set_plane_mode(0), ext.set_transpose_mode(0)
-    try:
-        yield
-    finally:
-        ext.set_plane_mode(previous[0])
-        ext.set_transpose_mode(previous[1])
-
-
 def run_gpu_case(ext, case: OpCase, bandwidth: float, l2_bytes: int, timer: Timer,
                  reps: int = 20, warmup: int = 3) -> Dict:
-    """Forward and backward times of one case (also in the fused line modes), their floors
-    and efficiencies, and the peak memory of a training step beyond its inputs."""
+    """Forward and backward times of one case, their floors and efficiencies, the launches
+    the plan picks for them (csrc/cuda/launch_plan.h), and the peak memory of a training step
+    beyond its inputs."""
     dirs, merge = list(case.directions), len(case.directions) > 1
     fwd_bytes, bwd_bytes = case_bytes(case)
     n_sets = max(1, min(4, math.ceil(4 * l2_bytes / fwd_bytes)))
@@ -333,8 +320,8 @@ def run_gpu_case(ext, case: OpCase, bandwidth: float, l2_bytes: int, timer: Time
                n_input_sets=n_sets)
     for key, fn in (('fwd', fwd), ('bwd', bwd)):
         row[f'{key}_ms'] = timer.median_ms(fn, reps, warmup)
-        with line_modes_in_place(ext):
-            row[f'{key}_line_modes_ms'] = timer.median_ms(fn, reps, warmup)
+        row[f'{key}_plan'] = ext.plan([case.B, case.C, case.H, case.W], case.groups, dirs, chunk,
+                                      case.dtype, key == 'bwd')
     del saved
 
     def train_step():
@@ -403,35 +390,36 @@ def sdpa_sweep(ext, sizes: Sequence[int], timer: Timer, bandwidth: float, C: int
 
 def run_gpu(cases: Sequence[OpCase] = GPU_CASES, reference: bool = True,
             sdpa_sizes: Sequence[int] = (64, 128, 256, 512, 1024, 2048), reps: int = 20,
-            warmup: int = 3, channels_per_thread: int = 0, commit: Optional[str] = None,
-            command: str = '', on_case: Callable[[Dict], None] = lambda row: None) -> Dict:
-    """The GPU benchmark's record; ``on_case`` sees each case's row as it is measured.
-    ``channels_per_thread``: the line modes' policy (``set_channels_per_thread``,
-    csrc/cuda/propagate.h): 0 the default choice, else at most that many."""
+            warmup: int = 3, commit: Optional[str] = None, command: str = '',
+            on_case: Callable[[Dict], None] = lambda row: None) -> Dict:
+    """The GPU benchmark's record; ``on_case`` sees each case's row as it is measured."""
     ext = load_extension('cuda')
     timer = Timer('cuda')
     props = torch.cuda.get_device_properties(0)
     bandwidth = copy_bandwidth(timer, reps=max(2, min(10, reps)))
     result = dict(run_stamp('cuda', commit), command=command, bandwidth_tbs=bandwidth / 1e12, copy_gib=2.0,
-                  reps=reps, warmup=warmup, channels_per_thread_policy=channels_per_thread,
-                  cases=[])
-    previous = ext.set_channels_per_thread(channels_per_thread)
-    try:
-        for case in cases:
-            row = run_gpu_case(ext, case, bandwidth, props.L2_cache_size, timer, reps, warmup)
-            on_case(row)
-            result['cases'].append(row)
-            torch.cuda.empty_cache()
-        if reference:
-            result['reference_loop_ms'] = reference_loop_ms(timer)
-        result['sdpa'] = sdpa_sweep(ext, sdpa_sizes, timer, bandwidth)
-    finally:
-        ext.set_channels_per_thread(previous)
+                  reps=reps, warmup=warmup, cases=[])
+    for case in cases:
+        row = run_gpu_case(ext, case, bandwidth, props.L2_cache_size, timer, reps, warmup)
+        on_case(row)
+        result['cases'].append(row)
+        torch.cuda.empty_cache()
+    if reference:
+        result['reference_loop_ms'] = reference_loop_ms(timer)
+    result['sdpa'] = sdpa_sweep(ext, sdpa_sizes, timer, bandwidth)
     return result
 
 
 def _pct(value: float) -> str:
     return f'{value:.0%}'
+
+
+def _launches(row: Dict) -> str:
+    """The plan's launches of a row: forward, then backward where it differs."""
+    fwd, bwd = row.get('fwd_plan'), row.get('bwd_plan')
+    if not fwd:
+        return '-'
+    return '; '.join(fwd) + ('' if bwd == fwd else ' / bwd: ' + '; '.join(bwd))
 
 
 def gpu_markdown(result: Dict) -> str:
@@ -440,24 +428,21 @@ def gpu_markdown(result: Dict) -> str:
              f"(bytes read + written of a {result['copy_gib']} GiB D2D copy). Medians of "
              f"{result['reps']} runs after {result['warmup']} warm-ups, CUDA events, rotating "
              'input sets exceeding 4x the L2; floor = the bytes a call must move at that '
-             'bandwidth, eff = floor / time. "fused line modes": the same calls with '
-             '`set_plane_mode(0)` and `set_transpose_mode(0)`.'
+             'bandwidth, eff = floor / time. "launches": what the launch plan picks '
+             '(csrc/cuda/launch_plan.h, docs/ops.md), forward then backward where they differ.'
              + (f" Produced by `{result['command']}`." if result.get('command') else ''), '']
     header = ['case', 'B', 'C', 'HxW', 'dirs', 'G', 'dtype', 'chunk', 'fwd ms', 'floor', 'eff',
-              'fwd ms, fused line modes', 'bwd ms', 'floor', 'eff', 'bwd ms, fused line modes',
-              'peak fwd+bwd GiB', 'dw-conv 3x3 fwd / bwd ms']
+              'bwd ms', 'floor', 'eff', 'peak fwd+bwd GiB', 'dw-conv 3x3 fwd / bwd ms',
+              'launches']
     lines.append(report.table(header, (
         [r['name'], r['B'], r['C'], f"{r['H']}x{r['W']}", len(r['directions']), r['G'], r['dtype'],
          r.get('chunk', 0) or '-',
          f"{r['fwd_ms']:.3f}", f"{r['fwd_floor_ms']:.3f}", _pct(r['fwd_eff']),
-         f"{r['fwd_line_modes_ms']:.3f}", f"{r['bwd_ms']:.3f}", f"{r['bwd_floor_ms']:.3f}",
-         _pct(r['bwd_eff']), f"{r['bwd_line_modes_ms']:.3f}", f"{r['peak_fwd_bwd_gib']:.2f}",
-         f"{r['dwconv_fwd_ms']:.3f} / {r['dwconv_bwd_ms']:.3f}" if 'dwconv_fwd_ms' in r else '-']
+         f"{r['bwd_ms']:.3f}", f"{r['bwd_floor_ms']:.3f}", _pct(r['bwd_eff']),
+         f"{r['peak_fwd_bwd_gib']:.2f}",
+         f"{r['dwconv_fwd_ms']:.3f} / {r['dwconv_bwd_ms']:.3f}" if 'dwconv_fwd_ms' in r else '-',
+         _launches(r)]
         for r in result['cases'])))
-    lines += ['', 'Local scans (chunk 1 or 2) and planes whose lines fit a warp (H, W <= 32, '
-                  'H * W <= 256) run the one-pass kernels (csrc/cuda/propagate_local.h, '
-                  'propagate_small.h) whatever the policies, so their "fused line modes" columns '
-                  'repeat them.']
     if result.get('reference_loop_ms'):
         lines += ['', 'PyTorch reference loop, paper shape (fp32, 1 direction, B=16, C=8, 1024^2), '
                       f"forward: {result['reference_loop_ms']:.1f} ms."]

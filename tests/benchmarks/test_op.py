@@ -145,16 +145,17 @@ def _gpu_record():
         fwd_floor, bwd_floor = (b / 3e9 for b in op.case_bytes(case))
         cases.append(dict(name=case.name, B=case.B, C=case.C, H=case.H, W=case.W,
                           directions=list(case.directions), G=case.groups, dtype='float32',
-                          n_input_sets=1, fwd_ms=2.0 + i, fwd_line_modes_ms=2.5, bwd_ms=4.0,
-                          bwd_line_modes_ms=4.5, peak_fwd_bwd_gib=1.5, fwd_floor_ms=fwd_floor,
+                          n_input_sets=1, fwd_ms=2.0 + i, bwd_ms=4.0, peak_fwd_bwd_gib=1.5, fwd_floor_ms=fwd_floor,
                           bwd_floor_ms=bwd_floor, fwd_eff=fwd_floor / (2.0 + i),
                           bwd_eff=bwd_floor / 4.0, chunk=0,
-                          **(dict(dwconv_fwd_ms=0.1, dwconv_bwd_ms=0.3) if i else {})))
+                          **(dict(dwconv_fwd_ms=0.1, dwconv_bwd_ms=0.3,
+                                  fwd_plan=['cta kc2 x2ch, entries 0,1'],
+                                  bwd_plan=['plane x4ch, entries 0,1']) if i else {})))
     sdpa = [dict(side=64, tokens=4096, op_floor_ms=0.01, op_fwd_ms=0.05, sdpa_ms=0.1),
             dict(side=2048, tokens=2048 ** 2, op_floor_ms=1.0, op_fwd_ms=5.0, sdpa_ms=None)]
     return dict(run_stamp('cpu', 'abc1234'), device='Some GPU', command='python tools/benchmark_op.py',
                 bandwidth_tbs=3.0, copy_gib=2.0,
-                reps=20, warmup=3, channels_per_thread_policy=0, cases=cases,
+                reps=20, warmup=3, cases=cases,
                 reference_loop_ms=135.0, sdpa=sdpa)
 
 
@@ -167,9 +168,11 @@ def test_gpu_report_and_plots(tmp_path):
     assert 'Medians of 20 runs after 3 warm-ups' in lines[2]
     assert lines[2].endswith('Produced by `python tools/benchmark_op.py`.')
     header = lines[4]
-    assert 'target' not in header and header.count('|') == 19
+    assert 'target' not in header and header.count('|') == 18
     assert lines[6].startswith('| paper fp32 1dir | 16 | 8 | 1024x1024 | 1 | 8 | float32 | - | 2.000 |')
-    assert lines[6].endswith('| - |') and lines[7].endswith('| 0.100 / 0.300 |')
+    assert lines[6].endswith('| - | - |')
+    assert lines[7].endswith('| 0.100 / 0.300 | cta kc2 x2ch, entries 0,1 / bwd: plane x4ch, '
+                             'entries 0,1 |')
     assert 'forward: 135.0 ms.' in text
     assert '| 64 | 4096 | 0.050 | 0.100 | 2.0x |' in text and '| 2048 | 4194304 | 5.000 | - | - |' in text
     paths = op.plot(record, tmp_path / 'op')

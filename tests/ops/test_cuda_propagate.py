@@ -8,6 +8,7 @@ of the same computation done by PyTorch in that precision, bit-identical backwar
 and the error messages of the C++ checks.
 """
 import itertools
+import re
 
 import pytest
 import torch
@@ -21,46 +22,6 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a C
 def ext():
     from gspn2_dense.ops._build import load_extension
     return load_extension('cuda')
-
-
-PLANE_OFF, PLANE_AUTO, PLANE_FORCE = 0, 1, 2  # set_plane_mode policies (propagate.h)
-TRANSPOSE_OFF, TRANSPOSE_AUTO, TRANSPOSE_FORCE = 0, 1, 2  # set_transpose_mode policies
-
-
-CHANNELS_PER_THREAD_AUTO = 0  # set_channels_per_thread policy; 1, 2, 4 force at most that many
-
-
-@pytest.fixture(params=[1, 4], ids=lambda k: f'kc{k}')
-def line_modes(ext, request):
-    """Forward and backward in the line modes (warp / CTA / long) even on planes that the
-    plane mode would take, every direction in one fused launch (horizontal lines of any
-    length scanned in place, not through transposed planes); one channel per thread, or
-    the most of 4 and 2 that divide the gate group and that the mode holds (the tap
-    weights shared by a thread's channels, their gate gradients summed in the thread)."""
-    previous = (ext.set_plane_mode(PLANE_OFF), ext.set_transpose_mode(TRANSPOSE_OFF),
-                ext.set_channels_per_thread(request.param))
-    yield ext
-    ext.set_plane_mode(previous[0])
-    ext.set_transpose_mode(previous[1])
-    ext.set_channels_per_thread(previous[2])
-
-
-@pytest.fixture
-def transposed(ext):
-    """Horizontal directions of every length through transposed planes (the default does
-    it for lines longer than 128), the vertical ones in place."""
-    previous = ext.set_transpose_mode(TRANSPOSE_FORCE)
-    yield ext
-    ext.set_transpose_mode(previous)
-
-
-@pytest.fixture
-def plane_mode(ext):
-    """The plane mode, forward and backward, wherever the planes fit (also on lines of
-    <= 16)."""
-    previous = ext.set_plane_mode(PLANE_FORCE)
-    yield ext
-    ext.set_plane_mode(previous)
 
 
 def _reference(x, gates, lam, u, directions, chunk, normalize, merge):
@@ -98,7 +59,8 @@ FLOOR = {torch.float64: 1e-11, torch.float32: 2e-5, torch.float16: 2e-3, torch.b
 CASES = [
     # B, C, G, H, W, directions, chunk
     # (planes of more than 256 positions or lines of more than 32: smaller ones take the
-    # small-plane kernels, SMALL_CASES)
+    # small-plane kernels, SMALL_CASES; test_cases_cover_every_launch checks that these lists
+    # reach every kind of launch the plan picks)
     (2, 4, 4, 9, 31, (0,), 0),
     (1, 6, 2, 17, 17, (1, 3), 0),
     (2, 4, 1, 12, 24, (0, 1, 2, 3), 0),
@@ -114,6 +76,7 @@ CASES = [
     (2, 24, 1, 56, 56, (0, 1, 2, 3), 0),  # 16 lanes per line, 8 channels per CTA
     (1, 48, 1, 28, 28, (0, 1, 2, 3), 2),  # 8 lanes per line, chunk 2
     (1, 4, 2, 7, 41, (3, 2, 1, 0), 3),    # 2 lanes per line, odd chunk
+    (2, 8, 2, 7, 40, (2, 3), 0),          # horizontal lines of 7: 2 lanes, 2 channels per thread
     (1, 2, 1, 20, 128, (0, 1, 2, 3), 0),  # the longest warp-mode line (32 lanes)
     # CTA mode (129 .. 1024)
     (1, 2, 1, 129, 10, (2, 3), 0),        # the shortest CTA-mode line
@@ -128,37 +91,8 @@ CASES = [
 @pytest.mark.parametrize('case', CASES, ids=lambda c: f'{c[0]}x{c[1]}g{c[2]}_{c[3]}x{c[4]}_d{"".join(map(str, c[5]))}_k{c[6]}')
 @pytest.mark.parametrize('normalize,merge', [(True, True), (True, False), (False, True)])
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32, torch.float16, torch.bfloat16])
-def test_matches_reference(line_modes, case, normalize, merge, dtype):
-    _check_against_reference(line_modes, case, normalize, merge, dtype)
-
-
-@pytest.mark.parametrize('case', CASES, ids=lambda c: f'{c[0]}x{c[1]}g{c[2]}_{c[3]}x{c[4]}_d{"".join(map(str, c[5]))}_k{c[6]}')
-@pytest.mark.parametrize('normalize,merge', [(True, True), (True, False), (False, True)])
-@pytest.mark.parametrize('dtype', [torch.float64, torch.float32, torch.bfloat16])
-def test_transposed_horizontal_matches_reference(transposed, case, normalize, merge, dtype):
-    """Mixed vertical / transposed entries in any order: the split, the transposes back
-    (y and grad_x summed over both halves) and the scatter into the direction dimension."""
-    _check_against_reference(transposed, case, normalize, merge, dtype)
-
-
-@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
-def test_transposed_equals_in_place(ext, dtype):
-    """A long horizontal line (auto policy: transposed) against the same op in one fused
-    launch: outputs and every gradient agree to rounding."""
-    x, gates, lam, u = (t.to(dtype) for t in _inputs(2, 4, 2, 160, 48, 4, True, 'cuda', seed=5))
-    dirs = [2, 0, 3, 1]
-    outs = []
-    for policy in (TRANSPOSE_AUTO, TRANSPOSE_OFF):
-        previous = ext.set_transpose_mode(policy)
-        try:
-            out, hidden = ext.forward(x, gates, lam, u, dirs, 3, True, True, True)
-            grads = ext.backward(torch.ones_like(out), x, gates, lam, u, hidden, dirs, 3, True,
-                                 True)
-        finally:
-            ext.set_transpose_mode(previous)
-        outs.append([out, hidden, *grads])
-    for name, a, b in zip(['y', 'hidden', 'grad_x', 'grad_gates', 'grad_lam', 'grad_u'], *outs):
-        assert _rel(a, b) <= FLOOR[dtype], (name, _rel(a, b))
+def test_matches_reference(ext, case, normalize, merge, dtype):
+    _check_against_reference(ext, case, normalize, merge, dtype)
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
@@ -189,61 +123,17 @@ def test_split_follows_the_callers_stream(ext, dtype):
         assert torch.equal(a, b), name
 
 
-def test_transpose_policy_is_checked(ext):
-    with pytest.raises(RuntimeError, match='transpose policy must be 0'):
-        ext.set_transpose_mode(3)
-
-
-def test_channels_per_thread_policy_is_checked(ext):
-    with pytest.raises(RuntimeError, match='channels-per-thread policy must be 0 .auto., 1, 2 or 4, got 3'):
-        ext.set_channels_per_thread(3)
-    assert ext.set_channels_per_thread(CHANNELS_PER_THREAD_AUTO) == CHANNELS_PER_THREAD_AUTO
-
-
-@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize('shape', [(2, 8, 1, 20, 300), (2, 16, 2, 28, 28), (1, 8, 1, 12, 1030)],
-                         ids=['cta', 'warp', 'long'])
-def test_channels_per_thread_agree(ext, dtype, shape):
-    """Forced 1, 2 and 4 channels per thread give the same outputs and gradients to rounding
-    (the gate gradients are summed in a different order), and each is bit-identical when
-    repeated."""
-    B, C, G, H, W = shape
-    x, gates, lam, u = (t.to(dtype) for t in _inputs(B, C, G, H, W, 4, True, 'cuda', seed=8))
-    dirs = [0, 1, 2, 3]
-    results = []
-    previous = ext.set_plane_mode(PLANE_OFF), ext.set_transpose_mode(TRANSPOSE_OFF)
-    try:
-        for kc in (1, 2, 4):
-            ext.set_channels_per_thread(kc)
-            out, hidden = ext.forward(x, gates, lam, u, dirs, 0, True, True, True)
-            grad_out = torch.ones_like(out)
-            grads = ext.backward(grad_out, x, gates, lam, u, hidden, dirs, 0, True, True)
-            again = ext.backward(grad_out, x, gates, lam, u, hidden, dirs, 0, True, True)
-            assert all(torch.equal(a, b) for a, b in zip(grads, again)), kc
-            results.append([out, hidden, *grads])
-    finally:
-        ext.set_plane_mode(previous[0])
-        ext.set_transpose_mode(previous[1])
-        ext.set_channels_per_thread(CHANNELS_PER_THREAD_AUTO)
-    names = ['y', 'hidden', 'grad_x', 'grad_gates', 'grad_lam', 'grad_u']
-    for other in results[1:]:
-        for name, a, b in zip(names, results[0], other):
-            assert _rel(a, b) <= FLOOR[dtype], (name, _rel(a, b))
-
-
-# Plane mode (forward and backward; propagate.h), forced: lines of at most 64 whose staged
-# planes fit the shared-memory budget (forward 56x56 only in 16-bit storage: in float32 /
-# float64 it takes the warp mode; the backward stages one direction per CTA and fits 56x56 in
-# every dtype). _check_against_reference checks every gradient and that a repeated backward
-# is bit-identical.
-# Channel counts above the 132 SMs of an H100 for the backbone sizes; a CTA holds 1, 2 or 4
-# channels of a gate group (the most that divide C / G and fit).
+# Shapes the plan sends to the plane mode (propagate.h) in some dtype or pass: forward on lines
+# of 33..64 (17..64 in float32), backward on lines of 14..64, the staged planes within the
+# shared-memory budget; the other passes of these shapes take the warp mode.
+# _check_against_reference checks every gradient and that a repeated backward is bit-identical.
+# A CTA holds 1, 2 or 4 channels of a gate group (the most that divide C / G and fit).
 PLANE_CASES = [
     # B, C, G, H, W, directions, chunk
     (2, 96, 1, 7, 40, (0, 1, 2, 3), 0),
-    (3, 48, 1, 14, 14, (0, 1, 2, 3), 2),
+    (3, 48, 1, 14, 40, (0, 1, 2, 3), 0),
     (2, 64, 8, 28, 28, (0, 1, 2, 3), 0),   # 4 channels of a group per CTA
-    (2, 70, 1, 56, 56, (0, 1, 2, 3), 2),
+    (2, 70, 1, 56, 56, (0, 1, 2, 3), 3),   # 16-bit forward: 2 channels per CTA
     (1, 6, 6, 13, 23, (3, 1, 2, 0), 3),     # odd plane, G = C, odd chunk
     (1, 4, 2, 17, 19, (2, 0), 0),           # 2 channels per CTA, 2 groups
     (2, 3, 1, 64, 33, (1, 3, 0), 5),        # the longest plane-mode line, NP = 2
@@ -255,53 +145,92 @@ PLANE_CASES = [
 @pytest.mark.parametrize('case', PLANE_CASES, ids=lambda c: f'{c[0]}x{c[1]}g{c[2]}_{c[3]}x{c[4]}_d{"".join(map(str, c[5]))}_k{c[6]}')
 @pytest.mark.parametrize('normalize,merge', [(True, True), (True, False), (False, True)])
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32, torch.float16, torch.bfloat16])
-def test_plane_mode_matches_reference(plane_mode, case, normalize, merge, dtype):
-    _check_against_reference(plane_mode, case, normalize, merge, dtype)
+def test_plane_mode_matches_reference(ext, case, normalize, merge, dtype):
+    _check_against_reference(ext, case, normalize, merge, dtype)
 
 
-@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
-def test_plane_mode_equals_line_modes(plane_mode, dtype):
-    """The plane mode and the warp mode agree to rounding on a backbone-shaped input."""
-    ext = plane_mode
-    x, gates, lam, u = (t.to(dtype) for t in _inputs(2, 8, 1, 28, 28, 4, True, 'cuda', seed=5))
-    plane, plane_h = ext.forward(x, gates, lam, u, [0, 1, 2, 3], 2, True, True, True)
-    previous = ext.set_plane_mode(PLANE_OFF)
-    try:
-        line, line_h = ext.forward(x, gates, lam, u, [0, 1, 2, 3], 2, True, True, True)
-    finally:
-        ext.set_plane_mode(previous)
-    assert _rel(plane, line) <= FLOOR[dtype] and _rel(plane_h, line_h) <= FLOOR[dtype]
-
-
-@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize('G', [1, 8])
-def test_plane_backward_equals_line_modes(plane_mode, dtype, G):
-    """The plane-mode and warp-mode backward agree to rounding on a backbone-shaped input
-    (G = 1: gate gradients summed over 4 channels in the CTA, then over the chunks; G = 8:
-    the whole group in one CTA); the plane backward is bit-identical when repeated."""
-    ext = plane_mode
-    x, gates, lam, u = (t.to(dtype) for t in _inputs(2, 8, G, 28, 28, 4, True, 'cuda', seed=6))
-    out, hidden = ext.forward(x, gates, lam, u, [0, 1, 2, 3], 2, True, True, True)
-    grad_out = torch.randn_like(out)
-    args = (grad_out, x, gates, lam, u, hidden, [0, 1, 2, 3], 2, True, True)
-    plane = ext.backward(*args)
-    assert all(torch.equal(a, b) for a, b in zip(plane, ext.backward(*args)))
-    previous = ext.set_plane_mode(PLANE_OFF)
-    try:
-        line = ext.backward(*args)
-    finally:
-        ext.set_plane_mode(previous)
-    for name, a, b in zip(('x', 'gates', 'lam', 'u'), plane, line):
-        assert _rel(a, b) <= 4 * FLOOR[dtype], (name, _rel(a, b))
-
-
-def test_plane_mode_through_gspn_scan(plane_mode):
+def test_gspn_scan_on_cuda(ext):
     from gspn2_dense.ops import gspn_scan
     x, gates, lam, _ = _inputs(3, 50, 1, 14, 20, 1, True, 'cuda', seed=9)
     for direction in DIRECTIONS:
         got = gspn_scan(x.float(), gates[:, 0].float(), lam[:, 0].float(), direction, chunk=2)
         want = gspn_scan_ref(x, gates[:, 0], lam[:, 0], direction, 2)
         assert _rel(got, want) <= FLOOR[torch.float32], direction
+
+
+# Every kind of launch the plan picks (csrc/cuda/launch_plan.h), forward and backward alike.
+PLAN_KINDS = {'local', 'small plane', 'plane', 'warp kc1', 'warp kc2', 'cta kc1', 'cta kc2',
+              'long kc1', 'transposed cta kc1', 'transposed cta kc2', 'transposed long kc1'}
+DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+
+
+def _launch_kinds(ext, case, dtype, backward):
+    B, C, G, H, W, dirs, chunk = case
+    lines = ext.plan([B, C, H, W], G, list(dirs), chunk, dtype, backward)
+    return {re.sub(r'(, \d+ slices?| x\d+ch, .*)$', '', line) for line in lines}
+
+
+@pytest.mark.parametrize('backward', [False, True], ids=['forward', 'backward'])
+def test_cases_cover_every_launch(ext, backward):
+    """The reference tests run every kind of launch the plan can pick, in some dtype."""
+    seen = set()
+    for case in CASES + PLANE_CASES + LOCAL_CASES + SMALL_CASES + [
+            (1, 3, G, *hw, (0, 1, 2, 3), 0) for hw in LINE_SHAPES for G in (1, 3)]:
+        for dtype in DTYPES:
+            seen |= _launch_kinds(ext, case, dtype, backward)
+    assert seen == PLAN_KINDS
+
+
+# sizes, G, directions, chunk, dtype, backward -> the plan's lines (docs/ops.md, "The launch
+# plan", shows the same rows)
+PLAN_TABLE = [
+    ((128, 96, 56, 56), 1, [0, 1, 2, 3], 2, torch.bfloat16, False, ['local, 2 slices']),
+    ((2, 24, 56, 56), 1, [0, 1, 2, 3], 2, torch.float32, True, ['local, 24 slices']),
+    ((128, 384, 14, 14), 1, [0, 1, 2, 3], 0, torch.bfloat16, False, ['small plane, 16 slices']),
+    ((128, 24, 56, 56), 1, [0, 1, 2, 3], 0, torch.bfloat16, False,
+     ['plane x2ch, entries 0,1,2,3']),
+    ((128, 24, 56, 56), 1, [0, 1, 2, 3], 0, torch.float32, False,
+     ['warp kc1 x8ch, entries 0,1,2,3']),
+    ((128, 24, 56, 56), 1, [0, 1, 2, 3], 0, torch.bfloat16, True,
+     ['plane x4ch, entries 0,1,2,3']),
+    ((4, 32, 1024, 1024), 1, [0, 1, 2, 3], 0, torch.bfloat16, False,
+     ['cta kc2 x2ch, entries 0,1', 'transposed cta kc2 x2ch, entries 2,3 as 0,1']),
+    ((1, 32, 2048, 2048), 1, [0, 1, 2, 3], 0, torch.bfloat16, True,
+     ['long kc1 x1ch, entries 0,1', 'transposed long kc1 x1ch, entries 2,3 as 0,1']),
+    ((16, 8, 1024, 1024), 8, [3], 0, torch.float32, False,
+     ['transposed cta kc1 x1ch, entries 0 as 1']),
+    ((1, 4, 100, 300), 1, [2, 0], 0, torch.float32, False, ['cta kc1 x2ch, entries 0,1']),
+]
+
+
+@pytest.mark.parametrize('row', PLAN_TABLE, ids=lambda r: f"{'x'.join(map(str, r[0]))}_k{r[3]}_"
+                         f"{str(r[4])[6:]}_{'bwd' if r[5] else 'fwd'}")
+def test_plan_table(ext, row):
+    sizes, G, dirs, chunk, dtype, backward, want = row
+    assert ext.plan(list(sizes), G, dirs, chunk, dtype, backward) == want
+
+
+def test_plan_errors(ext):
+    with pytest.raises(RuntimeError, match=r'sizes must be \(B, C, H, W\), got 3 values'):
+        ext.plan([1, 2, 3], 1, [0], 0, torch.float32, False)
+    with pytest.raises(RuntimeError, match='groups must divide C = 6, got 4'):
+        ext.plan([1, 6, 8, 8], 4, [0], 0, torch.float32, False)
+    with pytest.raises(RuntimeError, match='lines of at most 2048 .*got a line of 4097'):
+        ext.plan([1, 1, 4, 4097], 1, [0], 0, torch.float32, False)
+
+
+# Lines of every length the issue lists around the warp, CTA and thread boundaries: (H, W) =
+# (L, 6) gives horizontal lines of L and vertical scans of L steps, (6, L) the converse.
+LINE_LENGTHS = [1, 2, 31, 32, 33, 127, 128, 129, 1000]
+LINE_SHAPES = [(L, 6) for L in LINE_LENGTHS] + [(6, L) for L in LINE_LENGTHS]
+
+
+@pytest.mark.parametrize('hw', LINE_SHAPES, ids=lambda hw: f'{hw[0]}x{hw[1]}')
+@pytest.mark.parametrize('G', [1, 3])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_line_lengths(ext, hw, G, dtype):
+    """Four directions over odd channel counts (C = 3), gates shared (G = 1) or per channel."""
+    _check_against_reference(ext, (1, 3, G, *hw, (0, 1, 2, 3), 0), True, True, dtype)
 
 
 def _check_against_reference(ext, case, normalize, merge, dtype):

@@ -4,8 +4,9 @@
 #   files laid out as csrc/cuda/<name> that are put over a copy of the tree to make <variant>
 #   (e.g. base/ with the last commit's files), and/or patches (*.patch, applied with -p1 to the
 #   copy; tools/device/variants/ keeps the ones not yet measured). All extensions are built with
-#   the same flags on the same machine, in parallel; the working tree's CUDA tests run (TESTS, a pytest -k
-#   expression over tests/ops/test_cuda_propagate.py, and the public op's CUDA cases); then
+#   the same flags on the same machine, in parallel; the working tree's CUDA tests run (TESTS,
+#   ";"-separated pytest -k shards over tests/ops/test_cuda_propagate.py run side by side, and the
+#   public op's CUDA cases; the logs in $OUT/tests.log); then
 #   tools/benchmark_op.py runs CASES for every build, one after the other, so the ratios compare
 #   like with like. With NCU_CASES, Nsight Compute profiles the kernels matching NCU_KERNEL of
 #   the NCU_TREE build (default new) through tools/device_check_op.sh's ncu stage.
@@ -39,12 +40,22 @@ done
 log "build ${variants[*]}"
 for v in "${variants[@]}"; do build "$v" & done; wait
 if [ -n "${TESTS:-}" ]; then
+  # TESTS: ";"-separated pytest -k expressions over tests/ops/test_cuda_propagate.py (TEST_FILES
+  # adds files), each shard run in its own process at the same time (the GPU is shared).
   log tests
-  PYTHONPATH=$PWD GSPN2_EXT_DIR=/tmp/ext_new timeout ${T_TESTS:-200} python3 -m pytest -q -x -p no:cacheprovider \
-    tests/ops/test_cuda_propagate.py -k "$TESTS" > "$LOGS/tests.log" 2>&1; tail -1 "$LOGS/tests.log"
+  IFS=';' read -ra shards <<< "$TESTS"; i=0
+  for k in "${shards[@]}"; do
+    i=$((i + 1))
+    PYTHONPATH=$PWD GSPN2_EXT_DIR=/tmp/ext_new timeout ${T_TESTS:-200} python3 -m pytest -q \
+      -p no:cacheprovider tests/ops/test_cuda_propagate.py ${TEST_FILES:-} -k "$k" \
+      > "$LOGS/tests_$i.log" 2>&1 &
+  done
   PYTHONPATH=$PWD GSPN2_EXT_DIR=/tmp/ext_new timeout ${T_TESTS2:-150} python3 -m pytest -q -p no:cacheprovider \
-    tests/ops/test_propagate.py tests/ops/test_propagate_layouts.py -k cuda > "$LOGS/tests2.log" 2>&1
-  tail -1 "$LOGS/tests2.log"; grep -hE '^(FAILED|ERROR)' "$LOGS/tests.log" "$LOGS/tests2.log" | head -5
+    tests/ops/test_propagate.py tests/ops/test_propagate_layouts.py -k cuda > "$LOGS/tests_op.log" 2>&1 &
+  wait
+  for f in "$LOGS"/tests_*.log; do echo "$(basename "$f"): $(tail -1 "$f")"; done
+  grep -hE '^(FAILED|ERROR)' "$LOGS"/tests_*.log | head -10
+  cat "$LOGS"/tests_*.log > "$OUT/tests.log"
 fi
 for v in "${variants[@]}"; do
   tree=$(tree_of "$v")
