@@ -8,8 +8,9 @@ namespace gspn2 {
 namespace cuda {
 
 // The two float-buffer reductions of the backward move 4 consecutive elements per thread and
-// keep several independent loads in flight (one scalar load per dependent add moved about
-// 0.9 and 1.4 TB/s on the H100 at 1024^2); the sums keep their order, so the bits do not change.
+// keep several independent loads in flight (one scalar load per dependent add measured well
+// below the copy bandwidth; docs/ops.md, "Plane-mode backward"); the sums keep their order, so
+// the bits do not change.
 
 // Four accumulation-type values from a 16-byte-aligned address.
 template <typename A>

@@ -50,13 +50,10 @@ int one_pass_slices(const PropagateShape& shape, int64_t chunk) {
 }
 
 // Channels per thread of a line-mode launch: 2 where it measured faster and divides the gate
-// group, else 1 (H100, bf16, 4 directions G = 1, docs/benchmarks/op.md; forward / backward ms
-// at KC = 1, 2, 4): CTA mode 2 (1024^2 10.48 / 9.21 / 11.48 and 23.0 / 20.0 / 20.9); warp mode
-// 2 on lines of at most 8 (7^2 0.139 / 0.129 / 0.163 and 0.500 / 0.464 / -), else 1 (28^2
-// forward 0.508 / 0.704 / 1.165: fewer threads, each waiting on KC updates per step); long mode
-// 1 (2048^2 forward 12.5 / 15.0); and 1 in a CTA-mode launch that scans horizontal lines in
-// place, whose runs KC shortens (1024^2 in one fused launch, forward 17.9 / 33.3 / 50.5).
-// float64 and the modes whose registers do not hold two channels (max_channels_per_thread) 1.
+// group, else 1 (docs/ops.md, "The launch plan"): the CTA mode when every line is a row, the
+// warp mode on lines of at most 8 (longer warp lines: fewer threads, each waiting on KC updates
+// per step); 1 in the long mode and in a CTA-mode launch that scans horizontal lines in place,
+// whose runs KC shortens; 1 in float64.
 int line_channels_per_thread(int64_t group, int64_t elem_size, int64_t tpl, int mode,
                              bool backward, bool all_vertical) {
   const bool two = (mode == kCtaMode && all_vertical) || (mode == kWarpMode && tpl <= 2);

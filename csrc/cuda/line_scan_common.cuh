@@ -310,10 +310,9 @@ __device__ __forceinline__ Acc<T> exp_acc(Acc<T> v) {
 // shift = min(0, m + kTapShift), m the largest valid logit. With shift < 0 every valid logit
 // minus shift is <= -kTapShift, where sigmoid(a) = exp(a) to a relative 1e-26, so the shift
 // cancels in w as in a softmax; and 1 - sigmoid(a_k) rounds to 1 for those logits (kTapShift
-// is in kernel_common.cuh). (A form
-// that took the shifted path by a branch per pixel ran the paper bf16 forward in 0.845 ms
-// against 0.716 ms for 2 exponentials and 2 reciprocals per tap, H100, 4b64ee0 and 7c58892:
-// the step's latency chain, not the SFU, bounds these kernels.)
+// is in kernel_common.cuh). (A form that took the shifted path by a branch per pixel
+// measured slower than 2 exponentials and 2 reciprocals per tap: the step's latency chain,
+// not the SFU, bounds these kernels; docs/benchmarks/op.md.)
 template <typename T>
 __device__ __forceinline__ void normalized_taps(const Acc<T> (&a)[3], const bool (&valid)[3],
                                                 Acc<T> (&w)[3], Acc<T> (&comp)[3]) {
@@ -458,8 +457,8 @@ __device__ __forceinline__ void load_block(RunBuf<T, NQ, R, WIDE>& buf, const T*
 // load_block's vertical case for a thread whose NQ positions all lie on the line, with vector
 // access allowed, on a run whose R steps all exist: step r of the run is the row at
 // first + r * dstep. No bounds tests and no scalar fallback, so no branch per load (each load
-// of load_block sat in its own branch region: paper bf16 forward 0.670 -> 0.569 ms, H100,
-// docs/benchmarks/op.md).
+// of load_block sat in its own branch region, which measured slower; docs/ops.md, "One kernel
+// body per orientation").
 template <typename T, int NQ, int R, bool WIDE>
 __device__ __forceinline__ void load_rows(RunBuf<T, NQ, R, WIDE>& buf, const T* first,
                                           int64_t dstep) {

@@ -24,9 +24,8 @@ static_assert(sizeof(LamU<c10::BFloat16>) >= sizeof(float) && sizeof(LamU<double
 
 // Copies one contiguous (H, W) plane of `src` into shared memory at dst[(i * P + j) * stride].
 // Each thread issues kStageLoads independent loads before it stores any (a loop that stored
-// each load before issuing the next kept one load per thread in flight). H100: 8 loads took
-// 128 registers and cost the 28x28 forward its occupancy (0.208 -> 0.351 ms, 56x56 1.43 ->
-// 1.22 ms); 4 loads.
+// each load before issuing the next kept one load per thread in flight); 8 loads took 128
+// registers and cost the 28x28 forward its occupancy (docs/ops.md, "Plane mode"); 4 loads.
 constexpr int kStageLoads = 4;
 constexpr int kPlaneThreads = 32 * 4 * kPlaneMaxChannels;  // a warp per (channel, direction)
 

@@ -39,12 +39,10 @@ constexpr int kWarpMode = 0, kCtaMode = 1, kLongMode = 2;
 // (channel, direction); the group's gates are staged once for its channels. x and each
 // direction's gates, lam and u are staged in shared memory with coalesced loads (read once
 // from DRAM), the scans run from shared memory, and y = sum_d u_d h_d is summed in
-// direction order in the CTA: no per-direction float32 buffer. Taken by the launch plan
-// where it measured faster than the line modes (H100, docs/benchmarks/op.md): longest line
-// of kPlaneMinLine .. kPlaneMaxLine positions (56x56 bf16: 0.695 vs 1.998 ms), or of
-// kPlaneMinLine32 .. kPlaneMinLine - 1 in float32 storage (28x28 fp32: 0.477 vs 1.005 ms;
-// 28x28 bf16 measured 0.565 vs 0.495 ms and stays in the warp mode), and the staged planes
-// fit kPlaneSmemBudget (launch_plan.cpp). Other shapes use the line modes above.
+// direction order in the CTA: no per-direction float32 buffer. The launch plan takes it where
+// it measured faster than the line modes (docs/ops.md, "The launch plan"): longest line of
+// kPlaneMinLine .. kPlaneMaxLine positions, or from kPlaneMinLine32 in float32 storage, the
+// staged planes within kPlaneSmemBudget. Other shapes use the line modes above.
 constexpr int kPlaneMode = 3;
 constexpr int kPlaneMinLine = 33, kPlaneMinLine32 = 17;
 constexpr int kPlaneMaxLine = 64;
@@ -76,9 +74,8 @@ constexpr int kPlaneMaxChannels = 4;  // channels per plane-mode CTA (1, 2 or 4)
 // planes, then per channel a slot of (lam, x) pairs, grad_out, u and h planes (storage type;
 // the pairs later hold lam * dh in the accumulation type), then a double-buffered line of the
 // 3 gate-logit gradients per channel (accumulation type, kPlaneMaxLine positions).
-// Taken by the launch plan for longest lines of kPlaneBwdMinLine .. kPlaneMaxLine (H100,
-// docs/benchmarks/op.md, bf16 4 directions G = 1: 56x56 2.98 vs 8.73 ms in the line modes,
-// 14x14 0.657 vs 1.285; 7x7 measured 0.818 vs 0.507 and stays in the warp mode).
+// Taken by the launch plan for longest lines of kPlaneBwdMinLine .. kPlaneMaxLine, where it
+// measured faster than the line modes (docs/ops.md, "The launch plan").
 constexpr int kPlaneBwdMinLine = 14;
 constexpr long long plane_bwd_slot_bytes(long long H, long long W, long long elem) {
   return round16(H * plane_pitch(static_cast<int>(W)) * 5 * elem);
@@ -134,8 +131,8 @@ struct Geometry {
   // is entry first_slot + di * slot_step (a launch may scan some directions of a tensor in
   // place: bindings.cpp's split takes at most two; internal buffers have D entries). Kept in
   // the struct's last byte: as three more ints (68 bytes) they made nvcc turn every input load
-  // of the forward kernels into a non-coherent (LDG.CONSTANT) load, and the small-batch
-  // forward went from 0.52 to 0.62 ms, the paper bf16 one from 0.58 to 0.62 (H100).
+  // of the forward kernels into a non-coherent (LDG.CONSTANT) load, which measured slower
+  // (docs/ops.md, "Horizontal directions of long lines").
   unsigned char packed;
 };
 

@@ -12,7 +12,8 @@ constexpr int kThreadsX = 32, kThreadsY = 8;  // a CTA of 32 x 8 threads per til
 
 // 16-bit elements move in pairs (one 32-bit word per thread and access), so that a warp reads
 // and writes 128 contiguous bytes; the tile is then 64 x 64 elements, 8 rows per thread on
-// each side (measured on the H100: 32 x 32 tiles of single 16-bit elements moved 1.2 TB/s).
+// each side (32 x 32 tiles of single 16-bit elements moved half the bytes per second;
+// docs/ops.md, "Horizontal directions of long lines").
 template <typename T>
 constexpr int pair_width() {
   return sizeof(T) == 2 ? 2 : 1;
