@@ -8,7 +8,6 @@ of the same computation done by PyTorch in that precision, bit-identical backwar
 and the error messages of the C++ checks.
 """
 import itertools
-import re
 
 import pytest
 import torch
@@ -59,7 +58,7 @@ FLOOR = {torch.float64: 1e-11, torch.float32: 2e-5, torch.float16: 2e-3, torch.b
 CASES = [
     # B, C, G, H, W, directions, chunk
     # (planes of more than 256 positions or lines of more than 32: smaller ones take the
-    # small-plane kernels, SMALL_CASES; test_cases_cover_every_launch checks that these lists
+    # small-plane kernels, SMALL_CASES; test_launch_plan.py checks that these lists
     # reach every kind of launch the plan picks)
     (2, 4, 4, 9, 31, (0,), 0),
     (1, 6, 2, 17, 17, (1, 3), 0),
@@ -156,67 +155,6 @@ def test_gspn_scan_on_cuda(ext):
         got = gspn_scan(x.float(), gates[:, 0].float(), lam[:, 0].float(), direction, chunk=2)
         want = gspn_scan_ref(x, gates[:, 0], lam[:, 0], direction, 2)
         assert _rel(got, want) <= FLOOR[torch.float32], direction
-
-
-# Every kind of launch the plan picks (csrc/cuda/launch_plan.h), forward and backward alike.
-PLAN_KINDS = {'local', 'small plane', 'plane', 'warp kc1', 'warp kc2', 'cta kc1', 'cta kc2',
-              'long kc1', 'transposed cta kc1', 'transposed cta kc2', 'transposed long kc1'}
-DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
-
-
-def _launch_kinds(ext, case, dtype, backward):
-    B, C, G, H, W, dirs, chunk = case
-    lines = ext.plan([B, C, H, W], G, list(dirs), chunk, dtype, backward)
-    return {re.sub(r'(, \d+ slices?| x\d+ch, .*)$', '', line) for line in lines}
-
-
-@pytest.mark.parametrize('backward', [False, True], ids=['forward', 'backward'])
-def test_cases_cover_every_launch(ext, backward):
-    """The reference tests run every kind of launch the plan can pick, in some dtype."""
-    seen = set()
-    for case in CASES + PLANE_CASES + LOCAL_CASES + SMALL_CASES + [
-            (1, 3, G, *hw, (0, 1, 2, 3), 0) for hw in LINE_SHAPES for G in (1, 3)]:
-        for dtype in DTYPES:
-            seen |= _launch_kinds(ext, case, dtype, backward)
-    assert seen == PLAN_KINDS
-
-
-# sizes, G, directions, chunk, dtype, backward -> the plan's lines (docs/ops.md, "The launch
-# plan", shows the same rows)
-PLAN_TABLE = [
-    ((128, 96, 56, 56), 1, [0, 1, 2, 3], 2, torch.bfloat16, False, ['local, 2 slices']),
-    ((2, 24, 56, 56), 1, [0, 1, 2, 3], 2, torch.float32, True, ['local, 24 slices']),
-    ((128, 384, 14, 14), 1, [0, 1, 2, 3], 0, torch.bfloat16, False, ['small plane, 16 slices']),
-    ((128, 24, 56, 56), 1, [0, 1, 2, 3], 0, torch.bfloat16, False,
-     ['plane x2ch, entries 0,1,2,3']),
-    ((128, 24, 56, 56), 1, [0, 1, 2, 3], 0, torch.float32, False,
-     ['warp kc1 x8ch, entries 0,1,2,3']),
-    ((128, 24, 56, 56), 1, [0, 1, 2, 3], 0, torch.bfloat16, True,
-     ['plane x4ch, entries 0,1,2,3']),
-    ((4, 32, 1024, 1024), 1, [0, 1, 2, 3], 0, torch.bfloat16, False,
-     ['cta kc2 x2ch, entries 0,1', 'transposed cta kc2 x2ch, entries 2,3 as 0,1']),
-    ((1, 32, 2048, 2048), 1, [0, 1, 2, 3], 0, torch.bfloat16, True,
-     ['long kc1 x1ch, entries 0,1', 'transposed long kc1 x1ch, entries 2,3 as 0,1']),
-    ((16, 8, 1024, 1024), 8, [3], 0, torch.float32, False,
-     ['transposed cta kc1 x1ch, entries 0 as 1']),
-    ((1, 4, 100, 300), 1, [2, 0], 0, torch.float32, False, ['cta kc1 x2ch, entries 0,1']),
-]
-
-
-@pytest.mark.parametrize('row', PLAN_TABLE, ids=lambda r: f"{'x'.join(map(str, r[0]))}_k{r[3]}_"
-                         f"{str(r[4])[6:]}_{'bwd' if r[5] else 'fwd'}")
-def test_plan_table(ext, row):
-    sizes, G, dirs, chunk, dtype, backward, want = row
-    assert ext.plan(list(sizes), G, dirs, chunk, dtype, backward) == want
-
-
-def test_plan_errors(ext):
-    with pytest.raises(RuntimeError, match=r'sizes must be \(B, C, H, W\), got 3 values'):
-        ext.plan([1, 2, 3], 1, [0], 0, torch.float32, False)
-    with pytest.raises(RuntimeError, match='groups must divide C = 6, got 4'):
-        ext.plan([1, 6, 8, 8], 4, [0], 0, torch.float32, False)
-    with pytest.raises(RuntimeError, match='lines of at most 2048 .*got a line of 4097'):
-        ext.plan([1, 1, 4, 4097], 1, [0], 0, torch.float32, False)
 
 
 # Lines of every length the issue lists around the warp, CTA and thread boundaries: (H, W) =
