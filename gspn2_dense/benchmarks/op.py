@@ -78,6 +78,10 @@ GPU_CASES = [
     # the local stages of a 2048 px dense-prediction input (batch 2)
     OpCase('GSPN2-T stage 1 512^2 k2', 2, 20, 512, 512, DIRS4, 1, torch.bfloat16, 2),
     OpCase('GSPN2-T stage 2 256^2 k2', 2, 40, 256, 256, DIRS4, 1, torch.bfloat16, 2),
+    # and its global stages (lines of 128 in the warp mode, horizontal ones in place; 64^2 in
+    # the plane mode)
+    OpCase('GSPN2-T stage 3 128^2', 2, 80, 128, 128, DIRS4, 1, torch.bfloat16),
+    OpCase('GSPN2-T stage 4 64^2', 2, 160, 64, 64, DIRS4, 1, torch.bfloat16),
 ]
 
 

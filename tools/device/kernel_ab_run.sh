@@ -4,7 +4,8 @@
 #   files laid out as csrc/cuda/<name> that are put over a copy of the tree to make <variant>
 #   (e.g. base/ with the last commit's files), and/or patches (*.patch, applied with -p1 to the
 #   copy; tools/device/variants/ keeps the ones not yet measured). All extensions are built with
-#   the same flags on the same machine, in parallel; the working tree's CUDA tests run (TESTS,
+#   the same flags on the same machine: the working tree first, then the variants in parallel
+#   beside the working tree's CUDA tests (TESTS,
 #   ";"-separated pytest -k shards over tests/ops/test_cuda_propagate.py run side by side, and the
 #   public op's CUDA cases; the logs in $OUT/tests.log); then
 #   tools/benchmark_op.py runs CASES for every build, one after the other, so the ratios compare
@@ -37,8 +38,15 @@ for dir in "$AB_DIR"/*/; do
     esac
   done
 done
-log "build ${variants[*]}"
-for v in "${variants[@]}"; do build "$v" & done; wait
+# The working tree first (the tests need it), then the variants in the background while the
+# tests run.
+log "build new"
+build new
+builds=()
+if [ ${#variants[@]} -gt 1 ]; then
+  log "build ${variants[*]:1} (background)"
+  for v in "${variants[@]:1}"; do build "$v" & builds+=($!); done
+fi
 if [ -n "${TESTS:-}" ]; then
   # TESTS: ";"-separated pytest -k expressions over tests/ops/test_cuda_propagate.py (TEST_FILES
   # adds files), each shard run in its own process at the same time (the GPU is shared).
@@ -52,11 +60,14 @@ if [ -n "${TESTS:-}" ]; then
   done
   PYTHONPATH=$PWD GSPN2_EXT_DIR=/tmp/ext_new timeout ${T_TESTS2:-150} python3 -m pytest -q -p no:cacheprovider \
     tests/ops/test_propagate.py tests/ops/test_propagate_layouts.py -k cuda > "$LOGS/tests_op.log" 2>&1 &
-  wait
+  shard_pids=$(jobs -p | grep -vxF -f <(printf '%s\n' "${builds[@]:-0}"))
+  for pid in $shard_pids; do wait "$pid"; done
   for f in "$LOGS"/tests_*.log; do echo "$(basename "$f"): $(tail -1 "$f")"; done
   grep -hE '^(FAILED|ERROR)' "$LOGS"/tests_*.log | head -10
   cat "$LOGS"/tests_*.log > "$OUT/tests.log"
 fi
+for pid in "${builds[@]}"; do wait "$pid"; done
+log "builds done"
 for v in "${variants[@]}"; do
   tree=$(tree_of "$v")
   log "benchmark $v"
