@@ -89,7 +89,7 @@ def test_cases_are_selected_by_name_and_carry_no_targets():
         '4dir G1 bf16 1024^2', 'small batch fp32 1dir']
     assert op.select_cases([]) == op.GPU_CASES
     assert all(len(c) == 9 for c in op.GPU_CASES)  # no target field
-    assert [c.chunk for c in op.select_cases(['GSPN2-T'])] == [2, 2, 0, 0, 0, 0, 2, 2]
+    assert [c.chunk for c in op.select_cases(['GSPN2-T'])] == [2, 2, 0, 0, 0, 0, 2, 2, 0, 0]
     s = op.make_inputs(op.GPU_CASES[0]._replace(B=1, H=4, W=5), 'cpu', seed=0)
     assert s['gates'].shape == (1, 1, 8, 3, 4, 5) and s['lam'].shape == (1, 1, 8, 4, 5)
     assert 0 <= s['lam'].min() and s['lam'].max() < 1
