@@ -11,6 +11,7 @@
 #   tools/benchmark_op.py runs CASES for every build, one after the other, so the ratios compare
 #   like with like. With NCU_CASES, Nsight Compute profiles the kernels matching NCU_KERNEL of
 #   the NCU_TREE build (default new) through tools/device_check_op.sh's ncu stage.
+#   A variant folder may hold a CASES file (one line, the --cases of its benchmark).
 #   Results under $OUT: op_<variant>.json; the tables (op_<variant>.md) and logs in $LOGS.
 #   Usage: COMMIT=<hash> CASES="stage 1,stage 2" TESTS="local" bash tools/device/kernel_ab_run.sh
 set -uo pipefail
@@ -33,6 +34,7 @@ for dir in "$AB_DIR"/*/; do
   rm -rf "/tmp/ab_$v" && cp -r . "/tmp/ab_$v" && rm -rf "/tmp/ab_$v/.git"
   for f in $(cd "$dir" && ls); do
     case "$f" in
+      CASES) ;;
       *.patch) patch -s -p1 -d "/tmp/ab_$v" < "$dir/$f" || echo "patch $f of $v failed" ;;
       *) cp "$dir/$f" "/tmp/ab_$v/csrc/cuda/$f" ;;
     esac
@@ -70,9 +72,11 @@ for pid in "${builds[@]}"; do wait "$pid"; done
 log "builds done"
 for v in "${variants[@]}"; do
   tree=$(tree_of "$v")
-  log "benchmark $v"
+  cases=${CASES:-stage 1,stage 2}  # a variant's own CASES file, if any, names its cases
+  [ "$v" != new ] && [ -f "$AB_DIR/$v/CASES" ] && cases=$(cat "$AB_DIR/$v/CASES")
+  log "benchmark $v: $cases"
   (cd "$tree" && PYTHONPATH=$tree GSPN2_EXT_DIR=/tmp/ext_$v timeout ${T_OP:-150} python3 tools/benchmark_op.py \
-    --commit "${COMMIT:-unknown} ($v)" --cases "${CASES:-stage 1,stage 2}" --no-reference --sdpa-sizes '' \
+    --commit "${COMMIT:-unknown} ($v)" --cases "$cases" --no-reference --sdpa-sizes '' \
     --out "$OUT/op_$v") > "$LOGS/op_$v.log" 2>&1
   mv "$OUT/op_$v.md" "$LOGS/" 2>/dev/null  # (at most 8 files come back: the JSON holds it all)
   grep '^{' "$LOGS/op_$v.log" | python3 -c "
