@@ -11,7 +11,8 @@
 #   tools/benchmark_op.py runs CASES for every build, one after the other, so the ratios compare
 #   like with like. With NCU_CASES, Nsight Compute profiles the kernels matching NCU_KERNEL of
 #   the NCU_TREE build (default new) through tools/device_check_op.sh's ncu stage.
-#   A variant folder may hold a CASES file (one line, the --cases of its benchmark).
+#   A variant folder may hold a CASES file (one line, the --cases of its benchmark) and a TESTS
+#   file (pytest -k shards run on its build after the benchmarks).
 #   Results under $OUT: op_<variant>.json; the tables (op_<variant>.md) and logs in $LOGS.
 #   Usage: COMMIT=<hash> CASES="stage 1,stage 2" TESTS="local" bash tools/device/kernel_ab_run.sh
 set -uo pipefail
@@ -34,7 +35,7 @@ for dir in "$AB_DIR"/*/; do
   rm -rf "/tmp/ab_$v" && cp -r . "/tmp/ab_$v" && rm -rf "/tmp/ab_$v/.git"
   for f in $(cd "$dir" && ls); do
     case "$f" in
-      CASES) ;;
+      CASES|TESTS) ;;
       *.patch) patch -s -p1 -d "/tmp/ab_$v" < "$dir/$f" || echo "patch $f of $v failed" ;;
       *) cp "$dir/$f" "/tmp/ab_$v/csrc/cuda/$f" ;;
     esac
@@ -86,6 +87,28 @@ for line in sys.stdin:
     print(r['name'], '| fwd %.3f ms (%.0f%%) | bwd %.3f ms (%.0f%%) | dw-conv %.3f / %.3f' % (
         r['fwd_ms'], 100 * r['fwd_eff'], r['bwd_ms'], 100 * r['bwd_eff'], r['dwconv_fwd_ms'], r['dwconv_bwd_ms']))"
 done
+# A variant folder may hold a TESTS file: ";"-separated pytest -k shards over
+# tests/ops/test_cuda_propagate.py run on that variant's build after the benchmarks (all shards
+# of all variants side by side, T_VTESTS seconds), so that a faster variant is also a checked one.
+vtests=()
+for v in "${variants[@]:1}"; do
+  [ -f "$AB_DIR/$v/TESTS" ] || continue
+  log "tests of $v"
+  IFS=';' read -ra shards < "$AB_DIR/$v/TESTS"; i=0
+  for k in "${shards[@]}"; do
+    i=$((i + 1))
+    (cd "/tmp/ab_$v" && PYTHONPATH=/tmp/ab_$v GSPN2_EXT_DIR=/tmp/ext_$v timeout ${T_VTESTS:-120} \
+      python3 -m pytest -q -p no:cacheprovider tests/ops/test_cuda_propagate.py -k "$k" \
+      > "$LOGS/vtests_${v}_$i.log" 2>&1) &
+    vtests+=($!)
+  done
+done
+if [ ${#vtests[@]} -gt 0 ]; then
+  for pid in "${vtests[@]}"; do wait "$pid"; done
+  for f in "$LOGS"/vtests_*.log; do echo "$(basename "$f"): $(tail -1 "$f")"; done
+  grep -hE '^(FAILED|ERROR)' "$LOGS"/vtests_*.log | head -10
+  cat "$LOGS"/vtests_*.log > "$OUT/variant_tests.log"
+fi
 if [ -n "${NCU_CASES:-}" ]; then
   log ncu
   tree=$(tree_of "${NCU_TREE:-new}")
