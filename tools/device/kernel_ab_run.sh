@@ -31,6 +31,7 @@ build() {  # the extension of variant $1's tree into /tmp/ext_$1
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 variants=(new)
 for dir in "$AB_DIR"/*/; do
+  [ -d "$dir" ] || continue  # (no variants)
   v=$(basename "$dir"); variants+=("$v")
   rm -rf "/tmp/ab_$v" && cp -r . "/tmp/ab_$v" && rm -rf "/tmp/ab_$v/.git"
   for f in $(cd "$dir" && ls); do
