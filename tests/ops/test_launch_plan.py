@@ -54,9 +54,13 @@ def test_cases_cover_every_launch(ext, backward):
 # sizes, G, directions, chunk, dtype, backward -> the plan's lines (docs/ops.md, "The launch
 # plan", shows the same rows)
 PLAN_TABLE = [
-    ((128, 96, 56, 56), 1, [0, 1, 2, 3], 2, torch.bfloat16, False, ['local, 2 slices']),
+    # GSPN-2-T's stages 1 and 3 at 224 px, B128; its stages 3 and 4 at a 2048 px input, B2
+    ((128, 20, 56, 56), 1, [0, 1, 2, 3], 2, torch.bfloat16, False, ['local, 2 slices']),
     ((2, 24, 56, 56), 1, [0, 1, 2, 3], 2, torch.float32, True, ['local, 24 slices']),
-    ((128, 384, 14, 14), 1, [0, 1, 2, 3], 0, torch.bfloat16, False, ['small plane, 16 slices']),
+    ((128, 80, 14, 14), 1, [0, 1, 2, 3], 0, torch.bfloat16, False, ['small plane, 16 slices']),
+    ((2, 80, 128, 128), 1, [0, 1, 2, 3], 0, torch.bfloat16, False,
+     ['warp kc1 x4ch, entries 0,1,2,3']),
+    ((2, 160, 64, 64), 1, [0, 1, 2, 3], 0, torch.bfloat16, True, ['plane x4ch, entries 0,1,2,3']),
     ((128, 24, 56, 56), 1, [0, 1, 2, 3], 0, torch.bfloat16, False,
      ['plane x2ch, entries 0,1,2,3']),
     ((128, 24, 56, 56), 1, [0, 1, 2, 3], 0, torch.float32, False,
