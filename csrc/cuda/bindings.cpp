@@ -359,8 +359,21 @@ std::vector<std::string> plan(const std::vector<int64_t>& sizes, int64_t groups,
   TORCH_CHECK(sizes.size() == 4, "sizes must be (B, C, H, W), got ", sizes.size(), " values");
   TORCH_CHECK(groups >= 1 && sizes[1] % groups == 0, "groups must divide C = ", sizes[1],
               ", got ", groups);
+  for (const int64_t size : sizes) {
+    TORCH_CHECK(size >= 0, "sizes must be >= 0, got ", torch::IntArrayRef(sizes));
+  }
   TORCH_CHECK(!directions.empty() && directions.size() <= 4,
               "directions must hold 1 to 4 direction ids, got ", directions.size());
+  bool seen[4] = {false, false, false, false};
+  for (const int64_t d : directions) {
+    TORCH_CHECK(d >= 0 && d < 4, "direction ids must be in [0, 4), got ", d);
+    TORCH_CHECK(!seen[d], "direction ", direction_name(static_cast<int>(d)), " is repeated");
+    seen[d] = true;
+  }
+  TORCH_CHECK(chunk >= 0, "chunk must be >= 0 (0 = global scan), got ", chunk);
+  TORCH_CHECK(dtype == torch::kDouble || dtype == torch::kFloat || dtype == torch::kHalf ||
+                  dtype == torch::kBFloat16,
+              "dtype must be float64, float32, float16 or bfloat16, got ", dtype);
   const PropagateShape shape{sizes[0], sizes[1], sizes[2], sizes[3],
                              static_cast<int64_t>(directions.size()), groups};
   if (!is_one_pass(shape, chunk)) check_line_lengths(shape, directions);

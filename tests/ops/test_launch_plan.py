@@ -91,3 +91,14 @@ def test_plan_errors(ext):
         ext.plan([1, 6, 8, 8], 4, [0], 0, torch.float32, False)
     with pytest.raises(RuntimeError, match='lines of at most 2048 .*got a line of 4097'):
         ext.plan([1, 1, 4, 4097], 1, [0], 0, torch.float32, False)
+    with pytest.raises(RuntimeError, match=r'sizes must be >= 0, got \[1, -2, 4, 4\]'):
+        ext.plan([1, -2, 4, 4], 1, [0], 0, torch.float32, False)
+    with pytest.raises(RuntimeError, match='direction ids must be in \\[0, 4\\), got 5'):
+        ext.plan([1, 2, 4, 4], 1, [0, 5], 0, torch.float32, False)
+    with pytest.raises(RuntimeError, match='direction left_right is repeated'):
+        ext.plan([1, 2, 4, 4], 1, [2, 2], 0, torch.float32, False)
+    with pytest.raises(RuntimeError, match='chunk must be >= 0'):
+        ext.plan([1, 2, 4, 4], 1, [0], -1, torch.float32, False)
+    with pytest.raises(RuntimeError, match='dtype must be float64, float32, float16 or bfloat16, '
+                                           'got Long'):
+        ext.plan([1, 2, 4, 4], 1, [0], 0, torch.int64, False)
