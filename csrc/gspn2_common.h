@@ -52,6 +52,19 @@ inline void check_same(const torch::Tensor& t, const char* name, const torch::Te
   TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
 }
 
+// 1 to 4 distinct direction ids and a chunk >= 0.
+inline void check_directions_and_chunk(const std::vector<int64_t>& directions, int64_t chunk) {
+  const int64_t D = static_cast<int64_t>(directions.size());
+  TORCH_CHECK(D >= 1 && D <= 4, "directions must hold 1 to 4 direction ids, got ", D);
+  bool seen[4] = {false, false, false, false};
+  for (int64_t d : directions) {
+    TORCH_CHECK(d >= 0 && d < 4, "direction ids must be in [0, 4), got ", d);
+    TORCH_CHECK(!seen[d], "direction ", direction_name(static_cast<int>(d)), " is repeated");
+    seen[d] = true;
+  }
+  TORCH_CHECK(chunk >= 0, "chunk must be >= 0 (0 = global scan), got ", chunk);
+}
+
 // Validates every input and returns the problem sizes. Messages name the argument, what was
 // expected and what came.
 inline PropagateShape check_propagate_inputs(const torch::Tensor& x, const torch::Tensor& gates,
@@ -62,15 +75,8 @@ inline PropagateShape check_propagate_inputs(const torch::Tensor& x, const torch
   TORCH_CHECK(x.dim() == 4, "x must be (B, C, H, W), got ", x.sizes());
   TORCH_CHECK(x.is_floating_point(), "x must be a floating tensor, got ", x.scalar_type());
   TORCH_CHECK(x.is_contiguous(), "x must be contiguous");
+  check_directions_and_chunk(directions, chunk);
   const int64_t D = static_cast<int64_t>(directions.size());
-  TORCH_CHECK(D >= 1 && D <= 4, "directions must hold 1 to 4 direction ids, got ", D);
-  bool seen[4] = {false, false, false, false};
-  for (int64_t d : directions) {
-    TORCH_CHECK(d >= 0 && d < 4, "direction ids must be in [0, 4), got ", d);
-    TORCH_CHECK(!seen[d], "direction ", direction_name(static_cast<int>(d)), " is repeated");
-    seen[d] = true;
-  }
-  TORCH_CHECK(chunk >= 0, "chunk must be >= 0 (0 = global scan), got ", chunk);
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   TORCH_CHECK(gates.dim() == 6 && gates.size(0) == B && gates.size(1) == D &&
                   gates.size(3) == 3 && gates.size(4) == H && gates.size(5) == W,

@@ -73,19 +73,26 @@ Geometry make_geometry(const PropagateShape& shape, const ScanLaunch& launch,
   return geo;
 }
 
+// The storage dtypes the kernels are instantiated for (GSPN2_DISPATCH_KERNEL_TYPES).
+bool is_kernel_dtype(torch::ScalarType dtype) {
+  return dtype == torch::kDouble || dtype == torch::kFloat || dtype == torch::kHalf ||
+         dtype == torch::kBFloat16;
+}
+
 void check_cuda(const torch::Tensor& t, const char* name) {
   TORCH_CHECK(t.is_cuda(), "the CUDA extension needs ", name, " on a CUDA device, got ",
               t.device());
-  TORCH_CHECK(t.scalar_type() == torch::kDouble || t.scalar_type() == torch::kFloat ||
-                  t.scalar_type() == torch::kHalf || t.scalar_type() == torch::kBFloat16,
-              name, " must be float64, float32, float16 or bfloat16 on CUDA, got ",
-              t.scalar_type());
+  TORCH_CHECK(is_kernel_dtype(t.scalar_type()), name,
+              " must be float64, float32, float16 or bfloat16 on CUDA, got ", t.scalar_type());
 }
 
 // Lines (rows of W positions for the vertical directions, columns of H for the horizontal
-// ones) within what a CTA holds; checked on the caller's sizes before any launch (a split
-// call's transposed launch would otherwise report its own, swapped ones).
-void check_line_lengths(const PropagateShape& shape, const std::vector<int64_t>& directions) {
+// ones) within what a CTA holds, unless the call goes to a one-pass kernel (any length);
+// checked on the caller's sizes before any launch (a split call's transposed launch would
+// otherwise report its own, swapped ones).
+void check_line_lengths(const PropagateShape& shape, const std::vector<int64_t>& directions,
+                        int64_t chunk) {
+  if (is_one_pass(shape, chunk)) return;
   for (const int64_t dir : directions) {
     const int64_t line = is_vertical(dir) ? shape.W : shape.H;
     TORCH_CHECK(line <= kPositions * kMaxThreads, "the CUDA kernel handles lines of at most ",
@@ -235,7 +242,7 @@ std::tuple<torch::Tensor, torch::Tensor> forward(
     bool normalize, bool merge, bool save_hidden) {
   const PropagateShape shape = check_propagate_inputs(x, gates, lam, u, directions, chunk, merge);
   check_cuda(x, "x");
-  if (!is_one_pass(shape, chunk)) check_line_lengths(shape, directions);  // (one-pass: any)
+  check_line_lengths(shape, directions, chunk);
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t B = shape.B, C = shape.C, H = shape.H, W = shape.W;
   torch::Tensor out = merge ? torch::empty({B, C, H, W}, x.options()) : torch::empty_like(lam);
@@ -294,9 +301,8 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> backward(
     const std::vector<int64_t>& directions, int64_t chunk, bool normalize, bool merge) {
   const PropagateShape shape = check_propagate_inputs(x, gates, lam, u, directions, chunk, merge);
   check_cuda(x, "x");
-  const bool one_pass = is_one_pass(shape, chunk);
-  if (!one_pass) check_line_lengths(shape, directions);  // (one-pass kernels: any length)
-  check_backward_inputs(shape, grad_out, x, lam, hidden, merge, one_pass);
+  check_line_lengths(shape, directions, chunk);
+  check_backward_inputs(shape, grad_out, x, lam, hidden, merge, is_one_pass(shape, chunk));
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t B = shape.B, C = shape.C, H = shape.H, W = shape.W;
   torch::Tensor grad_x = torch::empty_like(x);
@@ -362,21 +368,12 @@ std::vector<std::string> plan(const std::vector<int64_t>& sizes, int64_t groups,
   for (const int64_t size : sizes) {
     TORCH_CHECK(size >= 0, "sizes must be >= 0, got ", torch::IntArrayRef(sizes));
   }
-  TORCH_CHECK(!directions.empty() && directions.size() <= 4,
-              "directions must hold 1 to 4 direction ids, got ", directions.size());
-  bool seen[4] = {false, false, false, false};
-  for (const int64_t d : directions) {
-    TORCH_CHECK(d >= 0 && d < 4, "direction ids must be in [0, 4), got ", d);
-    TORCH_CHECK(!seen[d], "direction ", direction_name(static_cast<int>(d)), " is repeated");
-    seen[d] = true;
-  }
-  TORCH_CHECK(chunk >= 0, "chunk must be >= 0 (0 = global scan), got ", chunk);
-  TORCH_CHECK(dtype == torch::kDouble || dtype == torch::kFloat || dtype == torch::kHalf ||
-                  dtype == torch::kBFloat16,
-              "dtype must be float64, float32, float16 or bfloat16, got ", dtype);
+  check_directions_and_chunk(directions, chunk);
+  TORCH_CHECK(is_kernel_dtype(dtype), "dtype must be float64, float32, float16 or bfloat16, got ",
+              dtype);
   const PropagateShape shape{sizes[0], sizes[1], sizes[2], sizes[3],
                              static_cast<int64_t>(directions.size()), groups};
-  if (!is_one_pass(shape, chunk)) check_line_lengths(shape, directions);
+  check_line_lengths(shape, directions, chunk);
   return describe(plan_launches(shape, directions, chunk, c10::elementSize(dtype), backward));
 }
 
