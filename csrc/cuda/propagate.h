@@ -189,7 +189,7 @@ struct BwdParams {
 // kTransposeMinLine (beyond the warp and plane modes), the op transposes the horizontal
 // directions' inputs (transpose_planes_kernel: 32 x 32 tiles through shared memory, coalesced
 // on both sides), scans them as top-down / bottom-up, and transposes the results back.
-constexpr int64_t kTransposeMinLine = 128;
+constexpr int64_t kTransposeMinLine = 127;
 
 // Planes of one tensor seen as (n0, n1) planes of rows x cols contiguous elements: plane
 // (a, b) starts at base + a * s0 + b * s1 (elements).

@@ -28,7 +28,8 @@ def ext():
 
 # Every kind of launch the plan picks (csrc/cuda/launch_plan.h), forward and backward alike.
 PLAN_KINDS = {'local', 'small plane', 'plane', 'warp kc1', 'warp kc2', 'cta kc1', 'cta kc2',
-              'long kc1', 'transposed cta kc1', 'transposed cta kc2', 'transposed long kc1'}
+              'long kc1', 'transposed warp kc1', 'transposed cta kc1', 'transposed cta kc2',
+              'transposed long kc1'}
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 
 
@@ -59,6 +60,8 @@ PLAN_TABLE = [
     ((2, 24, 56, 56), 1, [0, 1, 2, 3], 2, torch.float32, True, ['local, 24 slices']),
     ((128, 80, 14, 14), 1, [0, 1, 2, 3], 0, torch.bfloat16, False, ['small plane, 16 slices']),
     ((2, 80, 128, 128), 1, [0, 1, 2, 3], 0, torch.bfloat16, False,
+     ['warp kc1 x4ch, entries 0,1', 'transposed warp kc1 x4ch, entries 2,3 as 0,1']),
+    ((2, 80, 127, 127), 1, [0, 1, 2, 3], 0, torch.bfloat16, False,
      ['warp kc1 x4ch, entries 0,1,2,3']),
     ((2, 160, 64, 64), 1, [0, 1, 2, 3], 0, torch.bfloat16, True, ['plane x4ch, entries 0,1,2,3']),
     ((128, 24, 56, 56), 1, [0, 1, 2, 3], 0, torch.bfloat16, False,
