@@ -14,6 +14,7 @@
 #   A variant folder may hold a CASES file (one line, the --cases of its benchmark) and a TESTS
 #   file (pytest -k shards run on its build after the benchmarks).
 #   Results under $OUT: op_<variant>.json; the tables (op_<variant>.md) and logs in $LOGS.
+#   AFTER_BENCH runs a command between the benchmarks and the variants' tests.
 #   Usage: COMMIT=<hash> CASES="stage 1,stage 2" TESTS="local" bash tools/device/kernel_ab_run.sh
 set -uo pipefail
 OUT=${OUT:-./device_out}; mkdir -p "$OUT"
@@ -88,6 +89,9 @@ for line in sys.stdin:
     print(r['name'], '| fwd %.3f ms (%.0f%%) | bwd %.3f ms (%.0f%%) | dw-conv %.3f / %.3f' % (
         r['fwd_ms'], 100 * r['fwd_eff'], r['bwd_ms'], 100 * r['bwd_eff'], r['dwconv_fwd_ms'], r['dwconv_bwd_ms']))"
 done
+# AFTER_BENCH: a command run here, after the op benchmarks and before the variants' tests (e.g.
+# a model-level A/B that should have the GPU to itself).
+if [ -n "${AFTER_BENCH:-}" ]; then log "after bench: $AFTER_BENCH"; bash -c "$AFTER_BENCH"; fi
 # A variant folder may hold a TESTS file: ";"-separated pytest -k shards over
 # tests/ops/test_cuda_propagate.py run on that variant's build after the benchmarks (all shards
 # of all variants side by side, T_VTESTS seconds), so that a faster variant is also a checked one.
