@@ -3,12 +3,13 @@ import math
 
 import pytest
 import timm
+from timm.layers import LayerNorm2d
 from timm.optim import create_optimizer_v2
 import torch
 import torch.nn as nn
 
 import gspn2_dense  # noqa: F401  (registers the timm models)
-from gspn2_dense.models.gspn2 import GSPN2, GSPN2Mixer, LowPrecisionLayerNorm2d, checkpoint_filter_fn
+from gspn2_dense.models.gspn2 import GSPN2, GSPN2Block, GSPN2Mixer, LowPrecisionLayerNorm2d, checkpoint_filter_fn
 from gspn2_dense.ops import gspn_propagate_ref
 
 SIZES = [(64, 64), (65, 33), (31, 97), (5, 3), (1, 1)]
@@ -162,10 +163,45 @@ def test_mixer_matches_reference_computation():
     torch.testing.assert_close(mixer(x), expected, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize('memory_format', [torch.contiguous_format, torch.channels_last])
+def test_block_matches_reference_computation(memory_format):
+    """The block runs its norms, mixer and FFN on the (B, H, W, C) view of its input; the same
+    maths written with the modules' (B, C, H, W) calls (conv 1x1 projections, LayerNorm2d)."""
+    torch.manual_seed(0)
+    block = GSPN2Block(6, proxy_dim=4, gate_groups=2, chunk=None, mlp_ratio=2.0).double()
+    for p in block.parameters():
+        nn.init.normal_(p, std=0.3)
+    x = torch.randn(2, 6, 5, 7, dtype=torch.float64).contiguous(memory_format=memory_format)
+
+    def norm(module, t):
+        return LayerNorm2d.forward(module, t)
+
+    def mixer(t):
+        m = block.mixer
+        z = m.conv_dw(torch.nn.functional.silu(m.in_proj(t)))
+        proxy, gates, lam, u = m.proxy_proj(z).split([4, 24, 16, 16], dim=1)
+        y = gspn_propagate_ref(proxy, gates.reshape(2, 4, 2, 3, 5, 7),
+                               torch.sigmoid(lam).reshape(2, 4, 4, 5, 7), u.reshape(2, 4, 4, 5, 7))
+        y = y + proxy * m.skip_scale.view(1, -1, 1, 1)
+        return m.out_proj(norm(m.out_norm, m.lift(y)))
+
+    expected = x + block.lpu1.conv(x)
+    expected = expected + mixer(norm(block.norm1, expected))
+    expected = expected + block.lpu2.conv(expected)
+    hidden = torch.nn.functional.gelu(block.mlp.fc1(norm(block.norm2, expected)))
+    expected = expected + block.mlp.fc2(hidden)
+    out = block(x)
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
+    # the sub-modules' own (B, C, H, W) forwards are their (B, H, W, C) ones
+    t = torch.randn(2, 5, 7, 6, dtype=torch.float64)
+    torch.testing.assert_close(block.mlp(t.permute(0, 3, 1, 2)), block.mlp.forward_nhwc(t).permute(0, 3, 1, 2))
+    torch.testing.assert_close(block.mixer(t.permute(0, 3, 1, 2)),
+                               block.mixer.forward_nhwc(t).permute(0, 3, 1, 2))
+
+
 @pytest.mark.parametrize('autocast', [False, True])
 def test_low_precision_norm_is_layer_norm(autocast):
     """Outside autocast it is LayerNorm2d; under it, LayerNorm2d's output in the autocast dtype."""
-    from timm.layers import LayerNorm2d
 
     torch.manual_seed(0)
     ours, timm_norm = LowPrecisionLayerNorm2d(12), LayerNorm2d(12)
