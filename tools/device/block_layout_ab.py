@@ -11,7 +11,7 @@ The maths and parameters are the same. This script keeps the previous block, mix
 forwards (B, below) and swaps them in, in one process:
 
 1. eager throughput at 224 px, B128, bf16 autocast: A (as committed), B (before), A again;
-2. eager batch-1 latency at 224 and 1024 px, A and B alternating twice.
+2. eager batch-1 latency at 224 and 1024 px; runs in the order ``--order`` (ABAB).
 """
 import argparse
 import contextlib
@@ -80,12 +80,16 @@ def main():
     parser.add_argument('--model', default='gspn2_tiny')
     parser.add_argument('--sizes', default='224,1024')
     parser.add_argument('--commit', default=None, help='commit to record (default: git rev-parse)')
+    parser.add_argument('--order', default='ABAB', help='the runs, A (as committed) or B (before)')
     parser.add_argument('--out', default='block_layout_ab')
     args = parser.parse_args()
     device, dtype = torch.device('cuda'), torch.bfloat16
     timer = Timer(device)
-    variants = (('A (B, H, W, C) blocks', contextlib.nullcontext), ('B permute pairs', before),
-                ('A again', contextlib.nullcontext), ('B again', before))
+    if set(args.order) - set('AB'):
+        raise SystemExit(f'--order takes the letters A and B, got {args.order!r}')
+    names = {'A': ('A (B, H, W, C) blocks', contextlib.nullcontext), 'B': ('B permute pairs', before)}
+    variants = [(names[k][0] + (' again' if args.order[:i].count(k) else ''), names[k][1])
+                for i, k in enumerate(args.order)]
     rows, latency = [], []
     for label, ctx in variants:
         with ctx():
