@@ -62,17 +62,18 @@ def _per_stage(value, name: str) -> Tuple[int, ...]:
     raise ValueError(f'{name} must be one int or a sequence of {NUM_STAGES}, got {value!r}')
 
 
-def _linear(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """A 1x1 ``conv`` applied as a linear map over the last dim of a (B, H, W, C) map.
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
 
-    The blocks run their projections, norms and FFN on the channels_last map's (B, H, W, C)
-    view, and go back to (B, C, H, W) only around the depth-wise convolutions and the
-    propagation: one GEMM with the bias in its epilogue per projection, no layout copies, and
-    no permute pairs between consecutive per-position layers (each one an operator and an
-    autograd node: the eager step is host-bound at small sizes, docs/benchmarks/host_ops.md).
-    The parameters stay the conv's, so checkpoints are unchanged.
+
+def _pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """A 1x1 ``conv`` applied as a linear map over the channels of every position.
+
+    The model runs channels_last, where the permutes are views: one GEMM with the bias in its
+    epilogue, no layout copies, and a channels_last result (the parameters stay the conv's,
+    so checkpoints are unchanged).
     """
-    return F.linear(x, conv.weight.flatten(1), conv.bias)
+    return F.linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias).permute(0, 3, 1, 2)
 
 
 def _layer_norm_nhwc(x: torch.Tensor, norm: nn.LayerNorm, low_precision: bool) -> torch.Tensor:
@@ -101,11 +102,7 @@ class FusedLayerNorm2d(LayerNorm2d):
     low_precision = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_nhwc(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-    def forward_nhwc(self, x: torch.Tensor) -> torch.Tensor:
-        """The norm of a (B, H, W, C) map (the channels_last map's permuted view)."""
-        return _layer_norm_nhwc(x, self, self.low_precision)
+        return _layer_norm_nhwc(x.permute(0, 2, 3, 1), self, self.low_precision).permute(0, 3, 1, 2)
 
 
 class LowPrecisionLayerNorm2d(FusedLayerNorm2d):
@@ -131,11 +128,7 @@ class PointwiseMlp(nn.Module):
         self.fc2 = nn.Conv2d(hidden_dim, dim, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_nhwc(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-    def forward_nhwc(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, H, W, dim) -> (B, H, W, dim)."""
-        return _linear(self.act(_linear(x, self.fc1)), self.fc2)
+        return _pointwise(self.fc2, self.act(_pointwise(self.fc1, x)))
 
 
 class LocalPerceptionUnit(nn.Module):
@@ -196,11 +189,7 @@ class GSPN2Mixer(nn.Module):
             'torch.jit.trace instead.')
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_nhwc(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-    def forward_nhwc(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, H, W, dim) -> (B, H, W, dim); the block calls this between its norm and residual."""
-        x = self.conv_dw(self.act(_linear(x, self.in_proj)).permute(0, 3, 1, 2))
+        x = self.conv_dw(self.act(_pointwise(self.in_proj, x)))
         batch, channels, height, width = x.shape
         # The propagation reads (B, C, H, W) planes: one batched GEMM maps the positions
         # (rows of the channels_last map, a view) straight to planes, bias included.
@@ -218,9 +207,7 @@ class GSPN2Mixer(nn.Module):
         # (in y's dtype: a float32 skip_scale would promote the sum, and the lift's input, to
         # float32 under autocast)
         y = torch.addcmul(y, proxy, self.skip_scale.to(y.dtype).view(1, -1, 1, 1))
-        # y is (B, C, H, W) contiguous: its (B, H, W, C) copy is the lift's input
-        y = _linear(y.permute(0, 2, 3, 1).contiguous(), self.lift)
-        return _linear(self.out_norm.forward_nhwc(y), self.out_proj)
+        return _pointwise(self.out_proj, self.out_norm(_pointwise(self.lift, _channels_last(y))))
 
 
 class GSPN2Block(nn.Module):
@@ -240,13 +227,10 @@ class GSPN2Block(nn.Module):
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (B, C, H, W), channels_last; the norm, mixer and FFN run on its (B, H, W, C) view
         x = self.lpu1(x)
-        x = x + self.drop_path1(
-            self.mixer.forward_nhwc(self.norm1.forward_nhwc(x.permute(0, 2, 3, 1))).permute(0, 3, 1, 2))
+        x = x + self.drop_path1(self.mixer(self.norm1(x)))
         x = self.lpu2(x)
-        x = x + self.drop_path2(
-            self.mlp.forward_nhwc(self.norm2.forward_nhwc(x.permute(0, 2, 3, 1))).permute(0, 3, 1, 2))
+        x = x + self.drop_path2(self.mlp(self.norm2(x)))
         return x
 
 
@@ -412,7 +396,7 @@ class GSPN2(nn.Module):
         last_index = len(self.stages) - 1
         stages = self.stages[:max_index + 1] if stop_early else self.stages
         intermediates = []
-        x = self.stem(x.contiguous(memory_format=torch.channels_last))
+        x = self.stem(_channels_last(x))
         for i, stage in enumerate(stages):
             x = stage(x)
             if i in take_indices:
@@ -441,7 +425,7 @@ class GSPN2(nn.Module):
         return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x.contiguous(memory_format=torch.channels_last))
+        x = self.stem(_channels_last(x))
         x = self.stages(x)
         return self.norm(x)
 

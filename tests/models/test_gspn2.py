@@ -165,8 +165,9 @@ def test_mixer_matches_reference_computation():
 
 @pytest.mark.parametrize('memory_format', [torch.contiguous_format, torch.channels_last])
 def test_block_matches_reference_computation(memory_format):
-    """The block runs its norms, mixer and FFN on the (B, H, W, C) view of its input; the same
-    maths written with the modules' (B, C, H, W) calls (conv 1x1 projections, LayerNorm2d)."""
+    """The block (its 1x1 projections run as GEMMs on the channels_last map's rows, the fused
+    norm) against the same maths written with the modules' own calls (1x1 convolutions,
+    LayerNorm2d), for either input layout."""
     torch.manual_seed(0)
     block = GSPN2Block(6, proxy_dim=4, gate_groups=2, chunk=None, mlp_ratio=2.0).double()
     for p in block.parameters():
@@ -192,11 +193,6 @@ def test_block_matches_reference_computation(memory_format):
     expected = expected + block.mlp.fc2(hidden)
     out = block(x)
     torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
-    # the sub-modules' own (B, C, H, W) forwards are their (B, H, W, C) ones
-    t = torch.randn(2, 5, 7, 6, dtype=torch.float64)
-    torch.testing.assert_close(block.mlp(t.permute(0, 3, 1, 2)), block.mlp.forward_nhwc(t).permute(0, 3, 1, 2))
-    torch.testing.assert_close(block.mixer(t.permute(0, 3, 1, 2)),
-                               block.mixer.forward_nhwc(t).permute(0, 3, 1, 2))
 
 
 @pytest.mark.parametrize('autocast', [False, True])
