@@ -46,6 +46,17 @@ def _autocast(device: torch.device, dtype: torch.dtype, cache_enabled: bool = Tr
                           cache_enabled=cache_enabled)
 
 
+def prepare(device: torch.device) -> None:
+    """What every timing of this module assumes of its process: on CUDA the op's extension is
+    built (a build on first use is not timed) and cuDNN's autotuner is on. The full benchmark
+    and the one-process A/B tools (``swapped_throughput``, ``tools/device/*_ab.py``) call it,
+    so that their figures are measured the same way."""
+    if device.type == 'cuda':
+        from ..ops._build import load_extension
+        load_extension('cuda')
+        torch.backends.cudnn.benchmark = True
+
+
 def _release(device: torch.device) -> None:
     torch._dynamo.reset()
     if device.type == 'cuda':
@@ -104,6 +115,7 @@ def swapped_throughput(module, attr: str, variants: Sequence[Tuple[str, Optional
     """Eager :func:`throughput` of each ``(label, replacement, model)`` in turn, with
     ``module.<attr>`` swapped for ``replacement`` during its run (None: the original), restored
     afterwards: an A/B of one function of the model in one process. Rows carry ``variant``."""
+    prepare(device)
     original = getattr(module, attr)
     rows = []
     try:
@@ -249,10 +261,7 @@ def run(device: torch.device, dtype: torch.dtype, models: Sequence[str] = MODELS
     needs mmseg and is skipped without it (the record says so)."""
     import importlib.util
     device = torch.device(device)
-    if device.type == 'cuda':
-        from ..ops._build import load_extension
-        load_extension('cuda')  # a build on first use is not timed
-        torch.backends.cudnn.benchmark = True
+    prepare(device)
     timer = Timer(device)
     result = dict(run_stamp(device, commit), dtype=str(dtype).removeprefix('torch.'),
                   img_size=img_size, batch=batch, dense_batch=dense_batch,

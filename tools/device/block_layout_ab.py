@@ -17,8 +17,9 @@ one process:
 
 On 2026-12-06 (H100, 82e249d, where the candidate was briefly the committed model) one AB run
 gave the (B, H, W, C) blocks 0.79x the inference and 0.83x the training throughput of the
-permute pairs, but ran them first and was not repeated; so the candidate is not committed
-until an ABAB run says which way it goes (docs/benchmarks/backbones.md).
+permute pairs, but ran them first and was not repeated, and ran with cuDNN's autotuner off
+(this script then called ``throughput`` without ``backbones.prepare``); so the candidate is not
+committed until an ABAB run says which way it goes (docs/benchmarks/backbones.md).
 """
 import argparse
 import contextlib
@@ -93,6 +94,7 @@ def main():
     parser.add_argument('--out', default='block_layout_ab')
     args = parser.parse_args()
     device, dtype = torch.device('cuda'), torch.bfloat16
+    backbones.prepare(device)  # (cuDNN's autotuner on, as in the published tables)
     timer = Timer(device)
     if set(args.order) - set('AB'):
         raise SystemExit(f'--order takes the letters A and B, got {args.order!r}')
