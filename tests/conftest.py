@@ -1,4 +1,4 @@
-"""Shared test set-up: mmseg's default scope, running tools in-process, CLIP demo shards."""
+"""Shared test set-up: mmseg's default scope, running tools in-process, CLIP demo shards, test ids."""
 import importlib.util
 import os
 import runpy
@@ -8,6 +8,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_make_parametrize_id(config, val, argname):
+    """torch dtypes by name in test ids (``[bfloat16]``, not ``[dtype3]``), so that ``-k
+    bfloat16`` selects them (the device scripts shard the CUDA tests that way)."""
+    import torch
+    if isinstance(val, torch.dtype):
+        return str(val).removeprefix('torch.')
+    return None
 
 
 @pytest.fixture(autouse=True)
