@@ -189,7 +189,13 @@ class GSPN2Mixer(nn.Module):
             'torch.jit.trace instead.')
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv_dw(self.act(_pointwise(self.in_proj, x)))
+        y = self.propagate(self.conv_dw(self.act(_pointwise(self.in_proj, x))))
+        return _pointwise(self.out_proj, self.out_norm(_pointwise(self.lift, _channels_last(y))))
+
+    def propagate(self, x: torch.Tensor) -> torch.Tensor:
+        """The middle of the mixer: the depth-wise convolution's output (B, inner_dim, H, W) ->
+        proxy features, gates, lam and u -> ``gspn_propagate`` + ``skip_scale * proxy``, a
+        contiguous (B, proxy_dim, H, W) map."""
         batch, channels, height, width = x.shape
         # The propagation reads (B, C, H, W) planes: one batched GEMM maps the positions
         # (rows of the channels_last map, a view) straight to planes, bias included.
@@ -206,8 +212,7 @@ class GSPN2Mixer(nn.Module):
         y = gspn_propagate(proxy, gates, lam, u, chunk=self.chunk)
         # (in y's dtype: a float32 skip_scale would promote the sum, and the lift's input, to
         # float32 under autocast)
-        y = torch.addcmul(y, proxy, self.skip_scale.to(y.dtype).view(1, -1, 1, 1))
-        return _pointwise(self.out_proj, self.out_norm(_pointwise(self.lift, _channels_last(y))))
+        return torch.addcmul(y, proxy, self.skip_scale.to(y.dtype).view(1, -1, 1, 1))
 
 
 class GSPN2Block(nn.Module):

@@ -32,7 +32,6 @@ import gspn2_dense  # noqa: F401  (registers the timm models)
 from gspn2_dense.benchmarks import backbones, report
 from gspn2_dense.benchmarks.timing import Timer, run_stamp
 from gspn2_dense.models import gspn2 as m
-from gspn2_dense.ops import gspn_propagate
 
 
 def _linear(x, conv):  # a 1x1 conv over the last dim of a (B, H, W, C) map
@@ -45,18 +44,7 @@ def _norm(norm, x):  # the model's norm of a (B, H, W, C) map
 
 def mixer_nhwc(self, x):
     """GSPN2Mixer.forward on (B, H, W, dim) -> (B, H, W, dim)."""
-    x = self.conv_dw(self.act(_linear(x, self.in_proj)).permute(0, 3, 1, 2))
-    batch, channels, height, width = x.shape
-    tokens = x.permute(0, 2, 3, 1).reshape(batch, height * width, channels)
-    weight = self.proxy_proj.weight.flatten(1).to(tokens.dtype)
-    planes = torch.baddbmm(self.proxy_proj.bias.to(tokens.dtype).view(1, -1, 1),
-                           weight.expand(batch, -1, -1), tokens.transpose(1, 2))
-    proxy, gates, lam, u = planes.view(batch, -1, height, width).split(self.split_sizes, dim=1)
-    gates = gates.reshape(batch, m.NUM_DIRECTIONS, self.gate_groups, m.NUM_TAPS, height, width)
-    lam = torch.sigmoid(lam).reshape(batch, m.NUM_DIRECTIONS, self.proxy_dim, height, width)
-    u = u.reshape(batch, m.NUM_DIRECTIONS, self.proxy_dim, height, width)
-    y = gspn_propagate(proxy, gates, lam, u, chunk=self.chunk)
-    y = torch.addcmul(y, proxy, self.skip_scale.to(y.dtype).view(1, -1, 1, 1))
+    y = self.propagate(self.conv_dw(self.act(_linear(x, self.in_proj)).permute(0, 3, 1, 2)))
     y = _linear(y.permute(0, 2, 3, 1).contiguous(), self.lift)
     return _linear(_norm(self.out_norm, y), self.out_proj)
 
