@@ -148,18 +148,26 @@ def test_per_channel_gates_gspn1_style():
     assert model(torch.randn(1, 3, 36, 36)).shape == (1, 1000)
 
 
+def _mixer_reference(mixer, x, norm):
+    """GSPN2Mixer's maths written with its modules' own calls and the reference op; ``norm(module,
+    t)`` applies its out_norm. Proxy P, gate groups G: the projection's planes are P proxy,
+    4 x G x 3 gate logits, 4 x P lam logits, 4 x P u."""
+    (B, _, H, W), P, G = x.shape, mixer.proxy_dim, mixer.gate_groups
+    z = mixer.conv_dw(torch.nn.functional.silu(mixer.in_proj(x)))
+    proxy, gates, lam, u = mixer.proxy_proj(z).split([P, 4 * G * 3, 4 * P, 4 * P], dim=1)
+    y = gspn_propagate_ref(proxy, gates.reshape(B, 4, G, 3, H, W), torch.sigmoid(lam).reshape(B, 4, P, H, W),
+                           u.reshape(B, 4, P, H, W), chunk=mixer.chunk)
+    y = y + proxy * mixer.skip_scale.view(1, -1, 1, 1)
+    return mixer.out_proj(norm(mixer.out_norm, mixer.lift(y)))
+
+
 def test_mixer_matches_reference_computation():
     torch.manual_seed(0)
     mixer = GSPN2Mixer(dim=6, inner_dim=8, proxy_dim=4, gate_groups=2, chunk=2).double()
     for p in mixer.parameters():
         nn.init.normal_(p, std=0.3)
     x = torch.randn(2, 6, 7, 5, dtype=torch.float64)
-    z = mixer.conv_dw(torch.nn.functional.silu(mixer.in_proj(x)))
-    proxy, gates, lam, u = mixer.proxy_proj(z).split([4, 24, 16, 16], dim=1)
-    y = gspn_propagate_ref(proxy, gates.reshape(2, 4, 2, 3, 7, 5), torch.sigmoid(lam).reshape(2, 4, 4, 7, 5),
-                           u.reshape(2, 4, 4, 7, 5), chunk=2)
-    y = y + proxy * mixer.skip_scale.view(1, -1, 1, 1)
-    expected = mixer.out_proj(mixer.out_norm(mixer.lift(y)))
+    expected = _mixer_reference(mixer, x, lambda module, t: module(t))
     torch.testing.assert_close(mixer(x), expected, rtol=1e-10, atol=1e-10)
 
 
@@ -177,17 +185,8 @@ def test_block_matches_reference_computation(memory_format):
     def norm(module, t):
         return LayerNorm2d.forward(module, t)
 
-    def mixer(t):
-        m = block.mixer
-        z = m.conv_dw(torch.nn.functional.silu(m.in_proj(t)))
-        proxy, gates, lam, u = m.proxy_proj(z).split([4, 24, 16, 16], dim=1)
-        y = gspn_propagate_ref(proxy, gates.reshape(2, 4, 2, 3, 5, 7),
-                               torch.sigmoid(lam).reshape(2, 4, 4, 5, 7), u.reshape(2, 4, 4, 5, 7))
-        y = y + proxy * m.skip_scale.view(1, -1, 1, 1)
-        return m.out_proj(norm(m.out_norm, m.lift(y)))
-
     expected = x + block.lpu1.conv(x)
-    expected = expected + mixer(norm(block.norm1, expected))
+    expected = expected + _mixer_reference(block.mixer, norm(block.norm1, expected), norm)
     expected = expected + block.lpu2.conv(expected)
     hidden = torch.nn.functional.gelu(block.mlp.fc1(norm(block.norm2, expected)))
     expected = expected + block.mlp.fc2(hidden)

@@ -78,14 +78,14 @@ def main():
     parser.add_argument('--model', default='gspn2_tiny')
     parser.add_argument('--sizes', default='224,1024')
     parser.add_argument('--commit', default=None, help='commit to record (default: git rev-parse)')
-    parser.add_argument('--order', default='ABAB', help='the runs, A (as committed) or B (before)')
+    parser.add_argument('--order', default='ABAB', help='the runs in order: A the committed blocks, B the candidate')
     parser.add_argument('--out', default='block_layout_ab')
     args = parser.parse_args()
+    if set(args.order) - set('AB'):
+        raise SystemExit(f'--order takes the letters A and B, got {args.order!r}')
     device, dtype = torch.device('cuda'), torch.bfloat16
     backbones.prepare(device)  # (cuDNN's autotuner on, as in the published tables)
     timer = Timer(device)
-    if set(args.order) - set('AB'):
-        raise SystemExit(f'--order takes the letters A and B, got {args.order!r}')
     names = {'A': ('A committed (permute pairs)', contextlib.nullcontext),
              'B': ('B (B, H, W, C) blocks', candidate)}
     variants = [(names[k][0] + (' again' if args.order[:i].count(k) else ''), names[k][1])

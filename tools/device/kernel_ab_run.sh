@@ -14,14 +14,22 @@
 #   A variant folder may hold a CASES file (one line, the --cases of its benchmark) and a TESTS
 #   file (pytest -k shards run on its build after the benchmarks).
 #   Results under $OUT: op_<variant>.json; the tables (op_<variant>.md) and logs in $LOGS.
-#   AFTER_BENCH runs a command between the benchmarks and the variants' tests.
+#   AFTER_BENCH runs a command between the benchmarks and the variants' tests. Without variants
+#   (AB_DIR=/nonexistent) it is one call for the working tree: tests, op benchmark, then e.g.
+#   AFTER_BENCH="PARTS=throughput bash tools/device/backbone_run.sh".
 #   Usage: COMMIT=<hash> CASES="stage 1,stage 2" TESTS="local" bash tools/device/kernel_ab_run.sh
 set -uo pipefail
 OUT=${OUT:-./device_out}; mkdir -p "$OUT"
 LOGS=${LOGS:-/tmp/logs}; mkdir -p "$LOGS"
+rm -f "$LOGS"/tests_*.log "$LOGS"/vtests_*.log  # (a warm machine keeps the last call's /tmp)
 AB_DIR=${AB_DIR:-.ab}
 export PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16
 log() { echo "== $(date +%T) $*"; }
+report() {  # report <log prefix> <file under $OUT>: each shard's summary, failures, all logs
+  for f in "$LOGS"/"$1"_*.log; do echo "$(basename "$f"): $(tail -1 "$f")"; done
+  grep -hE '^(FAILED|ERROR)' "$LOGS"/"$1"_*.log | head -10
+  cat "$LOGS"/"$1"_*.log > "$OUT/$2"
+}
 tree_of() { [ "$1" = new ] && echo "$PWD" || echo "/tmp/ab_$1"; }
 build() {  # the extension of variant $1's tree into /tmp/ext_$1
   local tree; tree=$(tree_of "$1")
@@ -67,9 +75,7 @@ if [ -n "${TESTS:-}" ]; then
     tests/ops/test_propagate.py tests/ops/test_propagate_layouts.py -k cuda > "$LOGS/tests_op.log" 2>&1 &
   shard_pids=$(jobs -p | grep -vxF -f <(printf '%s\n' "${builds[@]:-0}"))
   for pid in $shard_pids; do wait "$pid"; done
-  for f in "$LOGS"/tests_*.log; do echo "$(basename "$f"): $(tail -1 "$f")"; done
-  grep -hE '^(FAILED|ERROR)' "$LOGS"/tests_*.log | head -10
-  cat "$LOGS"/tests_*.log > "$OUT/tests.log"
+  report tests tests.log
 fi
 for pid in "${builds[@]}"; do wait "$pid"; done
 log "builds done"
@@ -110,9 +116,7 @@ for v in "${variants[@]:1}"; do
 done
 if [ ${#vtests[@]} -gt 0 ]; then
   for pid in "${vtests[@]}"; do wait "$pid"; done
-  for f in "$LOGS"/vtests_*.log; do echo "$(basename "$f"): $(tail -1 "$f")"; done
-  grep -hE '^(FAILED|ERROR)' "$LOGS"/vtests_*.log | head -10
-  cat "$LOGS"/vtests_*.log > "$OUT/variant_tests.log"
+  report vtests variant_tests.log
 fi
 if [ -n "${NCU_CASES:-}" ]; then
   log ncu
