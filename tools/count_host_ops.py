@@ -1,4 +1,4 @@
-"""Count the PyTorch operators of a training step (forward + backward), per model.
+"""Count the PyTorch operators of a training step (forward + backward) and of an inference forward, per model.
 
     python tools/count_host_ops.py --out docs/benchmarks/host_ops
     python tools/count_host_ops.py --models gspn2_tiny,swin_tiny_patch4_window7_224 --device cuda

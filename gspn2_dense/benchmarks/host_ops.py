@@ -40,7 +40,8 @@ class OperatorCounter(TorchDispatchMode):
 def count_training_step(name: str, device: str = 'cpu', batch: int = 2, img_size: int = 224,
                         dtype: torch.dtype = torch.bfloat16) -> Dict:
     """Operators of one forward + cross-entropy + backward of the timm model ``name`` under
-    ``dtype`` autocast, counted after one uncounted step."""
+    ``dtype`` autocast, counted after one uncounted step; and (``inference_operators``) of one
+    eval-mode forward under ``torch.no_grad``, what a batch-1 eager latency pays for."""
     import gspn2_dense  # noqa: F401  (registers the models)
     torch.manual_seed(0)
     model = timm.create_model(name).to(device).train()
@@ -53,22 +54,36 @@ def count_training_step(name: str, device: str = 'cpu', batch: int = 2, img_size
         loss.backward()
         model.zero_grad(set_to_none=True)
 
+    def infer():
+        with torch.no_grad(), torch.autocast(torch.device(device).type, dtype=dtype):
+            model(images)
+
     step()
     with OperatorCounter() as counter:
         step()
+    model.eval()
+    infer()
+    with OperatorCounter() as inference:
+        infer()
     return dict(model=name, operators=sum(counter.counts.values()),
-                parameters=sum(1 for _ in model.parameters()), by_operator=dict(counter.counts))
+                parameters=sum(1 for _ in model.parameters()), by_operator=dict(counter.counts),
+                inference_operators=sum(inference.counts.values()))
 
 
 def markdown(result: Dict, top: int = 12) -> str:
     rows = result['rows']
     names = [n for n, _ in Counter(rows[0]['by_operator']).most_common(top)]
-    lines = [f"# Operators per training step (forward + backward, {result['dtype']} autocast, "
-             f"batch {result['batch']}, {result['img_size']} px, {result['device_kind']})", '',
+    lines = [f"# Operators per training step (forward + backward) and inference forward "
+             f"({result['dtype']} autocast, batch {result['batch']}, {result['img_size']} px, "
+             f"{result['device_kind']})", '',
              report.stamp_line(result) + f"; `{result['command']}`", '',
-             report.table(['model', 'operators', 'parameter tensors', 'vs ' + rows[0]['model']],
+             report.table(['model', 'operators', 'parameter tensors', 'vs ' + rows[0]['model'],
+                           'inference forward operators', 'vs ' + rows[0]['model']],
                           [[r['model'], r['operators'], r['parameters'],
-                            f"{r['operators'] / rows[0]['operators']:.2f}x"] for r in rows]), '',
+                            f"{r['operators'] / rows[0]['operators']:.2f}x",
+                            r['inference_operators'],
+                            f"{r['inference_operators'] / rows[0]['inference_operators']:.2f}x"]
+                           for r in rows]), '',
              f"Most frequent operators of {rows[0]['model']} (and the others' counts of them):", '',
              report.table(['operator'] + [r['model'] for r in rows],
                           [[f'`{n}`'] + [r['by_operator'].get(n, 0) for r in rows] for n in names])]

@@ -7,9 +7,9 @@ wrapped in its own pair of permutes (``_pointwise`` in gspn2.py): about ten perm
 forward that cancel out, each an operator and an autograd node (the eager model is host-bound
 at batch 1, docs/benchmarks/host_ops.md). The candidate (B, below) runs norm, mixer and FFN on
 the (B, H, W, C) view and permutes only around the depth-wise convolutions and the
-propagation: the same maths and parameters, the same memory layouts, 1642 instead of 1822
-ATen operators per inference forward (CPU count). It is swapped in (the block's forward) in
-one process:
+propagation: the same maths and parameters, the same memory layouts, 1696 instead of 1876
+ATen operators per inference forward (CPU, batch 2: ``host_ops.count_training_step`` under
+``candidate()``). It is swapped in (the block's forward) in one process:
 
 1. eager throughput at 224 px, B128, bf16 autocast;
 2. eager batch-1 latency at 224 and 1024 px; runs in the order ``--order``: A the committed
