@@ -75,6 +75,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--iters', type=int, default=10)
     parser.add_argument('--batch', type=int, default=128)
+    parser.add_argument('--img-size', type=int, default=224, help='input size of the throughput runs')
     parser.add_argument('--model', default='gspn2_tiny')
     parser.add_argument('--sizes', default='224,1024')
     parser.add_argument('--commit', default=None, help='commit to record (default: git rev-parse)')
@@ -94,7 +95,7 @@ def main():
     for label, ctx in variants:
         with ctx():
             row = backbones.throughput(args.model, 'eager', device, dtype, timer,
-                                       batch=args.batch, iters=args.iters)
+                                       img_size=args.img_size, batch=args.batch, iters=args.iters)
             row['variant'] = label
             lat = backbones.latency(args.model, [int(s) for s in args.sizes.split(',')], 'eager',
                                     device, dtype, timer)
@@ -106,7 +107,8 @@ def main():
     sizes = [p['size'] for p in latency[0]['points']]
     lines = [f'# Block layout A/B: {args.model} eager, bfloat16 autocast', '',
              report.stamp_line(result), '',
-             f'## Throughput, 224 px, batch {args.batch}', '', backbones.variant_table(rows), '',
+             f'## Throughput, {args.img_size} px, batch {args.batch}', '',
+             backbones.variant_table(rows), '',
              '## Batch-1 latency (ms)', '',
              report.table(['variant'] + [f'{s} px' for s in sizes],
                           [[lat['variant']] + [backbones.fmt(p['ms'], '.2f') for p in lat['points']]
