@@ -29,7 +29,7 @@ ARCHS = tuple(v.arch for v in VARIANTS.values())
 
 @MODELS.register_module(name='GSPN2')
 class GSPN2Backbone(BaseModule):
-    """GSPN-2 backbone returning a tuple of NCHW feature maps.
+    """GSPN-2 backbone returning a tuple of NCHW feature maps (contiguous).
 
     Args:
         arch: Variant, one of ``ARCHS`` (a row of :mod:`.variants`; the timm model ``gspn2_{arch}``).
@@ -135,5 +135,10 @@ class GSPN2Backbone(BaseModule):
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         if x.dim() != 4:
             raise ValueError(f'x must be (B, C, H, W), got shape {tuple(x.shape)}')
-        return tuple(self.trunk.forward_intermediates(x, indices=list(self.out_indices),
-                                                      intermediates_only=True))
+        # The trunk runs channels_last; the maps leave it contiguous, as mmseg's heads and
+        # TimmFeatures' maps are: a head's logits resized to the label's size and its loss ran
+        # 1.12x slower on channels_last features (docs/benchmarks/backbones.md, 2026-12-06),
+        # while the copy is of stride-4..32 maps.
+        feats = self.trunk.forward_intermediates(x, indices=list(self.out_indices),
+                                                 intermediates_only=True)
+        return tuple(f.contiguous() for f in feats)

@@ -44,6 +44,8 @@ def test_outputs_are_nchw_at_strides_4_to_32(size):
     assert isinstance(outs, tuple)
     assert [tuple(o.shape) for o in outs] == [
         (2, c, math.ceil(size[0] / 2 ** (i + 2)), math.ceil(size[1] / 2 ** (i + 2))) for i, c in enumerate(DIMS)]
+    # NCHW in memory too (the trunk runs channels_last; heads get what TimmFeatures gives)
+    assert all(o.is_contiguous() for o in outs)
 
 
 def test_out_indices_subset_prunes_later_stages():

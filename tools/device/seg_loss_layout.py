@@ -1,0 +1,63 @@
+"""Does the memory layout of a backbone's last feature map change the cost of the probe head?
+
+    python tools/device/seg_loss_layout.py --size 2048 --channels 640 --out $OUT/seg_loss_layout
+
+The linear-probe segmentor (``backbones.probe_segmentor``) runs ``conv1x1(BN(features))``, resizes
+the logits to the label's size and takes mmseg's cross-entropy and top-1 accuracy there. GSPN-2
+returns channels_last features, timm's Swin-T a contiguous map. This times that head tail
+(forward and backward of the head, frozen features) on a (B, C, size/32, size/32) map in both
+layouts, in plain PyTorch (no mmcv needed), bf16 autocast, in one process.
+"""
+import argparse
+import json
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from gspn2_dense.benchmarks.timing import Timer, run_stamp
+
+
+def head_step(features, bn, conv, labels):
+    with torch.autocast(features.device.type, dtype=torch.bfloat16):
+        logits = conv(bn(features))
+        logits = F.interpolate(logits, size=labels.shape[-2:], mode='bilinear', align_corners=False)
+        loss = F.cross_entropy(logits, labels, ignore_index=255)
+        correct = logits.topk(1, dim=1)[1].squeeze(1).eq(labels).float().mean()
+    loss.backward()
+    return correct
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--size', type=int, default=2048)
+    parser.add_argument('--channels', type=int, default=640)
+    parser.add_argument('--classes', type=int, default=150)
+    parser.add_argument('--batch', type=int, default=2)
+    parser.add_argument('--iters', type=int, default=5)
+    parser.add_argument('--device', default='cuda')
+    parser.add_argument('--commit', default=None)
+    parser.add_argument('--out', default='seg_loss_layout')
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = True
+    timer = Timer(device)
+    side = args.size // 32
+    bn = nn.BatchNorm2d(args.channels).to(device).train()
+    conv = nn.Conv2d(args.channels, args.classes, 1).to(device)
+    labels = torch.randint(0, args.classes, (args.batch, args.size, args.size), device=device)
+    base = torch.randn(args.batch, args.channels, side, side, device=device, dtype=torch.bfloat16)
+    rows = []
+    for layout in ('contiguous', 'channels_last', 'contiguous', 'channels_last'):
+        fmt = torch.channels_last if layout == 'channels_last' else torch.contiguous_format
+        features = base.contiguous(memory_format=fmt)
+        ms = timer.median_ms(lambda: head_step(features, bn, conv, labels), args.iters, 2)
+        rows.append(dict(layout=layout, ms=ms))
+        print(json.dumps(rows[-1]), flush=True)
+    result = dict(run_stamp(device, args.commit), args=vars(args), rows=rows)
+    with open(args.out + '.json', 'w') as f:
+        json.dump(result, f, indent=1)
+
+
+if __name__ == '__main__':
+    main()
