@@ -36,6 +36,8 @@ def main():
     parser.add_argument('--batch', type=int, default=2)
     parser.add_argument('--iters', type=int, default=5)
     parser.add_argument('--device', default='cuda')
+    parser.add_argument('--profile', action='store_true',
+                        help='also print the top kernels of one step on contiguous features')
     parser.add_argument('--commit', default=None)
     parser.add_argument('--out', default='seg_loss_layout')
     args = parser.parse_args()
@@ -54,6 +56,15 @@ def main():
         ms = timer.median_ms(lambda: head_step(features, bn, conv, labels), args.iters, 2)
         rows.append(dict(layout=layout, ms=ms))
         print(json.dumps(rows[-1]), flush=True)
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+        features = base.contiguous()
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
+        with profile(activities=activities) as prof:
+            head_step(features, bn, conv, labels)
+            torch.cuda.synchronize(device) if device.type == 'cuda' else None
+        sort = 'cuda_time_total' if device.type == 'cuda' else 'cpu_time_total'
+        print(prof.key_averages().table(sort_by=sort, row_limit=15, max_name_column_width=60))
     result = dict(run_stamp(device, args.commit), args=vars(args), rows=rows)
     with open(args.out + '.json', 'w') as f:
         json.dump(result, f, indent=1)
