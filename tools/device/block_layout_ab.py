@@ -15,11 +15,12 @@ ATen operators per inference forward (CPU, batch 2: ``host_ops.count_training_st
 2. eager batch-1 latency at 224 and 1024 px; runs in the order ``--order``: A the committed
    blocks, B the candidate.
 
-On 2026-12-06 (H100, 82e249d, where the candidate was briefly the committed model) one AB run
-gave the (B, H, W, C) blocks 0.79x the inference and 0.83x the training throughput of the
-permute pairs, but ran them first and was not repeated, and ran with cuDNN's autotuner off
-(this script then called ``throughput`` without ``backbones.prepare``); so the candidate is not
-committed until an ABAB run says which way it goes (docs/benchmarks/backbones.md).
+On 2026-12-06 (H100, 82e249d) one AB run, the candidate first and cuDNN's autotuner off, gave it
+0.79x / 0.83x the inference / training throughput; the ABAB runs of 93122e9 (same day, H100,
+autotuner on; docs/benchmarks/backbones.md) settled it as that run's order: at 224 px B128 the
+candidate trains 1% faster, infers at the same rate and answers batch 1 2.5-3.5% sooner (host
+time), and at 2048 px B2 it is the same. Not landed for that (the blocks would stop calling their
+norm modules); kept here to measure again when the blocks change.
 """
 import argparse
 import contextlib
