@@ -1,4 +1,5 @@
 """Does the memory layout of a backbone's last feature map change the cost of the probe head?
+And is the head's bilinear resize to the label's size what makes it slow?
 
     python tools/device/seg_loss_layout.py --size 2048 --channels 640 --out $OUT/seg_loss_layout
 
@@ -7,6 +8,13 @@ the logits to the label's size and takes mmseg's cross-entropy and top-1 accurac
 returns channels_last features, timm's Swin-T a contiguous map. This times that head tail
 (forward and backward of the head, frozen features) on a (B, C, size/32, size/32) map in both
 layouts, in plain PyTorch (no mmcv needed), bf16 autocast, in one process.
+
+With ``--resize both`` it also times a candidate resize: bilinear interpolation (align_corners
+False, what mmseg's ``resize`` calls) written as two matrix products, ``A_h @ x @ A_w^T`` with
+the two-tap interpolation matrices, equal to ``F.interpolate`` up to rounding (float64: 1e-15).
+Its backward is two more products, where ``F.interpolate``'s backward adds every output
+gradient into its four input neighbours with atomics: at a 32x upsampling, about 4096 output
+pixels land on each input pixel.
 """
 import argparse
 import json
@@ -18,10 +26,34 @@ import torch.nn.functional as F
 from gspn2_dense.benchmarks.timing import Timer, run_stamp
 
 
-def head_step(features, bn, conv, labels):
+def interpolation_matrix(n_in: int, n_out: int, dtype, device) -> torch.Tensor:
+    """(n_out, n_in): row o holds the two weights bilinear interpolation (align_corners False)
+    gives output position o."""
+    out = torch.arange(n_out, dtype=torch.float64)
+    src = ((out + 0.5) * (n_in / n_out) - 0.5).clamp(min=0)
+    lo = src.floor().long().clamp(max=n_in - 1)
+    hi = (lo + 1).clamp(max=n_in - 1)
+    frac = src - lo
+    m = torch.zeros(n_out, n_in, dtype=torch.float64)
+    m[torch.arange(n_out), lo] += 1 - frac
+    m[torch.arange(n_out), hi] += frac
+    return m.to(dtype=dtype, device=device)
+
+
+def resize_by_products(x: torch.Tensor, size) -> torch.Tensor:
+    height = interpolation_matrix(x.shape[-2], size[0], x.dtype, x.device)
+    width = interpolation_matrix(x.shape[-1], size[1], x.dtype, x.device)
+    return torch.matmul(height, torch.matmul(x, width.t()))
+
+
+def head_step(features, bn, conv, labels, resize='interpolate'):
     with torch.autocast(features.device.type, dtype=torch.bfloat16):
         logits = conv(bn(features))
-        logits = F.interpolate(logits, size=labels.shape[-2:], mode='bilinear', align_corners=False)
+        if resize == 'products':
+            logits = resize_by_products(logits, labels.shape[-2:])
+        else:
+            logits = F.interpolate(logits, size=labels.shape[-2:], mode='bilinear',
+                                   align_corners=False)
         loss = F.cross_entropy(logits, labels, ignore_index=255)
         correct = logits.topk(1, dim=1)[1].squeeze(1).eq(labels).float().mean()
     loss.backward()
@@ -36,6 +68,8 @@ def main():
     parser.add_argument('--batch', type=int, default=2)
     parser.add_argument('--iters', type=int, default=5)
     parser.add_argument('--device', default='cuda')
+    parser.add_argument('--resize', default='interpolate', choices=('interpolate', 'both'),
+                        help='both: also time the resize written as matrix products')
     parser.add_argument('--profile', action='store_true',
                         help='also print the top kernels of one step on contiguous features')
     parser.add_argument('--commit', default=None)
@@ -50,12 +84,14 @@ def main():
     labels = torch.randint(0, args.classes, (args.batch, args.size, args.size), device=device)
     base = torch.randn(args.batch, args.channels, side, side, device=device, dtype=torch.bfloat16)
     rows = []
+    resizes = ('interpolate', 'products') if args.resize == 'both' else ('interpolate',)
     for layout in ('contiguous', 'channels_last', 'contiguous', 'channels_last'):
         fmt = torch.channels_last if layout == 'channels_last' else torch.contiguous_format
         features = base.contiguous(memory_format=fmt)
-        ms = timer.median_ms(lambda: head_step(features, bn, conv, labels), args.iters, 2)
-        rows.append(dict(layout=layout, ms=ms))
-        print(json.dumps(rows[-1]), flush=True)
+        for resize in resizes:
+            ms = timer.median_ms(lambda: head_step(features, bn, conv, labels, resize), args.iters, 2)
+            rows.append(dict(layout=layout, resize=resize, ms=ms))
+            print(json.dumps(rows[-1]), flush=True)
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
         features = base.contiguous()
