@@ -36,7 +36,9 @@ def main():
     parser.add_argument('--compiled-models', default=','.join(bench.COMPILED_MODELS),
                         help='torch.compile throughput (compilation costs about a minute each)')
     parser.add_argument('--latency-models', default=','.join(bench.LATENCY_MODELS))
-    parser.add_argument('--latency-modes', default='eager,cuda_graph')
+    parser.add_argument('--latency-modes', default='eager,cuda_graph',
+                        help=f"comma-separated, of {', '.join(bench.LATENCY_MODES)} "
+                             '(compiled_cuda_graph compiles once per size)')
     parser.add_argument('--sizes', default=','.join(map(str, bench.LATENCY_SIZES)), help='latency sizes (px)')
     parser.add_argument('--dense-models', default=','.join(bench.DENSE_MODELS))
     parser.add_argument('--dense-sizes', default=','.join(map(str, bench.DENSE_SIZES)))

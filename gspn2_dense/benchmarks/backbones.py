@@ -138,6 +138,10 @@ def variant_table(rows: Sequence[dict]) -> str:
                           fmt(r['train_peak_gib'], '.2f')] for r in rows])
 
 
+# Latency modes; the graph ones need CUDA.
+LATENCY_MODES = ('eager', 'cuda_graph', 'compiled_cuda_graph')
+
+
 def _cuda_graph(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) -> Callable[[], None]:
     """Capture one inference of ``model`` on the static input ``x``; returns its replay."""
     autocast = _autocast(x.device, dtype, cache_enabled=False)
@@ -155,7 +159,12 @@ def _cuda_graph(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) -> 
 
 def latency(name: str, sizes: Sequence[int], mode: str, device: torch.device, dtype: torch.dtype,
             timer: Timer, iters: int = 10, warmup: int = 3) -> dict:
-    """Batch-1 inference latency (ms) per size; ``mode`` is eager or cuda_graph."""
+    """Batch-1 inference latency (ms) per size; ``mode`` is eager, cuda_graph (the eager model's
+    kernels captured once and replayed) or compiled_cuda_graph (the same for the
+    ``torch.compile``-d model, static shapes, one compilation per size: inductor's fused kernels,
+    what ``mode="reduce-overhead"`` replays)."""
+    if mode not in LATENCY_MODES:
+        raise ValueError(f'mode must be one of {LATENCY_MODES}, got {mode!r}')
     torch.manual_seed(0)
     model = create(name, device).eval()
     points = []
@@ -163,7 +172,10 @@ def latency(name: str, sizes: Sequence[int], mode: str, device: torch.device, dt
         x = torch.randn(1, 3, size, size, device=device)
         point = dict(size=size)
         try:
-            if mode == 'cuda_graph':
+            if mode == 'compiled_cuda_graph':
+                torch._dynamo.reset()
+                fn = _cuda_graph(torch.compile(model, dynamic=False), x, dtype)
+            elif mode == 'cuda_graph':
                 fn = _cuda_graph(model, x, dtype)
             else:
                 def fn():
@@ -278,7 +290,7 @@ def run(device: torch.device, dtype: torch.dtype, models: Sequence[str] = MODELS
                                          warmup, memory_format))
     for name in latency_models:
         for mode in latency_modes:
-            if mode == 'cuda_graph' and device.type != 'cuda':
+            if mode != 'eager' and device.type != 'cuda':
                 continue
             add('latency', latency(name, sizes, mode, device, dtype, timer, latency_iters, warmup))
     if dense_models and importlib.util.find_spec('mmseg') is None:

@@ -1,4 +1,5 @@
 """The backbone benchmark's parts run on the CPU and its report states what it measured."""
+import pytest
 import torch
 
 import gspn2_dense  # noqa: F401
@@ -23,10 +24,11 @@ def test_parts_and_report():
 def test_run_report_and_plot(tmp_path):
     seen = []
     result = bench.run('cpu', torch.float32, models=['gspn2_test'], compiled_models=[],
-                       latency_models=['gspn2_test'], sizes=[32, 48], dense_models=[],
+                       latency_models=['gspn2_test'], latency_modes=bench.LATENCY_MODES,
+                       sizes=[32, 48], dense_models=[],
                        img_size=32, batch=2, iters=1, latency_iters=1, warmup=1, commit='abc1234',
                        command='python x', on_row=lambda part, row: seen.append(part))
-    assert seen == ['throughput', 'latency']  # no CUDA graph on the CPU
+    assert seen == ['throughput', 'latency']  # no CUDA graph, compiled or not, on the CPU
     assert result['commit'] == 'abc1234' and result['skipped'] == [] and result['dense'] == []
     text = bench.markdown(result)
     assert '## 32x32, batch 2' in text and '| gspn2_test | eager | ' in text
@@ -49,3 +51,9 @@ def test_swapped_throughput_runs_each_variant_and_restores():
     assert [r['variant'] for r in rows] == ['A', 'B'] and calls
     assert gspn2_module.layer_norm is original
     assert '| B |' in bench.variant_table(rows)
+
+
+def test_latency_mode_is_checked():
+    with pytest.raises(ValueError, match=r"mode must be one of \('eager', 'cuda_graph', "
+                                         r"'compiled_cuda_graph'\), got 'graph'"):
+        bench.latency('gspn2_test', [32], 'graph', torch.device('cpu'), torch.float32, Timer('cpu'))
