@@ -4,7 +4,9 @@
 #   no wheel of it is there, CPU ops only), the op built for sm_90, the CUDA op-layout and compile tests,
 #   then tools/benchmark_backbone.py in three parts (throughput, latency, dense), each written
 #   to its own file under $OUT so that a part cut short by the call's limit loses only itself.
-#   PARTS picks the parts (default: all of tests throughput latency dense compile).
+#   PARTS picks the parts (default: all of tests throughput latency dense compile); LATENCY_MODES,
+#   SIZES and LATENCY_MODELS pass --latency-modes, --sizes and --latency-models to the latency part
+#   (e.g. LATENCY_MODES=compiled_cuda_graph SIZES=1024,2048 LATENCY_MODELS=gspn2_tiny,convnext_tiny).
 set -uo pipefail
 OUT=${OUT:-./device_out}; mkdir -p "$OUT"
 WHEELS=${WHEELS:-.devwheels}; COMMIT=${COMMIT:-unknown}
@@ -45,7 +47,9 @@ part throughput && timeout ${T_THROUGHPUT:-330} $B --models "${MODELS:-gspn2_tin
   --latency-models '' --dense-models '' --out "$OUT/throughput" > "$OUT/throughput.log" 2>&1
 part throughput && grep '^{' "$OUT/throughput.log" | cut -c1-300
 part latency && log latency
-part latency && timeout ${T_LATENCY:-90} $B --models '' --compiled-models '' --dense-models '' --out "$OUT/latency" > "$OUT/latency.log" 2>&1
+part latency && timeout ${T_LATENCY:-90} $B --models '' --compiled-models '' --dense-models '' \
+  --latency-modes "${LATENCY_MODES:-eager,cuda_graph}" ${SIZES:+--sizes "$SIZES"} \
+  ${LATENCY_MODELS:+--latency-models "$LATENCY_MODELS"} --out "$OUT/latency" > "$OUT/latency.log" 2>&1
 part latency && grep '^{' "$OUT/latency.log" | cut -c1-400
 [ -f /tmp/mmcv.ok ] && export PYTHONPATH=$PWD:/tmp/site || { log "mmcv not built"; tail -5 "$OUT/mmcv_build.log"; }
 part dense && log dense
