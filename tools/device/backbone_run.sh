@@ -55,6 +55,6 @@ part latency && grep '^{' "$OUT/latency.log" | cut -c1-400
 part dense && log dense
 part dense && timeout ${T_DENSE:-90} $B --models '' --compiled-models '' --latency-models '' --out "$OUT/dense" > "$OUT/dense.log" 2>&1
 part dense && grep -E '^\{|Error' "$OUT/dense.log" | cut -c1-400
-part compile && log compile tests with mmseg / open_clip
-part compile && timeout ${T_COMPILE:-120} python3 -m pytest -q -p no:cacheprovider tests/models/test_compile.py -k "encoder or open_clip" 2>&1 | tail -2
+part compile && log compile tests with mmseg / open_clip / the mmengine runner
+part compile && timeout ${T_COMPILE:-120} python3 -m pytest -q -p no:cacheprovider tests/models/test_compile.py -k "encoder or open_clip or mmengine" 2>&1 | tail -2
 log done
