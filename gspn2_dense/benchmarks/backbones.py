@@ -172,8 +172,7 @@ def latency(name: str, sizes: Sequence[int], mode: str, device: torch.device, dt
         x = torch.randn(1, 3, size, size, device=device)
         point = dict(size=size)
         try:
-            if mode == 'compiled_cuda_graph':
-                torch._dynamo.reset()
+            if mode == 'compiled_cuda_graph':  # (_release below resets dynamo after each size)
                 fn = _cuda_graph(torch.compile(model, dynamic=False), x, dtype)
             elif mode == 'cuda_graph':
                 fn = _cuda_graph(model, x, dtype)

@@ -34,25 +34,18 @@ def test_gpu_benchmark_redraws_the_published_plots(tmp_path):
                                str(tmp_path / 'op_time_vs_resolution.png')]
 
 
-def _load(relative):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(Path(relative).stem, ROOT / relative)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_seg_loss_layout_resize_by_products_is_bilinear_interpolation():
     """The device A/B's candidate resize (tools/device/seg_loss_layout.py) computes what mmseg's
     bilinear resize does, values and gradients, up- and downsampling."""
+    import runpy
     import torch
     import torch.nn.functional as F
-    tool = _load('tools/device/seg_loss_layout.py')
+    resize_by_products = runpy.run_path(str(ROOT / 'tools/device/seg_loss_layout.py'))['resize_by_products']
     for h, w, size in [(16, 16, (512, 512)), (7, 9, (50, 61)), (5, 4, (5, 4)), (8, 8, (4, 4)),
                        (1, 3, (6, 2))]:
         x = torch.randn(2, 3, h, w, dtype=torch.float64, requires_grad=True)
         want = F.interpolate(x, size=size, mode='bilinear', align_corners=False)
-        got = tool.resize_by_products(x, size)
+        got = resize_by_products(x, size)
         assert got.shape == want.shape and torch.allclose(got, want, rtol=0, atol=1e-12)
         grad = torch.randn_like(want)
         (want_grad,), (got_grad,) = (torch.autograd.grad(y, x, grad) for y in (want, got))

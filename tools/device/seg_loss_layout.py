@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from gspn2_dense.benchmarks import report
 from gspn2_dense.benchmarks.timing import Timer, run_stamp
 
 
@@ -98,12 +99,16 @@ def main():
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
         with profile(activities=activities) as prof:
             head_step(features, bn, conv, labels)
-            torch.cuda.synchronize(device) if device.type == 'cuda' else None
+            if device.type == 'cuda':
+                torch.cuda.synchronize(device)
         sort = 'cuda_time_total' if device.type == 'cuda' else 'cpu_time_total'
         print(prof.key_averages().table(sort_by=sort, row_limit=15, max_name_column_width=60))
     result = dict(run_stamp(device, args.commit), args=vars(args), rows=rows)
-    with open(args.out + '.json', 'w') as f:
-        json.dump(result, f, indent=1)
+    lines = [f'# Probe head tail on {args.batch} x {args.channels} x {side}² features, '
+             f'labels of {args.size}² ({args.classes} classes)', '', report.stamp_line(result), '',
+             report.table(['features', 'resize', 'ms'],
+                          [[r['layout'], r['resize'], f"{r['ms']:.1f}"] for r in rows])]
+    report.write(args.out, result, '\n'.join(lines) + '\n')
 
 
 if __name__ == '__main__':
