@@ -95,8 +95,8 @@ void check_line_lengths(const PropagateShape& shape, const std::vector<int64_t>&
   if (is_one_pass(shape, chunk)) return;
   for (const int64_t dir : directions) {
     const int64_t line = is_vertical(dir) ? shape.W : shape.H;
-    TORCH_CHECK(line <= kPositions * kMaxThreads, "the CUDA kernel handles lines of at most ",
-                kPositions * kMaxThreads, " positions, got a line of ", line, " (H = ", shape.H,
+    TORCH_CHECK(line <= kSharedLineMaxLine, "the CUDA kernel handles lines of at most ",
+                kSharedLineMaxLine, " positions, got a line of ", line, " (H = ", shape.H,
                 ", W = ", shape.W, "; direction ", dir, " scans ",
                 is_vertical(dir) ? "rows of W" : "columns of H", " positions)");
   }

@@ -15,7 +15,7 @@ namespace {
 // kernels (2048 per SM), CTAs of the small-plane ones (up to 16 CTAs of four warps per SM).
 // The channels of a gate group are split into the fewest slices that reach it.
 constexpr int64_t kLocalTargetThreads = int64_t(1) << 19;
-constexpr int64_t kSmallTargetCtas = 2048;
+constexpr int64_t kSmallTargetCtas = 2048, kSmallTargetCtasForward = 2560;
 
 // CTA size aimed at when packing channels into a line-mode CTA.
 constexpr int64_t kTargetThreads = kShortThreads;
@@ -28,7 +28,7 @@ int64_t fewest_slices(int64_t group, int64_t units, int64_t target) {
   return group;
 }
 
-int one_pass_slices(const PropagateShape& shape, int64_t chunk) {
+int one_pass_slices(const PropagateShape& shape, int64_t chunk, bool backward) {
   const int64_t group = shape.C / shape.G;
   TORCH_CHECK(shape.G * shape.D <= 65535,
               "the CUDA one-pass kernels handle at most 65535 gate groups x directions, got G = ",
@@ -42,7 +42,8 @@ int one_pass_slices(const PropagateShape& shape, int64_t chunk) {
                 "got G = ", shape.G, " and B * H * W = ", shape.B * shape.H * shape.W);
     return static_cast<int>(slices);
   }
-  const int64_t slices = fewest_slices(group, shape.B * shape.G, kSmallTargetCtas);
+  const int64_t slices = fewest_slices(group, shape.B * shape.G,
+                                       backward ? kSmallTargetCtas : kSmallTargetCtasForward);
   TORCH_CHECK(shape.B * shape.G * slices < (int64_t(1) << 31),
               "the CUDA small-plane kernel handles at most 2^31 CTAs, got B * G * slices = ",
               shape.B * shape.G * slices);
@@ -106,6 +107,14 @@ ScanLaunch scan_launch(const PropagateShape& shape, const std::vector<int64_t>& 
       return l;
     }
   }
+  // Lines beyond what the line modes hold (kPositions * kMaxThreads): the shared-line mode.
+  if (longest_line > kPositions * kMaxThreads) {
+    l.mode = kSharedLineMode;
+    l.threads_per_line = kSharedLineThreads;
+    l.channels_per_cta = 1;
+    l.channels_per_thread = 1;
+    return l;
+  }
   // Line modes: a line that fits in one warp runs in the warp mode, its threads padded to a
   // power of two so that no line straddles two warps; up to kShortThreads threads the CTA mode,
   // beyond it the long mode.
@@ -139,7 +148,7 @@ LaunchPlan plan_launches(const PropagateShape& shape, const std::vector<int64_t>
   LaunchPlan plan{};
   if (is_one_pass(shape, chunk)) {
     plan.kernels = is_local(chunk) ? Kernels::kLocal : Kernels::kSmallPlane;
-    plan.slices = one_pass_slices(shape, chunk);
+    plan.slices = one_pass_slices(shape, chunk, backward);
     return plan;
   }
   plan.kernels = Kernels::kScans;
@@ -185,7 +194,7 @@ std::vector<std::string> describe(const LaunchPlan& plan) {
          << (plan.slices == 1 ? " slice" : " slices");
     return {line.str()};
   }
-  static const char* const kModeNames[] = {"warp", "cta", "long", "plane"};
+  static const char* const kModeNames[] = {"warp", "cta", "long", "plane", "shared-line"};
   std::vector<std::string> lines;
   for (const ScanLaunch& l : plan.launches) {
     std::ostringstream line;

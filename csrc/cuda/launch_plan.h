@@ -6,7 +6,8 @@
 // Kernels, in the order the plan tries them:
 //   local        chunk 1 or 2: one thread per position, every direction (propagate_local.h)
 //   small plane  planes whose lines fit a warp (propagate_small.h)
-//   scans        the line modes (warp / CTA / long, propagate.h) or the plane mode, with the
+//   scans        the line modes (warp / CTA / long, propagate.h), the plane mode or, for lines
+//                beyond the line modes, the shared-line mode (shared_line.cuh), with the
 //                horizontal directions of long lines on transposed planes (transposed_split.h)
 #pragma once
 
@@ -29,7 +30,7 @@ struct ScanLaunch {
   bool transposed;               // on transposed planes: horizontal lines scanned as vertical
   std::vector<int64_t> entries;  // the call's direction entries it scans, in launch order
   std::vector<int64_t> dirs;     // the direction each is scanned in (transposed: TD / BU)
-  int mode;                      // kWarpMode, kCtaMode, kLongMode or kPlaneMode
+  int mode;                      // kWarpMode, kCtaMode, kLongMode, kPlaneMode or kSharedLineMode
   int threads_per_line;          // blockDim.x; plane mode: the longest line
   int channels_per_cta;          // divides C
   int channels_per_thread;       // line modes: 1 or 2, divides C / G; plane mode: 1

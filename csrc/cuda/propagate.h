@@ -44,6 +44,13 @@ constexpr int kWarpMode = 0, kCtaMode = 1, kLongMode = 2;
 // kPlaneMinLine .. kPlaneMaxLine positions, or from kPlaneMinLine32 in float32 storage, the
 // staged planes within kPlaneSmemBudget. Other shapes use the line modes above.
 constexpr int kPlaneMode = 3;
+
+// Shared-line mode (shared_line.cuh): lines longer than kPositions * kMaxThreads, up to
+// kSharedLineMaxLine. One CTA of kSharedLineThreads per (batch, direction, channel) plane, the
+// line's state in shared memory (2 x the line in the accumulation type), one channel per CTA.
+constexpr int kSharedLineMode = 4;
+constexpr int kSharedLineThreads = 512;
+constexpr int64_t kSharedLineMaxLine = 8192;
 constexpr int kPlaneMinLine = 33, kPlaneMinLine32 = 17;
 constexpr int kPlaneMaxLine = 64;
 constexpr long long kPlaneSmemBudget = 220 * 1024;
@@ -88,7 +95,8 @@ constexpr long long plane_bwd_smem_bytes(long long H, long long W, long long ele
 
 // Bytes of each input per position in one double-buffered run of steps (line_scan_common.cuh).
 constexpr int run_bytes(int mode, bool backward) {
-  return mode == kLongMode ? 0 : (backward || mode == kWarpMode ? 4 : 8);
+  return mode == kLongMode || mode == kSharedLineMode ? 0
+                                                      : (backward || mode == kWarpMode ? 4 : 8);
 }
 
 // Channels per thread of the line modes (Geometry::channels_per_thread): a thread scans the
@@ -101,7 +109,7 @@ constexpr int run_bytes(int mode, bool backward) {
 // long mode spilled 200 bytes at KC = 2), and the long mode's forward, where KC = 2 measured
 // slower, holds one.
 constexpr int max_channels_per_thread(int mode, bool backward) {
-  return mode == kLongMode ? 1 : 2;
+  return mode == kLongMode || mode == kSharedLineMode ? 1 : 2;
 }
 
 // Steps per run of the line modes (the kernels' kRun; bindings.cpp's vec_h needs W to be a
@@ -122,7 +130,7 @@ struct Geometry {
   int threads_per_line;  // blockDim.x (plane mode: the longest line)
   int channels_per_cta;  // divides C: channels per CTA (line modes: blockDim.y * channels_per_thread)
   int channels_per_thread;  // line modes: KC, divides C / G (1 in the plane mode)
-  int mode;              // kWarpMode, kCtaMode, kLongMode or kPlaneMode
+  int mode;              // kWarpMode, kCtaMode, kLongMode, kPlaneMode or kSharedLineMode
   bool plane_vec;        // plane mode: aligned, H * W * elem % 16 == 0: 16-byte staging loads
   bool vec;              // aligned, W % kPositions == 0: vector accesses along rows
   bool vec_h;            // aligned, W % (steps per run) == 0: vector runs along rows

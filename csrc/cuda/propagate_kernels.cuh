@@ -5,18 +5,63 @@
 //   line_scan_backward.cuh    backward kernel of the line modes
 //   direction_reductions.cuh  float-buffer sums over directions and channel blocks
 //   plane_forward.cuh, plane_backward.cuh   the plane modes and their launches
+//   shared_line.cuh           the shared-line mode (the longest lines)
 #pragma once
 
+#include <c10/cuda/CUDAException.h>
+
 #include "plane_backward.cuh"
+#include "shared_line.cuh"
 
 namespace gspn2 {
 namespace cuda {
+
+// Dynamic shared memory of a shared-line CTA: two lines of the longest direction.
+template <typename T>
+size_t shared_line_smem(const Geometry& geo) {
+  return 2 * sizeof(Acc<T>) * static_cast<size_t>(geo.H > geo.W ? geo.H : geo.W);
+}
+
+template <typename Kernel>
+void allow_smem(Kernel kernel, size_t smem) {
+  if (smem > 48 * 1024) {
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(smem)));
+  }
+}
+
+template <typename T>
+void launch_shared_line_forward(const FwdParams& p, bool normalize, bool merge,
+                                cudaStream_t stream) {
+  const Geometry& geo = p.geo;
+  const dim3 grid(geo.C, geo.D, geo.B);
+  const size_t smem = shared_line_smem<T>(geo);
+  GSPN2_BOOL_SWITCH(normalize, kNormalize, [&] {
+    GSPN2_BOOL_SWITCH(merge, kMerge, [&] {
+      const auto kernel = shared_line_forward_kernel<T, kNormalize, kMerge>;
+      allow_smem(kernel, smem);
+      kernel<<<grid, kSharedLineThreads, smem, stream>>>(p);
+    });
+  });
+  if (merge && geo.D > 1) {
+    const int64_t n = static_cast<int64_t>(geo.B) * geo.C * geo.H * geo.W;
+    const bool vec = (static_cast<int64_t>(geo.H) * geo.W) % 4 == 0;
+    GSPN2_BOOL_SWITCH(vec, kVec, [&] {
+      sum_directions_kernel<T, kVec><<<reduction_grid(kVec ? n / 4 : n), 256, 0, stream>>>(
+          static_cast<const Acc<T>*>(p.partial), static_cast<T*>(p.out), geo.D, n);
+    });
+  }
+}
 
 template <typename T>
 void launch_forward_impl(const FwdParams& p, bool normalize, bool merge, cudaStream_t stream) {
   const Geometry& geo = p.geo;
   if (geo.mode == kPlaneMode) {
     launch_plane_forward<T>(p, normalize, merge, stream);
+    return;
+  }
+  if (geo.mode == kSharedLineMode) {
+    launch_shared_line_forward<T>(p, normalize, merge, stream);
     return;
   }
   const dim3 block(geo.threads_per_line, geo.channels_per_cta / geo.channels_per_thread);
@@ -42,6 +87,17 @@ void launch_backward_impl(const BwdParams& p, bool normalize, bool merge, cudaSt
   if (geo.mode == kPlaneMode) {
     launch_plane_backward<T>(p, normalize, merge, stream);
     summed = geo.channels_per_cta;
+  } else if (geo.mode == kSharedLineMode) {
+    summed = 1;
+    const dim3 grid(geo.C, geo.D, geo.B);
+    const size_t smem = shared_line_smem<T>(geo);
+    GSPN2_BOOL_SWITCH(normalize, kNormalize, [&] {
+      GSPN2_BOOL_SWITCH(merge, kMerge, [&] {
+        const auto kernel = shared_line_backward_kernel<T, kNormalize, kMerge>;
+        allow_smem(kernel, smem);
+        kernel<<<grid, kSharedLineThreads, smem, stream>>>(p);
+      });
+    });
   } else {
     summed = geo.channels_per_thread;
     const dim3 block(geo.threads_per_line, geo.channels_per_cta / geo.channels_per_thread);

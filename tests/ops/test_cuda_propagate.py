@@ -84,6 +84,9 @@ CASES = [
     # the paired merge: top-down with bottom-up in the CTA and long modes
     (1, 4, 1, 300, 200, (0, 1), 0),
     (1, 2, 1, 200, 1100, (1, 0), 5),
+    # the shared-line mode: lines beyond the long mode's 2048 positions
+    (1, 3, 1, 3, 4097, (0, 1), 0),        # rows of 4097, G = 1 (a partial sum per channel)
+    (2, 2, 2, 2050, 3, (2, 3, 1), 7),     # columns of 2050 on transposed planes, G = C, chunked
 ]
 
 
@@ -159,7 +162,7 @@ def test_gspn_scan_on_cuda(ext):
 
 # Lines of every length the issue lists around the warp, CTA and thread boundaries: (H, W) =
 # (L, 6) gives horizontal lines of L and vertical scans of L steps, (6, L) the converse.
-LINE_LENGTHS = [1, 2, 31, 32, 33, 127, 128, 129, 1000]
+LINE_LENGTHS = [1, 2, 31, 32, 33, 127, 128, 129, 1000, 4097]
 LINE_SHAPES = [(L, 6) for L in LINE_LENGTHS] + [(6, L) for L in LINE_LENGTHS]
 
 
@@ -361,17 +364,17 @@ def test_errors(ext):
         ext.forward(x, gates[..., :3], lam, None, [0], 0, True, False, False)
     with pytest.raises(RuntimeError, match='on a CUDA device'):
         ext.forward(x.cpu(), gates.cpu(), lam.cpu(), None, [0], 0, True, False, False)
-    long = torch.randn(1, 1, 1, 4097, device='cuda')
-    with pytest.raises(RuntimeError, match='lines of at most 2048'):
-        ext.forward(long, torch.randn(1, 1, 1, 3, 1, 4097, device='cuda'),
-                    torch.randn(1, 1, 1, 1, 4097, device='cuda'), None, [0], 0, True, False,
+    long = torch.randn(1, 1, 1, 8193, device='cuda')
+    with pytest.raises(RuntimeError, match='lines of at most 8192'):
+        ext.forward(long, torch.randn(1, 1, 1, 3, 1, 8193, device='cuda'),
+                    torch.randn(1, 1, 1, 1, 8193, device='cuda'), None, [0], 0, True, False,
                     False)
     # a horizontal direction's lines are columns; through the transposed split too
-    tall = torch.randn(1, 1, 2100, 4, device='cuda')
-    with pytest.raises(RuntimeError, match=r'lines of at most 2048 .*got a line of 2100 '
-                                           r'\(H = 2100, W = 4; direction 2 scans columns'):
-        ext.forward(tall, torch.randn(1, 4, 1, 3, 2100, 4, device='cuda'),
-                    torch.randn(1, 4, 1, 2100, 4, device='cuda'), None, [0, 1, 2, 3], 0, True,
+    tall = torch.randn(1, 1, 8200, 4, device='cuda')
+    with pytest.raises(RuntimeError, match=r'lines of at most 8192 .*got a line of 8200 '
+                                           r'\(H = 8200, W = 4; direction 2 scans columns'):
+        ext.forward(tall, torch.randn(1, 4, 1, 3, 8200, 4, device='cuda'),
+                    torch.randn(1, 4, 1, 8200, 4, device='cuda'), None, [0, 1, 2, 3], 0, True,
                     False, False)
     out, _ = ext.forward(x, gates, lam, None, [0], 0, True, False, False)
     with pytest.raises(RuntimeError, match='grad_out must be'):

@@ -28,8 +28,8 @@ def ext():
 
 # Every kind of launch the plan picks (csrc/cuda/launch_plan.h), forward and backward alike.
 PLAN_KINDS = {'local', 'small plane', 'plane', 'warp kc1', 'warp kc2', 'cta kc1', 'cta kc2',
-              'long kc1', 'transposed warp kc1', 'transposed cta kc1', 'transposed cta kc2',
-              'transposed long kc1'}
+              'long kc1', 'shared-line kc1', 'transposed warp kc1', 'transposed cta kc1',
+              'transposed cta kc2', 'transposed long kc1', 'transposed shared-line kc1'}
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 
 
@@ -58,7 +58,7 @@ PLAN_TABLE = [
     # GSPN-2-T's stages 1 and 3 at 224 px, B128; its stages 3 and 4 at a 2048 px input, B2
     ((128, 20, 56, 56), 1, [0, 1, 2, 3], 2, torch.bfloat16, False, ['local, 2 slices']),
     ((2, 24, 56, 56), 1, [0, 1, 2, 3], 2, torch.float32, True, ['local, 24 slices']),
-    ((128, 80, 14, 14), 1, [0, 1, 2, 3], 0, torch.bfloat16, False, ['small plane, 16 slices']),
+    ((128, 80, 14, 14), 1, [0, 1, 2, 3], 0, torch.bfloat16, False, ['small plane, 20 slices']),
     ((2, 80, 128, 128), 1, [0, 1, 2, 3], 0, torch.bfloat16, False,
      ['warp kc1 x4ch, entries 0,1', 'transposed warp kc1 x4ch, entries 2,3 as 0,1']),
     ((2, 80, 127, 127), 1, [0, 1, 2, 3], 0, torch.bfloat16, False,
@@ -77,6 +77,8 @@ PLAN_TABLE = [
     ((16, 8, 1024, 1024), 8, [3], 0, torch.float32, False,
      ['transposed cta kc1 x1ch, entries 0 as 1']),
     ((1, 4, 100, 300), 1, [2, 0], 0, torch.float32, False, ['cta kc1 x2ch, entries 0,1']),
+    ((1, 4, 4097, 4097), 1, [0, 1, 2, 3], 0, torch.bfloat16, True,
+     ['shared-line kc1 x1ch, entries 0,1', 'transposed shared-line kc1 x1ch, entries 2,3 as 0,1']),
 ]
 
 
@@ -92,8 +94,8 @@ def test_plan_errors(ext):
         ext.plan([1, 2, 3], 1, [0], 0, torch.float32, False)
     with pytest.raises(RuntimeError, match='groups must divide C = 6, got 4'):
         ext.plan([1, 6, 8, 8], 4, [0], 0, torch.float32, False)
-    with pytest.raises(RuntimeError, match='lines of at most 2048 .*got a line of 4097'):
-        ext.plan([1, 1, 4, 4097], 1, [0], 0, torch.float32, False)
+    with pytest.raises(RuntimeError, match='lines of at most 8192 .*got a line of 8193'):
+        ext.plan([1, 1, 4, 8193], 1, [0], 0, torch.float32, False)
     with pytest.raises(RuntimeError, match=r'sizes must be >= 0, got \[1, -2, 4, 4\]'):
         ext.plan([1, -2, 4, 4], 1, [0], 0, torch.float32, False)
     with pytest.raises(RuntimeError, match='direction ids must be in \\[0, 4\\), got 5'):

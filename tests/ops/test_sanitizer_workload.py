@@ -33,6 +33,8 @@ CASES = [
     ((0, 1, 2, 3), 1, 0, True, 56, 56),   # plane mode (16-bit), NP = 2
     ((0, 1, 2, 3), 1, 0, True, 13, 40),   # odd plane
     ((3, 1), 2, 3, False, 28, 28),        # warp forward, plane backward
+    ((0, 1, 2, 3), 1, 0, True, 5, 2100),  # shared-line mode (rows of 2100), columns in place
+    ((2, 1), 4, 3, False, 2100, 3),       # shared-line mode on transposed planes, G = C
 ]
 DTYPES = [torch.float32, torch.bfloat16, torch.float64]
 

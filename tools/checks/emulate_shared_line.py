@@ -1,4 +1,4 @@
-"""The shared-line variant's formulas (tools/device/variants/shared_line_mode.patch, shared_line.cuh),
+"""The shared-line mode's formulas (csrc/cuda/shared_line.cuh, lines of 2049..8192),
 transcribed step by step to PyTorch for one direction (top_down, chunked, G < C), against
 ``gspn_scan_ref`` and autograd in float64: an emulation of the equations the kernel implements,
 not of the kernel. Run: python tools/checks/emulate_shared_line.py (prints the largest errors).
