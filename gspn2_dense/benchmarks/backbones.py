@@ -165,10 +165,10 @@ def latency(name: str, sizes: Sequence[int], mode: str, device: torch.device, dt
     what ``mode="reduce-overhead"`` replays)."""
     if mode not in LATENCY_MODES:
         raise ValueError(f'mode must be one of {LATENCY_MODES}, got {mode!r}')
-    torch.manual_seed(0)
-    model = create(name, device).eval()
     points = []
     for size in sizes:
+        torch.manual_seed(0)
+        model = create(name, device, img_size=size).eval()  # (Swin's patch embedding fixes its size)
         x = torch.randn(1, 3, size, size, device=device)
         point = dict(size=size)
         try:
@@ -186,13 +186,11 @@ def latency(name: str, sizes: Sequence[int], mode: str, device: torch.device, dt
         except RuntimeError as err:  # e.g. an op that cannot be captured
             point.update(ms=None, error=str(err).splitlines()[0][:120])
         points.append(point)
-        fn = None
+        fn = model = None
         _release(device)
     for prev, cur in zip(points, points[1:]):
         if prev['ms'] and cur['ms']:
             cur['slope'] = math.log(cur['ms'] / prev['ms']) / math.log((cur['size'] / prev['size']) ** 2)
-    del model
-    _release(device)
     return dict(model=name, mode=mode, points=points)
 
 

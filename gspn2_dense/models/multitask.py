@@ -34,6 +34,8 @@ from torch import Tensor
 
 from gspn2_dense.datasets.multitask import IGNORE_INDEX, IGNORE_VALUES, TASK_FIELDS
 
+from .resize import resize_bilinear
+
 _FIELD_TASKS = {field: task for task, field in TASK_FIELDS.items()}
 
 
@@ -166,7 +168,7 @@ class MultiScaleFusionDecoder(BaseModule):
         for x, lateral in zip(inputs, self.lateral):
             y = lateral(x)
             if y.shape[2:] != size:
-                y = F.interpolate(y, size=size, mode='bilinear', align_corners=self.align_corners)
+                y = resize_bilinear(y, size, self.align_corners)
             out = out + y
         return [self.fuse(out)]
 
@@ -224,7 +226,7 @@ class TaskHead(BaseModule):
         selected = [inputs[i] for i in self.in_index]
         size = selected[0].shape[2:]
         return torch.cat([x if x.shape[2:] == size else
-                          F.interpolate(x, size=size, mode='bilinear', align_corners=self.align_corners)
+                          resize_bilinear(x, size, self.align_corners)
                           for x in selected], dim=1)
 
     def forward(self, inputs: Sequence[Tensor]) -> Tensor:
@@ -233,7 +235,7 @@ class TaskHead(BaseModule):
         return self.conv_out(self.dropout(self.bn(x)))
 
     def upsample(self, raw: Tensor, size) -> Tensor:
-        return F.interpolate(raw, size=size, mode='bilinear', align_corners=self.align_corners)
+        return resize_bilinear(raw, size, self.align_corners)
 
     def loss(self, raw: Tensor, data_samples: SampleList) -> Dict[str, Tensor]:
         gt = _gt(data_samples, self.task)

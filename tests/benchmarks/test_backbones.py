@@ -21,6 +21,14 @@ def test_parts_and_report():
     assert 'commit abc1234' in text and '| gspn2_test | compiled |' in text and '| gspn2_test | eager |' in text
 
 
+def test_latency_builds_fixed_size_models_per_size():
+    # Swin's patch embedding asserts the size it was built for: one model per size.
+    lat = bench.latency(bench.SWIN, [64, 96], 'eager', torch.device('cpu'), torch.float32, Timer('cpu'),
+                        iters=1, warmup=1)
+    assert [p['size'] for p in lat['points']] == [64, 96]
+    assert all(p['ms'] > 0 and 'error' not in p for p in lat['points'])
+
+
 def test_run_report_and_plot(tmp_path):
     seen = []
     result = bench.run('cpu', torch.float32, models=['gspn2_test'], compiled_models=[],

@@ -112,3 +112,50 @@ def test_gradient_loss_is_scale_invariant():
     assert loss(noisy, gt).item() > 0.01
     with pytest.raises(ValueError, match='same shape'):
         loss(gt, gt[..., :4])
+
+
+def seg_samples(labels):
+    samples = []
+    for label in labels:
+        sample = SegDataSample()
+        sample.gt_sem_seg = PixelData(data=label[None])
+        samples.append(sample)
+    return samples
+
+
+def test_linear_seg_head_loss_matches_mmseg_base_head():
+    """The head's loss_by_feat (resize_bilinear, argmax accuracy) gives mmseg's loss and accuracy
+    and the same gradients as BaseDecodeHead.loss_by_feat (F.interpolate, topk accuracy)."""
+    from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+    torch.manual_seed(0)
+    head = LinearSegHead(in_channels=64, in_index=3, num_classes=5, ignore_index=255)
+    logits = torch.randn(2, 5, 3, 4, dtype=torch.float64)
+    labels = torch.randint(0, 5, (2, 24, 32))
+    labels[:, :3] = 255
+    samples = seg_samples(labels)
+    got_logits = logits.clone().requires_grad_()
+    got = head.loss_by_feat(got_logits, samples)
+    want_logits = logits.clone().requires_grad_()
+    want = BaseDecodeHead.loss_by_feat(head, want_logits, samples)
+    assert set(got) == set(want) == {'loss_ce', 'acc_seg'}
+    torch.testing.assert_close(got['loss_ce'], want['loss_ce'], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got['acc_seg'], want['acc_seg'].float())
+    got['loss_ce'].backward()
+    want['loss_ce'].backward()
+    torch.testing.assert_close(got_logits.grad, want_logits.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_top1_accuracy_matches_mmseg_and_checks_shapes():
+    from mmseg.models.losses import accuracy
+    from gspn2_dense.models.losses import top1_accuracy
+    torch.manual_seed(0)
+    logits = torch.randn(3, 7, 10, 11)
+    labels = torch.randint(0, 7, (3, 10, 11))
+    labels[0, :4] = 255
+    torch.testing.assert_close(top1_accuracy(logits, labels, 255), accuracy(logits, labels, ignore_index=255))
+    all_ignored = torch.full_like(labels, 255)
+    torch.testing.assert_close(top1_accuracy(logits, all_ignored, 255),
+                               accuracy(logits, all_ignored, ignore_index=255))
+    with pytest.raises(ValueError, match=r'logits \(N, C, \*S\) and labels \(N, \*S\), got \(3, 7, 10, 11\) '
+                                         r'and \(3, 10, 12\)'):
+        top1_accuracy(logits, labels[..., :1].expand(3, 10, 12), 255)
