@@ -43,6 +43,11 @@ def main():
     parser.add_argument('--dense-models', default=','.join(bench.DENSE_MODELS))
     parser.add_argument('--dense-sizes', default=','.join(map(str, bench.DENSE_SIZES)))
     parser.add_argument('--dense-batch', type=int, default=2)
+    parser.add_argument('--dense-modes', default='eager',
+                        help=f"comma-separated, of {', '.join(bench.DENSE_MODES)} (compiled: the segmentor's "
+                             'loss through torch.compile, once per size and regime)')
+    parser.add_argument('--dense-regimes', default=','.join(bench.DENSE_REGIMES),
+                        help='probe (frozen backbone) and/or finetune')
     parser.add_argument('--img-size', type=int, default=224)
     parser.add_argument('--batch', type=int, default=128)
     parser.add_argument('--iters', type=int, default=20)
@@ -65,7 +70,8 @@ def main():
         compiled_models=_names(args.compiled_models), latency_models=_names(args.latency_models),
         latency_modes=_names(args.latency_modes), sizes=[int(s) for s in _names(args.sizes)],
         dense_models=_names(args.dense_models), dense_sizes=[int(s) for s in _names(args.dense_sizes)],
-        dense_batch=args.dense_batch, img_size=args.img_size, batch=args.batch, iters=args.iters,
+        dense_batch=args.dense_batch, dense_modes=_names(args.dense_modes),
+        dense_regimes=_names(args.dense_regimes), img_size=args.img_size, batch=args.batch, iters=args.iters,
         latency_iters=args.latency_iters, warmup=args.warmup,
         memory_format=torch.channels_last if args.channels_last else torch.contiguous_format,
         commit=args.commit, command=shlex.join(['python', *sys.argv]),

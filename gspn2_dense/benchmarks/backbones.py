@@ -33,6 +33,8 @@ LATENCY_MODELS = [OURS, CONVNEXT, VIT]
 LATENCY_SIZES = [224, 512, 1024, 2048, 4096]
 DENSE_MODELS = [OURS, SWIN, CONVNEXT]
 DENSE_SIZES = [512, 1024, 2048]
+DENSE_MODES = ('eager', 'compiled')
+DENSE_REGIMES = ('probe', 'finetune')
 
 
 def create(name: str, device: torch.device, memory_format=torch.contiguous_format,
@@ -218,14 +220,25 @@ def probe_segmentor(name: str, img_size: int, num_classes: int = 150) -> torch.n
 
 
 def dense(name: str, sizes: Sequence[int], device: torch.device, dtype: torch.dtype, timer: Timer,
-          batch: int = 2, iters: int = 5, warmup: int = 2) -> dict:
-    """Forward + backward of the probe segmentor's loss, frozen (probe) and trained (finetune)."""
+          batch: int = 2, iters: int = 5, warmup: int = 2, mode: str = 'eager',
+          regimes: Sequence[str] = DENSE_REGIMES) -> dict:
+    """Forward + backward of the probe segmentor's loss, frozen (probe) and trained (finetune).
+
+    ``mode='compiled'``: ``model.loss`` through ``torch.compile`` (static shapes: one compilation
+    per size and regime, not timed; the warm-up runs it), what mmengine's ``compile`` option does
+    to a training step, so that compiled models are compared with compiled ones."""
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample
+    if mode not in DENSE_MODES:
+        raise ValueError(f'mode must be one of {DENSE_MODES}, got {mode!r}')
+    unknown = [r for r in regimes if r not in DENSE_REGIMES]
+    if unknown or not regimes:
+        raise ValueError(f'regimes must be a non-empty selection of {DENSE_REGIMES}, got {list(regimes)}')
     points = []
     for size in sizes:
         torch.manual_seed(0)
         model = probe_segmentor(name, size).to(device).train()
+        loss_fn = torch.compile(model.loss, dynamic=False) if mode == 'compiled' else model.loss
         x = torch.randn(batch, 3, size, size, device=device)
         samples = []
         for _ in range(batch):
@@ -236,19 +249,19 @@ def dense(name: str, sizes: Sequence[int], device: torch.device, dtype: torch.dt
 
         def step():
             with _autocast(device, dtype):
-                losses = model.loss(x, samples)
+                losses = loss_fn(x, samples)
             sum(v for k, v in losses.items() if 'loss' in k).backward()
             model.zero_grad(set_to_none=True)
 
         point = dict(size=size)
-        for regime in ('probe', 'finetune'):
+        for regime in regimes:
             model.backbone.requires_grad_(regime == 'finetune')
             model.backbone.train(regime == 'finetune')
             _measure(point, regime, step, timer, iters, warmup, batch)
         points.append(point)
-        del model, x, samples
+        del model, loss_fn, x, samples
         _release(device)
-    return dict(model=name, points=points)
+    return dict(model=name, mode=mode, points=points)
 
 
 def _ratio(rows: Dict[str, dict], key: str, num: str, den: str) -> Optional[float]:
@@ -261,7 +274,9 @@ def run(device: torch.device, dtype: torch.dtype, models: Sequence[str] = MODELS
         latency_models: Sequence[str] = LATENCY_MODELS,
         latency_modes: Sequence[str] = ('eager', 'cuda_graph'),
         sizes: Sequence[int] = LATENCY_SIZES, dense_models: Sequence[str] = DENSE_MODELS,
-        dense_sizes: Sequence[int] = DENSE_SIZES, dense_batch: int = 2, img_size: int = 224,
+        dense_sizes: Sequence[int] = DENSE_SIZES, dense_batch: int = 2,
+        dense_modes: Sequence[str] = ('eager',), dense_regimes: Sequence[str] = DENSE_REGIMES,
+        img_size: int = 224,
         batch: int = 128, iters: int = 20, latency_iters: int = 10, warmup: int = 3,
         memory_format=torch.contiguous_format, commit: Optional[str] = None, command: str = '',
         on_row: Callable[[str, dict], None] = lambda part, row: None) -> dict:
@@ -293,8 +308,10 @@ def run(device: torch.device, dtype: torch.dtype, models: Sequence[str] = MODELS
     if dense_models and importlib.util.find_spec('mmseg') is None:
         result['skipped'].append('dense prediction: mmseg is not installed')
     else:
-        for name in dense_models:
-            add('dense', dense(name, dense_sizes, device, dtype, timer, dense_batch))
+        for mode in dense_modes:
+            for name in dense_models:
+                add('dense', dense(name, dense_sizes, device, dtype, timer, dense_batch, mode=mode,
+                                   regimes=dense_regimes))
     return result
 
 
@@ -336,13 +353,28 @@ def markdown(result: dict) -> str:
     if result['dense']:
         lines += ['', f"## Dense prediction: linear-probe EncoderDecoder, batch {result['dense_batch']}, "
                       'forward + backward of the loss', '',
-                  report.table(['backbone', 'size', 'probe ms', 'probe peak GiB', 'finetune ms',
+                  report.table(['backbone', 'mode', 'size', 'probe ms', 'probe peak GiB', 'finetune ms',
                                 'finetune peak GiB'], (
-                      [e['model'], p['size'], fmt(p.get('probe_ms'), '.1f', 'OOM'),
-                       fmt(p.get('probe_peak_gib'), '.2f'), fmt(p.get('finetune_ms'), '.1f', 'OOM'),
-                       fmt(p.get('finetune_peak_gib'), '.2f')]
+                      [e['model'], e.get('mode', 'eager'), p['size'], _dense_cell(p, 'probe', 'ms', '.1f'),
+                       _dense_cell(p, 'probe', 'peak_gib', '.2f'), _dense_cell(p, 'finetune', 'ms', '.1f'),
+                       _dense_cell(p, 'finetune', 'peak_gib', '.2f')]
                       for e in result['dense'] for p in e['points']))]
+        for mode in DENSE_MODES:
+            rows = {e['model']: e for e in result['dense'] if e.get('mode', 'eager') == mode}
+            if OURS in rows and SWIN in rows:
+                ours = {p['size']: p.get('probe_ms') for p in rows[OURS]['points']}
+                swin = {p['size']: p.get('probe_ms') for p in rows[SWIN]['points']}
+                cells = [f"{size} px {ours[size] / swin[size]:.2f}x" for size in ours
+                         if ours[size] and swin.get(size)]
+                if cells:
+                    lines.append(f"\n{mode}: GSPN-2-T / Swin-T probe step time: {', '.join(cells)}.")
     return '\n'.join(lines) + '\n'
+
+
+def _dense_cell(point: dict, regime: str, key: str, spec: str) -> str:
+    if f'{regime}_ms' not in point:
+        return '-'  # (a regime not measured)
+    return fmt(point.get(f'{regime}_{key}'), spec, 'OOM')
 
 
 def plot(result: dict, stem) -> List:

@@ -65,3 +65,27 @@ def test_latency_mode_is_checked():
     with pytest.raises(ValueError, match=r"mode must be one of \('eager', 'cuda_graph', "
                                          r"'compiled_cuda_graph'\), got 'graph'"):
         bench.latency('gspn2_test', [32], 'graph', torch.device('cpu'), torch.float32, Timer('cpu'))
+
+
+def test_dense_eager_and_compiled_report():
+    pytest.importorskip('mmseg')
+    device, timer = torch.device('cpu'), Timer('cpu')
+    eager = bench.dense('gspn2_test', [64], device, torch.float32, timer, iters=1, warmup=1)
+    assert eager['mode'] == 'eager'
+    (point,) = eager['points']
+    assert point['size'] == 64 and point['probe_ms'] > 0 and point['finetune_ms'] > 0
+    compiled = bench.dense('gspn2_test', [64], device, torch.float32, timer, iters=1, warmup=1,
+                           mode='compiled', regimes=['probe'])
+    assert compiled['mode'] == 'compiled' and compiled['points'][0]['probe_ms'] > 0
+    assert 'finetune_ms' not in compiled['points'][0]
+    result = dict(run_stamp(device, 'abc1234'), dtype='float32', img_size=32, batch=2, dense_batch=2,
+                  memory_format='NCHW', command='python x', throughput=[], latency=[],
+                  dense=[eager, compiled])
+    text = bench.markdown(result)
+    assert '| gspn2_test | eager | 64 |' in text
+    assert '| gspn2_test | compiled | 64 |' in text and text.rstrip().endswith('| - | - |')
+    with pytest.raises(ValueError, match=r"mode must be one of \('eager', 'compiled'\), got 'graph'"):
+        bench.dense('gspn2_test', [64], device, torch.float32, timer, mode='graph')
+    with pytest.raises(ValueError, match=r"regimes must be a non-empty selection of \('probe', 'finetune'\), "
+                                         r"got \['linear'\]"):
+        bench.dense('gspn2_test', [64], device, torch.float32, timer, regimes=['linear'])

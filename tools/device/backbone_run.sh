@@ -6,7 +6,10 @@
 #   to its own file under $OUT so that a part cut short by the call's limit loses only itself.
 #   PARTS picks the parts (default: all of tests throughput latency dense compile); LATENCY_MODES,
 #   SIZES and LATENCY_MODELS pass --latency-modes, --sizes and --latency-models to the latency part
-#   (e.g. LATENCY_MODES=compiled_cuda_graph SIZES=1024,2048 LATENCY_MODELS=gspn2_tiny,convnext_tiny).
+#   (e.g. LATENCY_MODES=compiled_cuda_graph SIZES=1024,2048 LATENCY_MODELS=gspn2_tiny,convnext_tiny);
+#   DENSE_MODES, DENSE_SIZES, DENSE_MODELS and DENSE_REGIMES do the same for the dense part
+#   (e.g. DENSE_MODES=compiled DENSE_SIZES=1024,2048 DENSE_REGIMES=probe
+#   DENSE_MODELS=gspn2_tiny,swin_tiny_patch4_window7_224: compiled probe steps, like with like).
 set -uo pipefail
 OUT=${OUT:-./device_out}; mkdir -p "$OUT"
 WHEELS=${WHEELS:-.devwheels}; COMMIT=${COMMIT:-unknown}
@@ -53,7 +56,10 @@ part latency && timeout ${T_LATENCY:-90} $B --models '' --compiled-models '' --d
 part latency && grep '^{' "$OUT/latency.log" | cut -c1-400
 [ -f /tmp/mmcv.ok ] && export PYTHONPATH=$PWD:/tmp/site || { log "mmcv not built"; tail -5 "$OUT/mmcv_build.log"; }
 part dense && log dense
-part dense && timeout ${T_DENSE:-90} $B --models '' --compiled-models '' --latency-models '' --out "$OUT/dense" > "$OUT/dense.log" 2>&1
+part dense && timeout ${T_DENSE:-90} $B --models '' --compiled-models '' --latency-models '' \
+  --dense-modes "${DENSE_MODES:-eager}" ${DENSE_SIZES:+--dense-sizes "$DENSE_SIZES"} \
+  ${DENSE_MODELS:+--dense-models "$DENSE_MODELS"} ${DENSE_REGIMES:+--dense-regimes "$DENSE_REGIMES"} \
+  --out "$OUT/dense" > "$OUT/dense.log" 2>&1
 part dense && grep -E '^\{|Error' "$OUT/dense.log" | cut -c1-400
 part compile && log compile tests with mmseg / open_clip / the mmengine runner
 part compile && timeout ${T_COMPILE:-120} python3 -m pytest -q -p no:cacheprovider tests/models/test_compile.py -k "encoder or open_clip or mmengine" 2>&1 | tail -2
