@@ -75,7 +75,8 @@ def main():
         latency_iters=args.latency_iters, warmup=args.warmup,
         memory_format=torch.channels_last if args.channels_last else torch.contiguous_format,
         commit=args.commit, command=shlex.join(['python', *sys.argv]),
-        on_row=lambda part, row: print(json.dumps(row), flush=True))
+        on_row=lambda part, row: print(json.dumps(row), flush=True),
+        on_result=lambda partial: report.write(args.out, partial, bench.markdown(partial)))
     for reason in result['skipped']:
         print(f'skipped: {reason}', flush=True)
     text = bench.markdown(result)

@@ -279,9 +279,12 @@ def run(device: torch.device, dtype: torch.dtype, models: Sequence[str] = MODELS
         img_size: int = 224,
         batch: int = 128, iters: int = 20, latency_iters: int = 10, warmup: int = 3,
         memory_format=torch.contiguous_format, commit: Optional[str] = None, command: str = '',
-        on_row: Callable[[str, dict], None] = lambda part, row: None) -> dict:
+        on_row: Callable[[str, dict], None] = lambda part, row: None,
+        on_result: Callable[[dict], None] = lambda result: None) -> dict:
     """The three parts in one process; ``on_row`` sees each row (``part``: throughput,
-    latency or dense) as it is measured. CUDA graphs are skipped on the CPU; the dense part
+    latency or dense) as it is measured, and ``on_result`` the record so far after each one (the
+    tool rewrites its report there, so that a run cut short by a time limit or a crash keeps
+    what it measured). CUDA graphs are skipped on the CPU; the dense part
     needs mmseg and is skipped without it (the record says so)."""
     import importlib.util
     device = torch.device(device)
@@ -295,6 +298,7 @@ def run(device: torch.device, dtype: torch.dtype, models: Sequence[str] = MODELS
     def add(part, row):
         on_row(part, row)
         result[part].append(row)
+        on_result(result)
 
     for mode, names in (('eager', models), ('compiled', compiled_models)):
         for name in names:

@@ -30,13 +30,16 @@ def test_latency_builds_fixed_size_models_per_size():
 
 
 def test_run_report_and_plot(tmp_path):
-    seen = []
+    seen, sizes = [], []
     result = bench.run('cpu', torch.float32, models=['gspn2_test'], compiled_models=[],
                        latency_models=['gspn2_test'], latency_modes=bench.LATENCY_MODES,
                        sizes=[32, 48], dense_models=[],
                        img_size=32, batch=2, iters=1, latency_iters=1, warmup=1, commit='abc1234',
-                       command='python x', on_row=lambda part, row: seen.append(part))
+                       command='python x', on_row=lambda part, row: seen.append(part),
+                       on_result=lambda partial: sizes.append(
+                           (len(partial['throughput']), len(partial['latency']))))
     assert seen == ['throughput', 'latency']  # no CUDA graph, compiled or not, on the CPU
+    assert sizes == [(1, 0), (1, 1)]  # the record so far, after each row
     assert result['commit'] == 'abc1234' and result['skipped'] == [] and result['dense'] == []
     text = bench.markdown(result)
     assert '## 32x32, batch 2' in text and '| gspn2_test | eager | ' in text
