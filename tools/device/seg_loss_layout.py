@@ -9,12 +9,12 @@ returns channels_last features, timm's Swin-T a contiguous map. This times that 
 (forward and backward of the head, frozen features) on a (B, C, size/32, size/32) map in both
 layouts, in plain PyTorch (no mmcv needed), bf16 autocast, in one process.
 
-With ``--resize both`` it also times a candidate resize: bilinear interpolation (align_corners
-False, what mmseg's ``resize`` calls) written as two matrix products, ``A_h @ x @ A_w^T`` with
-the two-tap interpolation matrices, equal to ``F.interpolate`` up to rounding (float64: 1e-15).
-Its backward is two more products, where ``F.interpolate``'s backward adds every output
-gradient into its four input neighbours with atomics: at a 32x upsampling, about 4096 output
-pixels land on each input pixel.
+With ``--resize both`` it also times the heads' resize, ``resize_bilinear``
+(``gspn2_dense/models/resize.py``: ``F.interpolate``'s forward, its backward as two matrix
+products), against ``F.interpolate``, whose backward adds every output gradient into its four
+input neighbours with atomics: at a 32x upsampling, about 4096 output pixels land on each input
+pixel. (Its first device run, 2026-12-06 at 38d5e4a, timed an earlier candidate that computed
+the forward as products too: 87 ms against 734 ms at 2048 px; the row was named ``products``.)
 """
 import argparse
 import json
@@ -25,33 +25,14 @@ import torch.nn.functional as F
 
 from gspn2_dense.benchmarks import report
 from gspn2_dense.benchmarks.timing import Timer, run_stamp
-
-
-def interpolation_matrix(n_in: int, n_out: int, dtype, device) -> torch.Tensor:
-    """(n_out, n_in): row o holds the two weights bilinear interpolation (align_corners False)
-    gives output position o."""
-    out = torch.arange(n_out, dtype=torch.float64)
-    src = ((out + 0.5) * (n_in / n_out) - 0.5).clamp(min=0)
-    lo = src.floor().long().clamp(max=n_in - 1)
-    hi = (lo + 1).clamp(max=n_in - 1)
-    frac = src - lo
-    m = torch.zeros(n_out, n_in, dtype=torch.float64)
-    m[torch.arange(n_out), lo] += 1 - frac
-    m[torch.arange(n_out), hi] += frac
-    return m.to(dtype=dtype, device=device)
-
-
-def resize_by_products(x: torch.Tensor, size) -> torch.Tensor:
-    height = interpolation_matrix(x.shape[-2], size[0], x.dtype, x.device)
-    width = interpolation_matrix(x.shape[-1], size[1], x.dtype, x.device)
-    return torch.matmul(height, torch.matmul(x, width.t()))
+from gspn2_dense.models.resize import resize_bilinear
 
 
 def head_step(features, bn, conv, labels, resize='interpolate'):
     with torch.autocast(features.device.type, dtype=torch.bfloat16):
         logits = conv(bn(features))
-        if resize == 'products':
-            logits = resize_by_products(logits, labels.shape[-2:])
+        if resize == 'resize_bilinear':
+            logits = resize_bilinear(logits, labels.shape[-2:])
         else:
             logits = F.interpolate(logits, size=labels.shape[-2:], mode='bilinear',
                                    align_corners=False)
@@ -70,7 +51,7 @@ def main():
     parser.add_argument('--iters', type=int, default=5)
     parser.add_argument('--device', default='cuda')
     parser.add_argument('--resize', default='interpolate', choices=('interpolate', 'both'),
-                        help='both: also time the resize written as matrix products')
+                        help="both: also time the heads' resize_bilinear")
     parser.add_argument('--profile', action='store_true',
                         help='also print the top kernels of one step on contiguous features')
     parser.add_argument('--commit', default=None)
@@ -85,7 +66,7 @@ def main():
     labels = torch.randint(0, args.classes, (args.batch, args.size, args.size), device=device)
     base = torch.randn(args.batch, args.channels, side, side, device=device, dtype=torch.bfloat16)
     rows = []
-    resizes = ('interpolate', 'products') if args.resize == 'both' else ('interpolate',)
+    resizes = ('interpolate', 'resize_bilinear') if args.resize == 'both' else ('interpolate',)
     for layout in ('contiguous', 'channels_last', 'contiguous', 'channels_last'):
         fmt = torch.channels_last if layout == 'channels_last' else torch.contiguous_format
         features = base.contiguous(memory_format=fmt)
