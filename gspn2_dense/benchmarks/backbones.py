@@ -30,6 +30,7 @@ SWIN, CONVNEXT, VIT = BASELINES['swin_t'], BASELINES['convnext_t'], BASELINES['v
 MODELS = [v.name for v in PAPER_VARIANTS] + [SWIN, CONVNEXT, VIT]
 COMPILED_MODELS = [OURS, SWIN, CONVNEXT]
 LATENCY_MODELS = [OURS, CONVNEXT, VIT]
+LATENCY_MODES = ('eager', 'cuda_graph', 'compiled_cuda_graph')  # (the graph ones need CUDA)
 LATENCY_SIZES = [224, 512, 1024, 2048, 4096]
 DENSE_MODELS = [OURS, SWIN, CONVNEXT]
 DENSE_SIZES = [512, 1024, 2048]
@@ -138,10 +139,6 @@ def variant_table(rows: Sequence[dict]) -> str:
     return report.table(['variant', 'infer img/s', 'train img/s', 'train peak GiB'],
                         [[r['variant'], f"{r['infer_img_s']:.0f}", f"{r['train_img_s']:.0f}",
                           fmt(r['train_peak_gib'], '.2f')] for r in rows])
-
-
-# Latency modes; the graph ones need CUDA.
-LATENCY_MODES = ('eager', 'cuda_graph', 'compiled_cuda_graph')
 
 
 def _cuda_graph(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) -> Callable[[], None]:

@@ -58,6 +58,15 @@ class _LinearProbeHead(BaseDecodeHead):
             x = self.dropout(x)
         return x
 
+    def _sum_losses(self, *args, **kwargs) -> dict:
+        """Every ``loss_decode`` module on the same arguments, summed per ``loss_name``."""
+        losses = dict()
+        loss_modules = self.loss_decode if isinstance(self.loss_decode, torch.nn.ModuleList) else [self.loss_decode]
+        for loss_module in loss_modules:
+            value = loss_module(*args, **kwargs)
+            losses[loss_module.loss_name] = losses.get(loss_module.loss_name, 0) + value
+        return losses
+
 
 @MODELS.register_module()
 class LinearSegHead(_LinearProbeHead):
@@ -84,11 +93,7 @@ class LinearSegHead(_LinearProbeHead):
         seg_logits = resize_bilinear(seg_logits, seg_label.shape[2:], self.align_corners)
         seg_weight = None if self.sampler is None else self.sampler.sample(seg_logits, seg_label)
         seg_label = seg_label.squeeze(1)
-        losses = dict()
-        loss_modules = self.loss_decode if isinstance(self.loss_decode, torch.nn.ModuleList) else [self.loss_decode]
-        for loss_module in loss_modules:
-            value = loss_module(seg_logits, seg_label, weight=seg_weight, ignore_index=self.ignore_index)
-            losses[loss_module.loss_name] = losses.get(loss_module.loss_name, 0) + value
+        losses = self._sum_losses(seg_logits, seg_label, weight=seg_weight, ignore_index=self.ignore_index)
         losses['acc_seg'] = top1_accuracy(seg_logits, seg_label, self.ignore_index)
         return losses
 
@@ -163,9 +168,4 @@ class LinearDepthHead(_LinearProbeHead):
         valid = (gt > self.min_depth) & (gt <= self.max_depth)
         # SiLogLoss ignores pixels whose target is ~0: zero the invalid ones in the target.
         target = torch.where(valid, gt, torch.zeros_like(gt))
-        losses = dict()
-        loss_modules = self.loss_decode if isinstance(self.loss_decode, torch.nn.ModuleList) else [self.loss_decode]
-        for loss_module in loss_modules:
-            value = loss_module(pred, target)
-            losses[loss_module.loss_name] = losses.get(loss_module.loss_name, 0) + value
-        return losses
+        return self._sum_losses(pred, target)
