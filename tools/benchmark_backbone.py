@@ -45,7 +45,8 @@ def main():
     parser.add_argument('--dense-batch', type=int, default=2)
     parser.add_argument('--dense-modes', default='eager',
                         help=f"comma-separated, of {', '.join(bench.DENSE_MODES)} (compiled: the segmentor's "
-                             'loss through torch.compile, once per size and regime)')
+                             'loss through torch.compile, once per size and regime; graphed: the probe '
+                             'with its frozen backbone replayed from CUDA graphs)')
     parser.add_argument('--dense-regimes', default=','.join(bench.DENSE_REGIMES),
                         help='probe (frozen backbone) and/or finetune')
     parser.add_argument('--img-size', type=int, default=224)

@@ -1,6 +1,6 @@
 # timm convnext_tiny baseline of multitask-linear_gspn2-t_8xb2-40k_pascal-mt-512x512.py: the same probes and protocol (Delta_m: set baselines).
 _base_ = './multitask-linear_gspn2-t_8xb2-40k_pascal-mt-512x512.py'
 model = dict(backbone=dict(_delete_=True, type='TimmFeatures', model_name='convnext_tiny',
-                           checkpoint='checkpoints/convnext_tiny.pth'),
+                           checkpoint='checkpoints/convnext_tiny.pth', cuda_graph=True),
              head_defaults=dict(in_channels=[96, 192, 384, 768]))
 test_evaluator = dict(baselines=None)

@@ -12,7 +12,9 @@ Three parts, every model measured in the same process:
    (``LinearSegHead`` on the last stage, 150 classes) on GSPN-2-T (``type='GSPN2'``) and on
    Swin-T / ConvNeXt-T (``type='TimmFeatures'``), forward + backward of the loss at 512, 1024
    and 2048 px, batch 2: ``probe`` (frozen backbone, the probe protocol) and ``finetune``
-   (everything trained). Out-of-memory is reported as such.
+   (everything trained). Out-of-memory is reported as such. Modes: ``eager``, ``compiled``
+   (the loss through ``torch.compile``) and ``graphed`` (probe only: the frozen backbone
+   replayed from CUDA graphs, the backbones' ``cuda_graph=True``, the head eager).
 """
 import math
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -34,7 +36,7 @@ LATENCY_MODES = ('eager', 'cuda_graph', 'compiled_cuda_graph')  # (the graph one
 LATENCY_SIZES = [224, 512, 1024, 2048, 4096]
 DENSE_MODELS = [OURS, SWIN, CONVNEXT]
 DENSE_SIZES = [512, 1024, 2048]
-DENSE_MODES = ('eager', 'compiled')
+DENSE_MODES = ('eager', 'compiled', 'graphed')
 DENSE_REGIMES = ('probe', 'finetune')
 
 
@@ -193,18 +195,22 @@ def latency(name: str, sizes: Sequence[int], mode: str, device: torch.device, dt
     return dict(model=name, mode=mode, points=points)
 
 
-def probe_segmentor(name: str, img_size: int, num_classes: int = 150) -> torch.nn.Module:
-    """mmseg ``EncoderDecoder`` + ``LinearSegHead`` on the last stage of ``name``."""
+def probe_segmentor(name: str, img_size: int, num_classes: int = 150,
+                    cuda_graph: bool = False) -> torch.nn.Module:
+    """mmseg ``EncoderDecoder`` + ``LinearSegHead`` on the last stage of ``name``
+    (``cuda_graph``: the backbone's option of that name)."""
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
     import gspn2_dense.models.openmmlab  # noqa: F401  (registers GSPN2, TimmFeatures, heads)
     init_default_scope('mmseg')
     if name in VARIANTS:
-        backbone = dict(type='GSPN2', arch=VARIANTS[name].arch, out_indices=(3,))
+        backbone = dict(type='GSPN2', arch=VARIANTS[name].arch, out_indices=(3,),
+                        cuda_graph=cuda_graph)
         channels = timm.create_model(name, pretrained=False).num_features
     else:
         extra = timm_size_kwargs(name, img_size)
-        backbone = dict(type='TimmFeatures', model_name=name, out_indices=(3,), **extra)
+        backbone = dict(type='TimmFeatures', model_name=name, out_indices=(3,),
+                        cuda_graph=cuda_graph, **extra)
         channels = timm.create_model(name, pretrained=False, **extra).num_features
     return MODELS.build(dict(
         type='EncoderDecoder', backbone=backbone,
@@ -223,7 +229,9 @@ def dense(name: str, sizes: Sequence[int], device: torch.device, dtype: torch.dt
 
     ``mode='compiled'``: ``model.loss`` through ``torch.compile`` (static shapes: one compilation
     per size and regime, not timed; the warm-up runs it), what mmengine's ``compile`` option does
-    to a training step, so that compiled models are compared with compiled ones."""
+    to a training step, so that compiled models are compared with compiled ones.
+    ``mode='graphed'``: the probe with the frozen backbone replayed from CUDA graphs (its
+    capture happens in the warm-up); it has no finetune regime (nothing to replay there)."""
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample
     if mode not in DENSE_MODES:
@@ -231,10 +239,13 @@ def dense(name: str, sizes: Sequence[int], device: torch.device, dtype: torch.dt
     unknown = [r for r in regimes if r not in DENSE_REGIMES]
     if unknown or not regimes:
         raise ValueError(f'regimes must be a non-empty selection of {DENSE_REGIMES}, got {list(regimes)}')
+    if mode == 'graphed' and (list(regimes) != ['probe'] or device.type != 'cuda'):
+        raise ValueError(f"mode='graphed' replays a frozen backbone on CUDA: it needs regimes=['probe'] "
+                         f'and a CUDA device, got regimes={list(regimes)} on {device}')
     points = []
     for size in sizes:
         torch.manual_seed(0)
-        model = probe_segmentor(name, size).to(device).train()
+        model = probe_segmentor(name, size, cuda_graph=mode == 'graphed').to(device).train()
         loss_fn = torch.compile(model.loss, dynamic=False) if mode == 'compiled' else model.loss
         x = torch.randn(batch, 3, size, size, device=device)
         samples = []
@@ -310,9 +321,14 @@ def run(device: torch.device, dtype: torch.dtype, models: Sequence[str] = MODELS
         result['skipped'].append('dense prediction: mmseg is not installed')
     else:
         for mode in dense_modes:
+            # (graphed: the probe regime on CUDA only, what a replayed frozen backbone is)
+            regimes = [r for r in dense_regimes if r == 'probe'] if mode == 'graphed' else dense_regimes
+            if mode == 'graphed' and (device.type != 'cuda' or not regimes):
+                result['skipped'].append(f'dense prediction, graphed: needs CUDA and the probe regime')
+                continue
             for name in dense_models:
                 add('dense', dense(name, dense_sizes, device, dtype, timer, dense_batch, mode=mode,
-                                   regimes=dense_regimes))
+                                   regimes=regimes))
     return result
 
 

@@ -19,6 +19,7 @@ from mmseg.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..engine.checkpoint import CheckpointError, load_checkpoint_file
+from .graphs import FrozenForwardGraphs
 from .gspn2 import NUM_STAGES, checkpoint_filter_fn
 from .variants import VARIANTS, get_variant
 
@@ -42,6 +43,10 @@ class GSPN2Backbone(BaseModule):
             uses LayerNorm, which has no running statistics).
         with_cp: Gradient checkpointing of the blocks.
         drop_path_rate: Stochastic depth rate.
+        cuda_graph: Replay the forward from CUDA graphs where it is frozen (linear probes: all
+            stages frozen, or inference), one graph per input shape; the eager forward of a
+            frozen backbone is bound by the host at probe batch sizes
+            (:class:`~gspn2_dense.models.graphs.FrozenForwardGraphs` says when it applies).
         init_cfg: ``dict(type='Pretrained', checkpoint=path)`` loads a checkpoint into the trunk.
         **model_kwargs: Further :class:`~gspn2_dense.models.gspn2.GSPN2` options
             (``proxy_dim``, ``gate_groups``, ``local_chunk``, ``global_stages``, ``use_lpu``,
@@ -57,9 +62,12 @@ class GSPN2Backbone(BaseModule):
                  norm_eval: bool = False,
                  with_cp: bool = False,
                  drop_path_rate: float = 0.0,
+                 cuda_graph: bool = False,
                  init_cfg: Optional[dict] = None,
                  **model_kwargs):
         super().__init__(init_cfg=init_cfg)
+        if not isinstance(cuda_graph, bool):
+            raise TypeError(f'cuda_graph must be a bool, got {cuda_graph!r}')
         if arch not in ARCHS:
             raise ValueError(f'arch must be one of {ARCHS}, got {arch!r}')
         out_indices = tuple(out_indices) if isinstance(out_indices, Sequence) else (out_indices,)
@@ -81,6 +89,7 @@ class GSPN2Backbone(BaseModule):
         self.num_features = [self.trunk.feature_info[i]['num_chs'] for i in out_indices]
         self.trunk.set_grad_checkpointing(with_cp)
         self._freeze_stages()
+        self.graphs = FrozenForwardGraphs(self.trunk, self._features) if cuda_graph else None
 
     def _frozen_modules(self) -> Sequence[nn.Module]:
         if self.frozen_stages < 0:
@@ -135,6 +144,11 @@ class GSPN2Backbone(BaseModule):
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         if x.dim() != 4:
             raise ValueError(f'x must be (B, C, H, W), got shape {tuple(x.shape)}')
+        if self.graphs is not None and self.graphs.applies(x):
+            return self.graphs(x)
+        return self._features(x)
+
+    def _features(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         # The trunk runs channels_last; the maps leave it contiguous, as mmseg's heads and
         # TimmFeatures' maps are: a head's logits resized to the label's size and its loss ran
         # 1.12x slower on channels_last features (docs/benchmarks/backbones.md, 2026-12-06),

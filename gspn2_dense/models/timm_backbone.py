@@ -13,6 +13,8 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 
+from .graphs import FrozenForwardGraphs
+
 __all__ = ['TimmFeatureBackbone']
 
 
@@ -25,13 +27,18 @@ class TimmFeatureBackbone(BaseModule):
         out_indices: feature levels to return (timm's ``out_indices``).
         checkpoint: a timm-format checkpoint file loaded through timm's own filter
             (``pretrained_cfg_overlay=dict(file=...)``); ``None`` keeps the random init.
+        cuda_graph: replay the forward from CUDA graphs where it is frozen (see
+            :class:`~gspn2_dense.models.graphs.FrozenForwardGraphs`), as ``GSPN2``'s option.
         **model_kwargs: further ``timm.create_model`` arguments (e.g. ``img_size``,
             ``strict_img_size=False`` for Swin on other image sizes, ``drop_path_rate``).
     """
 
     def __init__(self, model_name: str, out_indices: Sequence[int] = (0, 1, 2, 3),
-                 checkpoint: Optional[str] = None, **model_kwargs) -> None:
+                 checkpoint: Optional[str] = None, cuda_graph: bool = False,
+                 **model_kwargs) -> None:
         super().__init__(init_cfg=None)
+        if not isinstance(cuda_graph, bool):
+            raise TypeError(f'cuda_graph must be a bool, got {cuda_graph!r}')
         if model_name not in timm.list_models():
             raise KeyError(f'timm has no model {model_name!r} (timm {timm.__version__}); see '
                            'timm.list_models()')
@@ -44,6 +51,7 @@ class TimmFeatureBackbone(BaseModule):
         self.channels_last = str(getattr(self.trunk, 'output_fmt', 'NCHW')).endswith('NHWC')
         self.num_features = list(self.trunk.feature_info.channels())
         self.strides = list(self.trunk.feature_info.reduction())
+        self.graphs = FrozenForwardGraphs(self.trunk, self._features) if cuda_graph else None
 
     def init_weights(self) -> None:
         """Weights come from ``timm.create_model`` (random init or ``checkpoint``); nothing to do."""
@@ -52,6 +60,11 @@ class TimmFeatureBackbone(BaseModule):
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         if x.dim() != 4:
             raise ValueError(f'x must be (B, C, H, W), got shape {tuple(x.shape)}')
+        if self.graphs is not None and self.graphs.applies(x):
+            return self.graphs(x)
+        return self._features(x)
+
+    def _features(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         feats = self.trunk(x)
         if self.channels_last:
             feats = [f.permute(0, 3, 1, 2).contiguous() for f in feats]

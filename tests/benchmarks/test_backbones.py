@@ -87,8 +87,16 @@ def test_dense_eager_and_compiled_report():
     text = bench.markdown(result)
     assert '| gspn2_test | eager | 64 |' in text
     assert '| gspn2_test | compiled | 64 |' in text and text.rstrip().endswith('| - | - |')
-    with pytest.raises(ValueError, match=r"mode must be one of \('eager', 'compiled'\), got 'graph'"):
+    with pytest.raises(ValueError, match=r"mode must be one of \('eager', 'compiled', 'graphed'\), "
+                                         r"got 'graph'"):
         bench.dense('gspn2_test', [64], device, torch.float32, timer, mode='graph')
+    with pytest.raises(ValueError, match=r"mode='graphed' replays a frozen backbone on CUDA: it needs "
+                                         r"regimes=\['probe'\] and a CUDA device, got regimes=\['probe'\] on cpu"):
+        bench.dense('gspn2_test', [64], device, torch.float32, timer, mode='graphed', regimes=['probe'])
+    # run() leaves the graphed mode out on the CPU, and says so
+    skipped = bench.run(device, torch.float32, models=[], compiled_models=[], latency_models=[],
+                        dense_models=['gspn2_test'], dense_sizes=[64], dense_modes=['graphed'])
+    assert skipped['dense'] == [] and any('graphed' in s for s in skipped['skipped'])
     with pytest.raises(ValueError, match=r"regimes must be a non-empty selection of \('probe', 'finetune'\), "
                                          r"got \['linear'\]"):
         bench.dense('gspn2_test', [64], device, torch.float32, timer, regimes=['linear'])

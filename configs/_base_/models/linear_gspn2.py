@@ -17,6 +17,8 @@ model = dict(
         out_indices=(0, 1, 2, 3),
         frozen_stages=4,
         norm_eval=True,
+        # the frozen forward replayed from CUDA graphs (on CUDA; the first 4 input shapes)
+        cuda_graph=True,
         init_cfg=dict(type='Pretrained', checkpoint='checkpoints/gspn2_tiny.pth')),
     decode_head=dict(
         type='LinearSegHead',

@@ -17,6 +17,8 @@ model = dict(
         type='GSPN2',
         arch='tiny',
         out_indices=(0, 1, 2, 3),
+        # the frozen forward replayed from CUDA graphs (on CUDA; the first 4 input shapes)
+        cuda_graph=True,
         init_cfg=dict(type='Pretrained', checkpoint='checkpoints/gspn2_tiny.pth')),
     freeze_backbone=True,
     head_defaults=dict(

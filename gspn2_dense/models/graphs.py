@@ -1,0 +1,139 @@
+"""A frozen backbone's forward replayed from CUDA graphs.
+
+A linear probe trains a head on a frozen backbone: the backbone's forward is the same work
+every step, and at the batch sizes and resolutions of dense probes its eager forward is bound
+by the host (GSPN-2-T: about 1900 PyTorch operators per forward, 27 ms at 512 px, batch 2, on
+an H100 whose GPU needs a fraction of that; docs/benchmarks/backbones.md). :class:`FrozenForwardGraphs`
+captures the forward once per input signature (shape, dtype, device, autocast state) into a
+CUDA graph and replays it, so the host issues one launch instead of the operators.
+
+It applies only where replaying is the same computation: a CUDA input that needs no gradient,
+no parameter that needs one (while autograd records), and no dropout, drop-path or batch-norm
+layer in training mode. Anything else runs eagerly. The backbones take it as
+``cuda_graph=True`` (:class:`~gspn2_dense.models.backbones.GSPN2Backbone`,
+:class:`~gspn2_dense.models.timm_backbone.TimmFeatureBackbone`).
+"""
+import logging
+from typing import Callable, Dict, Hashable, Tuple
+
+import torch
+import torch.nn as nn
+from timm.layers import DropPath
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.dropout import _DropoutNd
+
+__all__ = ['FrozenForwardGraphs']
+
+
+
+def _depends_on_training(module: nn.Module) -> bool:
+    """Whether ``module``'s output changes with its training flag (a dropout or drop-path of
+    probability 0, as in a classifier head built with ``drop_rate=0``, does not)."""
+    if isinstance(module, _DropoutNd):
+        return module.p > 0
+    if isinstance(module, DropPath):
+        return module.drop_prob > 0
+    return isinstance(module, _BatchNorm)
+
+
+class FrozenForwardGraphs:
+    """CUDA graphs of ``forward(x)`` for a frozen ``module``, at most ``max_graphs`` of them.
+
+    Args:
+        module: The module ``forward`` computes with (its parameters, buffers and training
+            flags decide whether a call may be replayed).
+        forward: ``x -> tuple of tensors``, the computation to capture.
+        max_graphs: Graphs kept, for the first input signatures seen (a probe's training crop
+            comes first); calls of further signatures run eagerly, so that inputs of changing
+            sizes (whole-image validation) do not capture a graph each (every graph keeps the
+            memory of its forward).
+        warmup: Eager calls on a side stream before a capture (lazy initialisation, cuBLAS
+            workspaces), as ``torch.cuda.graphs`` asks.
+
+    A replay returns copies of the captured outputs, so a result stays valid after the next
+    call. Moving the module or replacing its parameters (new storage) drops the graphs;
+    in-place updates of the parameters (``load_state_dict``) are seen by the replays.
+    """
+
+    def __init__(self, module: nn.Module, forward: Callable[[torch.Tensor], Tuple[torch.Tensor, ...]],
+                 max_graphs: int = 4, warmup: int = 2):
+        if not isinstance(max_graphs, int) or max_graphs < 1:
+            raise ValueError(f'max_graphs must be a positive int, got {max_graphs!r}')
+        if not isinstance(warmup, int) or warmup < 1:
+            raise ValueError(f'warmup must be a positive int (cuBLAS and the kernels initialise on '
+                             f'first use, which a capture cannot), got {warmup!r}')
+        self.module = module
+        self.forward = forward
+        self.max_graphs = max_graphs
+        self.warmup = warmup
+        self.graphs: Dict[Hashable, tuple] = {}
+        self._storage_key = None
+        self._told_full = False
+
+    def frozen(self) -> bool:
+        """Whether the module computes as a frozen function now: no parameter needs a gradient
+        while autograd records, and no layer whose output depends on it is in training mode."""
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.module.parameters()):
+            return False
+        return not any(m.training and _depends_on_training(m) for m in self.module.modules())
+
+    def applies(self, x: torch.Tensor) -> bool:
+        """Whether a call with ``x`` may be replayed (else it must run eagerly)."""
+        if not x.is_cuda or x.requires_grad or torch.cuda.is_current_stream_capturing():
+            return False
+        return self.frozen()
+
+    def _signature(self, x: torch.Tensor) -> Hashable:
+        autocast = torch.is_autocast_enabled('cuda')
+        return (tuple(x.shape), x.stride(), x.dtype, x.device,
+                autocast, torch.get_autocast_dtype('cuda') if autocast else None)
+
+    def _check_storage(self) -> None:
+        # Graphs read parameters and buffers at the addresses they had when captured.
+        key = tuple(t.data_ptr() for t in (*self.module.parameters(), *self.module.buffers()))
+        if key != self._storage_key:
+            self.graphs.clear()
+            self._storage_key = key
+
+    def _capture(self, x: torch.Tensor) -> tuple:
+        static_x = x.detach().clone()
+        # The caller's autocast, without its cast cache: a cached cast made during the capture
+        # would live in the graph's memory pool.
+        enabled = torch.is_autocast_enabled('cuda')
+        autocast = torch.autocast('cuda', enabled=enabled, dtype=torch.get_autocast_dtype('cuda'),
+                                  cache_enabled=False)
+        side = torch.cuda.Stream(device=x.device)
+        side.wait_stream(torch.cuda.current_stream(x.device))
+        with torch.cuda.stream(side), torch.no_grad(), autocast:
+            for _ in range(self.warmup):
+                self.forward(static_x)
+        torch.cuda.current_stream(x.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph), torch.no_grad(), autocast:
+            static_out = self.forward(static_x)
+        if not isinstance(static_out, tuple) or not all(isinstance(t, torch.Tensor) for t in static_out):
+            raise TypeError(f'forward must return a tuple of tensors to be replayed, got '
+                            f'{type(static_out).__name__}')
+        return graph, static_x, static_out
+
+    def __call__(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        if not self.applies(x):
+            raise RuntimeError('this call cannot be replayed from a CUDA graph (a CPU input, an input '
+                               'or parameter that needs a gradient, or a layer in training mode): '
+                               'check applies(x) first and run the module eagerly')
+        self._check_storage()
+        key = self._signature(x)
+        entry = self.graphs.get(key)
+        if entry is None:
+            if len(self.graphs) >= self.max_graphs:
+                if not self._told_full:
+                    logging.getLogger(__name__).info(
+                        f'{self.max_graphs} CUDA graphs captured (input shapes '
+                        f'{[k[0] for k in self.graphs]}); other shapes run eagerly')
+                    self._told_full = True
+                return self.forward(x)
+            entry = self.graphs[key] = self._capture(x)
+        graph, static_x, static_out = entry
+        static_x.copy_(x)
+        graph.replay()
+        return tuple(t.clone() for t in static_out)
