@@ -78,7 +78,11 @@ class FrozenForwardGraphs:
         return not any(m.training and _depends_on_training(m) for m in self.module.modules())
 
     def applies(self, x: torch.Tensor) -> bool:
-        """Whether a call with ``x`` may be replayed (else it must run eagerly)."""
+        """Whether a call with ``x`` may be replayed (else it must run eagerly). Never inside
+        ``torch.compile`` (a compiled model traces the eager forward; its own CUDA graphs are
+        ``mode='reduce-overhead'``)."""
+        if torch.compiler.is_compiling():
+            return False
         if not x.is_cuda or x.requires_grad or torch.cuda.is_current_stream_capturing():
             return False
         return self.frozen()

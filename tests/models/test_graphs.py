@@ -4,6 +4,8 @@ On the CPU: when a call may be replayed, the errors, and that the option leaves 
 eager. On a GPU: replays equal the eager forward bit for bit, per input signature, and
 the graphs follow moved parameters.
 """
+import types
+
 import pytest
 import torch
 import torch.nn as nn
@@ -64,6 +66,14 @@ def test_applies_only_to_frozen_cuda_calls():
         assert not graphs.applies(xc.requires_grad_())
         net[3].train()  # dropout in training mode
         assert not graphs.applies(xc.detach())
+
+
+def test_never_applies_while_compiling(monkeypatch):
+    net = _net().eval().requires_grad_(False)
+    graphs = _graphs(net)
+    cuda_input = types.SimpleNamespace(is_cuda=True, requires_grad=False)
+    monkeypatch.setattr(torch.compiler, 'is_compiling', lambda: True)
+    assert graphs.frozen() and not graphs.applies(cuda_input)
 
 
 def test_backbone_option_is_checked_and_cpu_stays_eager():
