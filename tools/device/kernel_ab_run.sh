@@ -43,10 +43,11 @@ for dir in "$AB_DIR"/*/; do
   [ -d "$dir" ] || continue  # (no variants)
   v=$(basename "$dir"); variants+=("$v")
   rm -rf "/tmp/ab_$v" && cp -r . "/tmp/ab_$v" && rm -rf "/tmp/ab_$v/.git"
-  for f in $(cd "$dir" && ls); do
+  # (byte order: a locale that ignores punctuation sorted add-on patches before their base)
+  for f in $(cd "$dir" && LC_ALL=C ls); do
     case "$f" in
       CASES|TESTS) ;;
-      *.patch) patch -s -p1 -d "/tmp/ab_$v" < "$dir/$f" || echo "patch $f of $v failed" ;;
+      *.patch) patch -s -p1 --batch -d "/tmp/ab_$v" < "$dir/$f" || echo "patch $f of $v failed" ;;
       *) cp "$dir/$f" "/tmp/ab_$v/csrc/cuda/$f" ;;
     esac
   done
