@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from . import report
+from ..models.graphs import FrozenForwardGraphs
 from ..models.variants import BASELINES, PAPER_VARIANTS, VARIANTS, timm_size_kwargs
 from .timing import Timer, fmt, run_stamp
 
@@ -46,9 +47,8 @@ def create(name: str, device: torch.device, memory_format=torch.contiguous_forma
     return timm.create_model(name, **timm_size_kwargs(name, img_size)).to(device, memory_format=memory_format)
 
 
-def _autocast(device: torch.device, dtype: torch.dtype, cache_enabled: bool = True):
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32,
-                          cache_enabled=cache_enabled)
+def _autocast(device: torch.device, dtype: torch.dtype):
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
 
 def prepare(device: torch.device) -> None:
@@ -144,18 +144,17 @@ def variant_table(rows: Sequence[dict]) -> str:
 
 
 def _cuda_graph(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) -> Callable[[], None]:
-    """Capture one inference of ``model`` on the static input ``x``; returns its replay."""
-    autocast = _autocast(x.device, dtype, cache_enabled=False)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side), torch.no_grad(), autocast:
-        for _ in range(3):
-            model(x)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph), torch.no_grad(), autocast:
-        model(x)
-    return graph.replay
+    """One inference of ``model`` on ``x`` captured into a CUDA graph the way the probes' frozen
+    backbones are (:class:`~gspn2_dense.models.graphs.FrozenForwardGraphs`: the input copied in,
+    the output copied out); returns its replay."""
+    graphs = FrozenForwardGraphs(model, lambda t: (model(t),), max_graphs=1, warmup=3)
+
+    def replay():
+        with torch.no_grad(), _autocast(x.device, dtype):
+            graphs(x)
+
+    replay()  # (the capture)
+    return replay
 
 
 def latency(name: str, sizes: Sequence[int], mode: str, device: torch.device, dtype: torch.dtype,

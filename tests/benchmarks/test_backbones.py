@@ -100,3 +100,13 @@ def test_dense_eager_and_compiled_report():
     with pytest.raises(ValueError, match=r"regimes must be a non-empty selection of \('probe', 'finetune'\), "
                                          r"got \['linear'\]"):
         bench.dense('gspn2_test', [64], device, torch.float32, timer, regimes=['linear'])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_latency_graph_modes_replay():
+    """The graph modes capture through FrozenForwardGraphs (what the probes replay)."""
+    device = torch.device('cuda')
+    for mode in ('cuda_graph', 'compiled_cuda_graph'):
+        row = bench.latency('gspn2_test', [64], mode, device, torch.bfloat16, Timer(device), iters=2,
+                            warmup=1)
+        assert row['points'][0]['ms'] > 0, row
