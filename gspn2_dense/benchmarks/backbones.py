@@ -323,7 +323,7 @@ def run(device: torch.device, dtype: torch.dtype, models: Sequence[str] = MODELS
             # (graphed: the probe regime on CUDA only, what a replayed frozen backbone is)
             regimes = [r for r in dense_regimes if r == 'probe'] if mode == 'graphed' else dense_regimes
             if mode == 'graphed' and (device.type != 'cuda' or not regimes):
-                result['skipped'].append(f'dense prediction, graphed: needs CUDA and the probe regime')
+                result['skipped'].append('dense prediction, graphed: needs CUDA and the probe regime')
                 continue
             for name in dense_models:
                 add('dense', dense(name, dense_sizes, device, dtype, timer, dense_batch, mode=mode,

@@ -19,7 +19,7 @@ from mmseg.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..engine.checkpoint import CheckpointError, load_checkpoint_file
-from .graphs import FrozenForwardGraphs
+from .graphs import optional_graphs
 from .gspn2 import NUM_STAGES, checkpoint_filter_fn
 from .variants import VARIANTS, get_variant
 
@@ -66,8 +66,6 @@ class GSPN2Backbone(BaseModule):
                  init_cfg: Optional[dict] = None,
                  **model_kwargs):
         super().__init__(init_cfg=init_cfg)
-        if not isinstance(cuda_graph, bool):
-            raise TypeError(f'cuda_graph must be a bool, got {cuda_graph!r}')
         if arch not in ARCHS:
             raise ValueError(f'arch must be one of {ARCHS}, got {arch!r}')
         out_indices = tuple(out_indices) if isinstance(out_indices, Sequence) else (out_indices,)
@@ -89,7 +87,7 @@ class GSPN2Backbone(BaseModule):
         self.num_features = [self.trunk.feature_info[i]['num_chs'] for i in out_indices]
         self.trunk.set_grad_checkpointing(with_cp)
         self._freeze_stages()
-        self.graphs = FrozenForwardGraphs(self.trunk, self._features) if cuda_graph else None
+        self.graphs = optional_graphs(cuda_graph, self.trunk, self._features)
 
     def _frozen_modules(self) -> Sequence[nn.Module]:
         if self.frozen_stages < 0:
@@ -144,9 +142,7 @@ class GSPN2Backbone(BaseModule):
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         if x.dim() != 4:
             raise ValueError(f'x must be (B, C, H, W), got shape {tuple(x.shape)}')
-        if self.graphs is not None and self.graphs.applies(x):
-            return self.graphs(x)
-        return self._features(x)
+        return self._features(x) if self.graphs is None else self.graphs.run(x)
 
     def _features(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         # The trunk runs channels_last; the maps leave it contiguous, as mmseg's heads and

@@ -14,7 +14,7 @@ layer in training mode. Anything else runs eagerly. The backbones take it as
 :class:`~gspn2_dense.models.timm_backbone.TimmFeatureBackbone`).
 """
 import logging
-from typing import Callable, Dict, Hashable, Tuple
+from typing import Callable, Dict, Hashable, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -22,7 +22,7 @@ from timm.layers import DropPath
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
-__all__ = ['FrozenForwardGraphs']
+__all__ = ['FrozenForwardGraphs', 'optional_graphs']
 
 
 
@@ -125,6 +125,13 @@ class FrozenForwardGraphs:
             raise RuntimeError('this call cannot be replayed from a CUDA graph (a CPU input, an input '
                                'or parameter that needs a gradient, or a layer in training mode): '
                                'check applies(x) first and run the module eagerly')
+        return self._replay(x)
+
+    def run(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """``forward(x)``: replayed where :meth:`applies`, else eagerly."""
+        return self._replay(x) if self.applies(x) else self.forward(x)
+
+    def _replay(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         self._check_storage()
         key = self._signature(x)
         entry = self.graphs.get(key)
@@ -141,3 +148,12 @@ class FrozenForwardGraphs:
         static_x.copy_(x)
         graph.replay()
         return tuple(t.clone() for t in static_out)
+
+
+def optional_graphs(cuda_graph: bool, module: nn.Module,
+                    forward: Callable[[torch.Tensor], Tuple[torch.Tensor, ...]]
+                    ) -> Optional[FrozenForwardGraphs]:
+    """A backbone's ``cuda_graph`` option: the graphs of ``forward``, or None when it is off."""
+    if not isinstance(cuda_graph, bool):
+        raise TypeError(f'cuda_graph must be a bool, got {cuda_graph!r}')
+    return FrozenForwardGraphs(module, forward) if cuda_graph else None

@@ -13,7 +13,7 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 
-from .graphs import FrozenForwardGraphs
+from .graphs import optional_graphs
 
 __all__ = ['TimmFeatureBackbone']
 
@@ -37,8 +37,6 @@ class TimmFeatureBackbone(BaseModule):
                  checkpoint: Optional[str] = None, cuda_graph: bool = False,
                  **model_kwargs) -> None:
         super().__init__(init_cfg=None)
-        if not isinstance(cuda_graph, bool):
-            raise TypeError(f'cuda_graph must be a bool, got {cuda_graph!r}')
         if model_name not in timm.list_models():
             raise KeyError(f'timm has no model {model_name!r} (timm {timm.__version__}); see '
                            'timm.list_models()')
@@ -51,7 +49,7 @@ class TimmFeatureBackbone(BaseModule):
         self.channels_last = str(getattr(self.trunk, 'output_fmt', 'NCHW')).endswith('NHWC')
         self.num_features = list(self.trunk.feature_info.channels())
         self.strides = list(self.trunk.feature_info.reduction())
-        self.graphs = FrozenForwardGraphs(self.trunk, self._features) if cuda_graph else None
+        self.graphs = optional_graphs(cuda_graph, self.trunk, self._features)
 
     def init_weights(self) -> None:
         """Weights come from ``timm.create_model`` (random init or ``checkpoint``); nothing to do."""
@@ -60,9 +58,7 @@ class TimmFeatureBackbone(BaseModule):
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         if x.dim() != 4:
             raise ValueError(f'x must be (B, C, H, W), got shape {tuple(x.shape)}')
-        if self.graphs is not None and self.graphs.applies(x):
-            return self.graphs(x)
-        return self._features(x)
+        return self._features(x) if self.graphs is None else self.graphs.run(x)
 
     def _features(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         feats = self.trunk(x)
