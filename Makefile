@@ -12,16 +12,18 @@ PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # PyPI downloads of the CUDA wheels (hundreds of MB each) break off now and then: pip resumes a
 # broken download up to PIP_RESUME_RETRIES times (pip >= 25.1; older pips ignore the setting),
-# and the download-heavy install steps are tried up to three times, half a minute apart, before make gives up.
+# and the download-heavy install steps are tried up to five times, waiting 30 s, 60 s, 120 s
+# and 240 s in between (a proxy that cut a download off has often fetched the file by then).
 export PIP_RETRIES := 10
 export PIP_TIMEOUT := 60
 export PIP_RESUME_RETRIES := 50
-PIP_ATTEMPTS := 3
+PIP_ATTEMPTS := 5
 define with_retries
 for attempt in $$(seq 1 $(PIP_ATTEMPTS)); do \
 	if $(1); then break; fi; \
 	if [ "$$attempt" = "$(PIP_ATTEMPTS)" ]; then echo "==> failed $(PIP_ATTEMPTS) times: $(1)" >&2; exit 1; fi; \
-	echo "==> attempt $$attempt of $(PIP_ATTEMPTS) failed; trying again in 30 s" >&2; sleep 30; \
+	wait_s=$$((30 * 2 ** (attempt - 1))); \
+	echo "==> attempt $$attempt of $(PIP_ATTEMPTS) failed; trying again in $$wait_s s" >&2; sleep $$wait_s; \
 done
 endef
 export PYTHONUNBUFFERED := 1
