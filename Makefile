@@ -10,6 +10,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export PYTHONUNBUFFERED := 1
 # PyPI downloads of the CUDA wheels (hundreds of MB each) break off now and then: pip resumes a
 # broken download up to PIP_RESUME_RETRIES times (pip >= 25.1; older pips ignore the setting),
 # and the download-heavy install steps are tried up to five times, waiting 30 s, 60 s, 120 s
@@ -19,6 +20,7 @@ export PIP_TIMEOUT := 60
 export PIP_RESUME_RETRIES := 50
 PIP_ATTEMPTS := 5
 define with_retries
+echo "$(1)"; \
 for attempt in $$(seq 1 $(PIP_ATTEMPTS)); do \
 	if $(1); then break; fi; \
 	if [ "$$attempt" = "$(PIP_ATTEMPTS)" ]; then echo "==> failed $(PIP_ATTEMPTS) times: $(1)" >&2; exit 1; fi; \
@@ -26,7 +28,6 @@ for attempt in $$(seq 1 $(PIP_ATTEMPTS)); do \
 	echo "==> attempt $$attempt of $(PIP_ATTEMPTS) failed; trying again in $$wait_s s" >&2; sleep $$wait_s; \
 done
 endef
-export PYTHONUNBUFFERED := 1
 
 STAMP_BASE := $(VENV)/.stamp-base
 STAMP_MMCV := $(VENV)/.stamp-mmcv
@@ -42,8 +43,8 @@ $(PY):
 
 $(STAMP_BASE): | $(PY)
 	@echo "==> [setup 2/4] installing torch 2.11.0, torchvision 0.26.0 and the build tools"
-	$(call with_retries,$(PIP) install --upgrade pip 'setuptools<70' wheel)
-	$(call with_retries,$(PIP) install torch==2.11.0 torchvision==0.26.0 ninja 'numpy<2.4')
+	@$(call with_retries,$(PIP) install --upgrade pip 'setuptools<70' wheel)
+	@$(call with_retries,$(PIP) install torch==2.11.0 torchvision==0.26.0 ninja 'numpy<2.4')
 	@touch $@
 
 $(STAMP_MMCV): $(STAMP_BASE)
@@ -54,7 +55,7 @@ $(STAMP_MMCV): $(STAMP_BASE)
 
 $(STAMP_PKG): $(STAMP_MMCV) setup.py
 	@echo "==> [setup 4/4] installing gspn2_dense (editable) and the pinned stack"
-	$(call with_retries,$(PIP) install -e '.[dev]')
+	@$(call with_retries,$(PIP) install -e '.[dev]')
 	@touch $@
 	@echo "==> set-up complete ($(VENV))"
 
