@@ -25,7 +25,6 @@ from torch.nn.modules.dropout import _DropoutNd
 __all__ = ['FrozenForwardGraphs', 'optional_graphs']
 
 
-
 def _depends_on_training(module: nn.Module) -> bool:
     """Whether ``module``'s output changes with its training flag (a dropout or drop-path of
     probability 0, as in a classifier head built with ``drop_rate=0``, does not)."""
@@ -70,34 +69,44 @@ class FrozenForwardGraphs:
         self._storage_key = None
         self._told_full = False
 
+    def _walk(self) -> Tuple[tuple, bool]:
+        """One pass over the module: the addresses of its parameters and buffers (what the
+        graphs read) and whether it computes as a frozen function now (:meth:`frozen`).
+        It runs on every call, so it walks the tree once, reading each module's own
+        ``_parameters`` and ``_buffers`` (``parameters()`` and ``buffers()`` would walk it
+        once each, and take longer per module)."""
+        recording = torch.is_grad_enabled()
+        storage, frozen = [], True
+        for module in self.module.modules():
+            if frozen and module.training and _depends_on_training(module):
+                frozen = False
+            for param in module._parameters.values():
+                if param is not None:
+                    storage.append(param.data_ptr())
+                    frozen = frozen and not (recording and param.requires_grad)
+            storage.extend(b.data_ptr() for b in module._buffers.values() if b is not None)
+        return tuple(storage), frozen
+
     def frozen(self) -> bool:
         """Whether the module computes as a frozen function now: no parameter needs a gradient
         while autograd records, and no layer whose output depends on it is in training mode."""
-        if torch.is_grad_enabled() and any(p.requires_grad for p in self.module.parameters()):
+        return self._walk()[1]
+
+    def _input_applies(self, x: torch.Tensor) -> bool:
+        if torch.compiler.is_compiling():
             return False
-        return not any(m.training and _depends_on_training(m) for m in self.module.modules())
+        return x.is_cuda and not x.requires_grad and not torch.cuda.is_current_stream_capturing()
 
     def applies(self, x: torch.Tensor) -> bool:
         """Whether a call with ``x`` may be replayed (else it must run eagerly). Never inside
         ``torch.compile`` (a compiled model traces the eager forward; its own CUDA graphs are
         ``mode='reduce-overhead'``)."""
-        if torch.compiler.is_compiling():
-            return False
-        if not x.is_cuda or x.requires_grad or torch.cuda.is_current_stream_capturing():
-            return False
-        return self.frozen()
+        return self._input_applies(x) and self.frozen()
 
     def _signature(self, x: torch.Tensor) -> Hashable:
         autocast = torch.is_autocast_enabled('cuda')
         return (tuple(x.shape), x.stride(), x.dtype, x.device,
                 autocast, torch.get_autocast_dtype('cuda') if autocast else None)
-
-    def _check_storage(self) -> None:
-        # Graphs read parameters and buffers at the addresses they had when captured.
-        key = tuple(t.data_ptr() for t in (*self.module.parameters(), *self.module.buffers()))
-        if key != self._storage_key:
-            self.graphs.clear()
-            self._storage_key = key
 
     def _capture(self, x: torch.Tensor) -> tuple:
         static_x = x.detach().clone()
@@ -121,18 +130,26 @@ class FrozenForwardGraphs:
         return graph, static_x, static_out
 
     def __call__(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        if not self.applies(x):
+        storage, frozen = self._walk() if self._input_applies(x) else (None, False)
+        if not frozen:
             raise RuntimeError('this call cannot be replayed from a CUDA graph (a CPU input, an input '
                                'or parameter that needs a gradient, or a layer in training mode): '
                                'check applies(x) first and run the module eagerly')
-        return self._replay(x)
+        return self._replay(x, storage)
 
     def run(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """``forward(x)``: replayed where :meth:`applies`, else eagerly."""
-        return self._replay(x) if self.applies(x) else self.forward(x)
+        if self._input_applies(x):
+            storage, frozen = self._walk()
+            if frozen:
+                return self._replay(x, storage)
+        return self.forward(x)
 
-    def _replay(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        self._check_storage()
+    def _replay(self, x: torch.Tensor, storage: tuple) -> Tuple[torch.Tensor, ...]:
+        # Graphs read parameters and buffers at the addresses they had when captured.
+        if storage != self._storage_key:
+            self.graphs.clear()
+            self._storage_key = storage
         key = self._signature(x)
         entry = self.graphs.get(key)
         if entry is None:
