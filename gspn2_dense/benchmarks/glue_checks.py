@@ -10,6 +10,7 @@
 import contextlib
 import time
 from typing import Callable, Dict, List, Sequence
+from unittest import mock
 
 import timm
 import torch
@@ -30,14 +31,9 @@ def _folded_lpu(self, x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, self.conv.weight + centre, self.conv.bias, padding=1, groups=self.conv.groups)
 
 
-@contextlib.contextmanager
 def _lpu_folded():
-    forward = gspn2.LocalPerceptionUnit.forward
-    gspn2.LocalPerceptionUnit.forward = _folded_lpu
-    try:
-        yield
-    finally:
-        gspn2.LocalPerceptionUnit.forward = forward
+    """The LPUs folded while the returned context is active."""
+    return mock.patch.object(gspn2.LocalPerceptionUnit, 'forward', _folded_lpu)
 
 
 def lpu_fold_errors(tap_stds: Sequence[float] = (0.05, 0.15), batch: int = 2,
